@@ -1,0 +1,81 @@
+"""Batched, never-losing writes to the archive from a thread of their own.
+
+The event loop only enqueues; this thread commits up to ``max_batch`` runs per transaction
+(or whatever arrived within ``max_delay``). When a write fails (disk full, locked database)
+the batch is kept and retried with backoff, and the error is visible in ``stats``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Protocol
+
+from netsonde.model import Run
+
+log = logging.getLogger(__name__)
+
+
+class RunStore(Protocol):
+    def store_runs(self, runs: list[Run]) -> int: ...
+
+
+class BatchWriter:
+    def __init__(self, store: RunStore, *, max_batch: int = 500, max_delay: float = 0.1) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._max_delay = max_delay
+        self._queue: queue.Queue[Run | None] = queue.Queue()
+        self.stored = 0
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._loop, name="archive-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, run: Run) -> None:
+        self._queue.put(run)
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything submitted so far, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        closing = False
+        while not closing:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            until = time.monotonic() + self._max_delay
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get(timeout=max(0.0, until - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    closing = True
+                    break
+                batch.append(item)
+            self._write(batch, give_up_after=5.0 if closing else None)
+
+    def _write(self, batch: list[Run], give_up_after: float | None) -> None:
+        delay, started = 0.1, time.monotonic()
+        while True:
+            try:
+                self.stored += self._store.store_runs(batch)
+                self.last_error = None
+                return
+            except Exception as e:  # keep the batch; the archive may come back
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.error("archive write failed, will retry: %s", self.last_error)
+                if give_up_after is not None and time.monotonic() - started > give_up_after:
+                    log.error("giving up on %d runs at shutdown", len(batch))
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)

@@ -1,0 +1,333 @@
+"""The `netsonde` command. Thin: parses arguments, calls the library, prints.
+
+Every failure a user can cause ends as one line on stderr and a non-zero exit status; set
+NETSONDE_DEBUG=1 to see the traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from netsonde import __version__
+from netsonde.archive.sqlite import ArchiveError, SQLiteArchive
+from netsonde.config import Config, ConfigError, parse_duration, parse_time
+from netsonde.daemon import service
+from netsonde.daemon.detach import StartupReport, detach
+from netsonde.daemon.pidfile import AlreadyRunning, running_pid
+from netsonde.model import from_us, to_us
+from netsonde.mp.tools import ping as ping_tool
+
+app = typer.Typer(
+    help="netsonde: scheduled network measurements with a perfSONAR-compatible archive.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+out = Console(highlight=False)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", envvar="NETSONDE_CONFIG", help="TOML config (default: embedded)"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+class UserError(Exception):
+    """A problem to report in one line, without a traceback."""
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _when(us: int | None) -> str:
+    if us is None:
+        return "-"
+    return datetime.fromtimestamp(from_us(us), UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _open_archive(cfg: Config) -> SQLiteArchive:
+    assert cfg.sqlite_path is not None
+    return SQLiteArchive(cfg.sqlite_path, readonly=True)
+
+
+# ---- run / status ----------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    daemon: Annotated[
+        bool, typer.Option("--daemon", help="detach and run in the background")
+    ] = False,
+) -> None:
+    """Run the measurement point (foreground unless --daemon)."""
+    cfg = service.load_config(config)
+    pid = running_pid(cfg.pidfile)
+    if pid is not None:
+        raise AlreadyRunning(cfg.pidfile, pid)
+    if not daemon:
+        service.setup_logging(None)
+        out.print(
+            f"netsonde {__version__}: {len(cfg.tests)} test(s), archive {cfg.archive_url}, "
+            f"pidfile {cfg.pidfile}. Stop with Ctrl-C.",
+            style="bold",
+        )
+        service.run_foreground(cfg, config)
+        return
+    report = detach(cfg.log_file)
+    if isinstance(report, str):
+        if not report.startswith("ok "):
+            raise UserError(report)
+        out.print(f"netsonde started in the background (pid {report[3:]}), log {cfg.log_file}")
+        return
+    _run_detached(cfg, config, report)
+
+
+def _run_detached(cfg: Config, config: Path | None, report: StartupReport) -> None:
+    service.setup_logging(cfg.log_file)
+    try:
+        service.run_foreground(cfg, config, on_ready=report.ready)
+    except (AlreadyRunning, ArchiveError, OSError) as e:
+        report.send(str(e))
+        os._exit(1)
+    os._exit(0)
+
+
+@app.command()
+def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Is the daemon running? Its pid, uptime and the next scheduled runs."""
+    cfg = service.load_config(config)
+    pid = running_pid(cfg.pidfile)
+    snap: dict[str, Any] = {}
+    if pid is not None:
+        try:
+            snap = json.loads(service.status_path(cfg).read_text())
+        except (OSError, ValueError):
+            snap = {}
+    if as_json:
+        _print_json({"running": pid is not None, "pid": pid, **snap})
+    elif pid is None:
+        out.print(f"netsonde is not running (pidfile {cfg.pidfile})")
+    else:
+        up = time.time() - from_us(snap["started_us"]) if "started_us" in snap else None
+        out.print(f"netsonde is running: pid {pid}" + (f", up {_duration(up)}" if up else ""))
+        if snap:
+            out.print(
+                f"tests {snap['tests']}, running {snap['running']}, waiting {snap['waiting']}, "
+                f"runs {snap['runs']}, stored {snap['stored']}, lateness {snap['lateness']}"
+            )
+            for key in ("archive_error", "reload_error"):
+                if snap.get(key):
+                    out.print(f"{key.replace('_', ' ')}: {snap[key]}", style="red")
+            table = Table("next run (UTC)", "test")
+            for item in snap["upcoming"]:
+                table.add_row(_when(item["planned_us"]), item["test_id"])
+            out.print(table)
+    raise typer.Exit(0 if pid is not None else 3)  # 3: "not running", as LSB init scripts say
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+# ---- tests / results -------------------------------------------------------------------------
+
+
+@app.command()
+def tests(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """The configured tests."""
+    cfg = service.load_config(config)
+    rows = [
+        {
+            "id": s.id,
+            "tool": s.tool,
+            "target": s.target,
+            "interval_s": s.schedule.interval,
+            "offset_s": s.schedule.offset,
+            "schedule": "poisson" if s.schedule.poisson else "periodic",
+            "class": str(s.sched_class),
+            "timeout_s": s.timeout,
+            "key": s.key,
+            "params": s.params_dict(),
+        }
+        for s in cfg.tests
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("id", "tool", "target", "every", "±offset", "class", "timeout", "params")
+    for r in rows:
+        params = " ".join(f"{k}={v}" for k, v in r["params"].items())
+        table.add_row(
+            r["id"], r["tool"], r["target"], f"{r['interval_s']:g}s", f"{r['offset_s']:g}s",
+            r["class"], f"{r['timeout_s']:g}s", params,
+        )  # fmt: skip
+    out.print(table)
+
+
+def _time_arg(value: str, now: float) -> int:
+    """``1h`` (that long ago), an ISO 8601 time, or epoch seconds → epoch µs."""
+    try:
+        return to_us(now - parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        return to_us(parse_time(float(value) if value.replace(".", "", 1).isdigit() else value))
+    except ValueError:
+        raise UserError(
+            f"invalid time {value!r}: use 1h, 30m, an ISO 8601 time or epoch seconds"
+        ) from None
+
+
+@app.command()
+def results(
+    test: Annotated[str | None, typer.Argument(help="test id (default: all)")] = None,
+    since: Annotated[str, typer.Option(help="from: 1h, 30m, ISO 8601 or epoch")] = "1h",
+    until: Annotated[str | None, typer.Option(help="to (default: now)")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many runs (the latest)")] = 1000,
+    samples: Annotated[bool, typer.Option(help="include per-packet samples in --json")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stored runs and their results."""
+    cfg = service.load_config(config)
+    now = time.time()
+    archive = _open_archive(cfg)
+    try:
+        rows = archive.runs(
+            test,
+            since_us=_time_arg(since, now),
+            until_us=_time_arg(until, now) if until else None,
+            limit=limit,
+        )
+    finally:
+        archive.close()
+    if as_json:
+        if not samples:
+            for r in rows:
+                r.pop("samples")
+        _print_json(rows)
+        return
+    table = Table(
+        "time (UTC)", "test", "state", "late ms", "min", "mean", "median", "max", "loss %", "note"
+    )
+    for r in rows:
+        v = r["values"]
+        late = None if r["actual_us"] is None else (r["actual_us"] - r["planned_us"]) / 1000
+        table.add_row(
+            _when(r["actual_us"] or r["planned_us"]), r["test_id"], r["state"], _num(late, 1),
+            _num(v.get("minRtt")), _num(v.get("meanRtt")), _num(v.get("medianRtt")),
+            _num(v.get("maxRtt")), _num(v.get("lossPercent"), 1), r["error"] or "",
+        )  # fmt: skip
+    out.print(table)
+    if not rows:
+        out.print(
+            f"no runs since {_when(_time_arg(since, now))}"
+            + (f" for test {test!r}" if test else "")
+        )
+
+
+# ---- one-shot ping ---------------------------------------------------------------------------
+
+
+@app.command()
+def ping(
+    hosts: Annotated[list[str], typer.Argument(help="targets (IP addresses or host names)")],
+    count: Annotated[int, typer.Option("-c", "--count", min=1, max=10_000)] = 5,
+    interval: Annotated[float, typer.Option("-i", "--interval", min=0.002)] = 0.2,
+    size: Annotated[int, typer.Option("-s", "--size", min=0, max=65_000)] = 56,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ping hosts once and print the PingER metrics."""
+    for host in hosts:
+        try:
+            ping_tool.check_target(host)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    params = ping_tool.Params(count=count, interval=interval, packet_size=size)
+    deadline = time.time() + ping_tool.default_timeout(params)
+    with ThreadPoolExecutor(max_workers=min(32, len(hosts))) as pool:
+        found = list(pool.map(lambda h: ping_tool.run(h, params, deadline), hosts))
+    if as_json:
+        _print_json(
+            [{"target": r.target, "error": r.error, "sent": r.sent, **r.values} for r in found]
+        )
+    else:
+        names = (
+            "minRtt",
+            "meanRtt",
+            "medianRtt",
+            "maxRtt",
+            "lossPercent",
+            "iqrIpd",
+            "duplicates",
+            "outOfOrder",
+        )
+        table = Table("target", *names)
+        for r in found:
+            if r.error:
+                table.add_row(r.target, f"[red]{r.error}[/red]")
+            else:
+                table.add_row(r.target, *(_num(r.values.get(n)) for n in names))
+        out.print(table)
+    if any(r.error for r in found):
+        raise typer.Exit(1)
+
+
+# ---- config ----------------------------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check(file: Annotated[Path, typer.Argument(help="TOML config file")]) -> None:
+    """Validate a config file: 'OK' and the test count, or one line naming file, line and key."""
+    cfg = service.load_config(file)
+    out.print(f"{file}: OK, {len(cfg.tests)} test(s), archive {cfg.archive_url}")
+
+
+@app.callback(invoke_without_command=True)
+def _version(
+    version: Annotated[bool, typer.Option("--version", help="print the version")] = False,
+) -> None:
+    if version:
+        out.print(f"netsonde {__version__}")
+        raise typer.Exit()
+
+
+def main() -> None:
+    try:
+        app()
+    except (UserError, ConfigError, ArchiveError, AlreadyRunning) as e:
+        print(f"netsonde: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:
+        if os.environ.get("NETSONDE_DEBUG"):
+            raise
+        print(
+            f"netsonde: internal error: {type(e).__name__}: {e} (NETSONDE_DEBUG=1 shows more)",
+            file=sys.stderr,
+        )
+        sys.exit(70)

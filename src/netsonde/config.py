@@ -1,0 +1,442 @@
+"""TOML → validated, typed configuration. Every error names the file, the line and the key.
+
+The tool parameter models are passed in by the caller (``param_models``) so this module stays
+below ``mp/tools`` in the dependency order.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from netsonde.model import SchedClass, Schedule, TestSpec
+
+DEFAULT_LISTEN = "127.0.0.1:8075"
+DEFAULT_DATA_DIR = "./netsonde-data"
+
+
+class ConfigError(Exception):
+    """A configuration problem, already formatted as ``FILE:LINE: key: message``."""
+
+
+# ---- value types -------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1d"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        pos, seconds = 0, 0.0
+        for m in _DURATION_PART.finditer(text):
+            if m.start() != pos:
+                break
+            seconds += float(m[1]) * _UNIT_SECONDS[m[2]]
+            pos = m.end()
+        if pos != len(text) or not text:
+            raise ValueError(f"invalid duration {value!r} (use e.g. 500ms, 30s, 5m, 1h30m)")
+    else:
+        raise ValueError(f"invalid duration {value!r}")
+    if seconds < 0:
+        raise ValueError(f"duration {value!r} is negative")
+    return seconds
+
+
+def parse_time(value: object) -> float:
+    """Epoch seconds from a TOML datetime, an ISO 8601 string or a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"invalid time {value!r} (use ISO 8601)") from None
+    if isinstance(value, datetime):
+        return value.timestamp()  # naive datetimes are local time, as TOML says
+    raise ValueError(f"invalid time {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Time = Annotated[float, BeforeValidator(parse_time)]
+TEST_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$"
+
+
+# ---- the file's shape --------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DaemonSection(_Strict):
+    data_dir: str = DEFAULT_DATA_DIR
+    listen: str = DEFAULT_LISTEN
+    pidfile: str | None = None
+    log_file: str | None = None
+    max_children: int = Field(32, ge=1, le=4096)
+    stop_timeout: Duration = Field(10.0, le=3600)
+
+
+class ArchiveSection(_Strict):
+    url: str | None = None
+
+
+class TestSection(_Strict):
+    __test__ = False
+
+    id: str = Field(pattern=TEST_ID)
+    tool: str
+    target: str | None = None
+    targets: list[str] | None = None
+    interval: Duration = Field(gt=0)
+    offset: Duration = 0.0
+    schedule: Literal["periodic", "poisson"] = "periodic"
+    start: Time | None = None
+    until: Time | None = None
+    max_runs: int | None = Field(None, ge=1)
+    slip: Duration | None = None
+    sched_class: SchedClass = Field(SchedClass.BACKGROUND, alias="class")
+    timeout: Duration | None = Field(None, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class FileShape(_Strict):
+    daemon: DaemonSection = Field(default_factory=DaemonSection)
+    archive: ArchiveSection = Field(default_factory=ArchiveSection)
+    test: list[TestSection] = Field(default_factory=list)
+
+
+# ---- the result ----------------------------------------------------------------------------
+
+
+class ToolContract(Protocol):
+    Params: type[BaseModel]
+
+    def check_target(self, target: str) -> str: ...
+
+    def default_timeout(self, params: Any) -> float: ...
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path | None  # None: the embedded default
+    data_dir: Path
+    listen: str
+    pidfile: Path
+    log_file: Path
+    archive_url: str
+    max_children: int
+    stop_timeout: float
+    tests: tuple[TestSpec, ...]
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The archive's file when the archive is SQLite."""
+        prefix = "sqlite:///"
+        return (
+            Path(self.archive_url[len(prefix) :]) if self.archive_url.startswith(prefix) else None
+        )
+
+
+EMBEDDED_DEFAULT = """\
+# The embedded default: ping both loopback addresses every 10 s.
+[daemon]
+data_dir = "./netsonde-data"
+listen = "127.0.0.1:8075"
+
+[[test]]
+id = "loopback-v4"
+tool = "ping"
+target = "127.0.0.1"
+interval = "10s"
+offset = "1s"
+params = { count = 5, interval = 0.2 }
+
+[[test]]
+id = "loopback-v6"
+tool = "ping"
+target = "::1"
+interval = "10s"
+offset = "1s"
+params = { count = 5, interval = 0.2 }
+"""
+
+
+def load(path: str | Path | None, param_models: Mapping[str, ToolContract]) -> Config:
+    """Load and validate a config file, or the embedded default when ``path`` is None.
+
+    Relative paths in a file are resolved against the file's directory; in the embedded
+    default, against the current directory.
+    """
+    if path is None:
+        return parse(EMBEDDED_DEFAULT, None, param_models, base=Path.cwd())
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read: {e}") from None
+    return parse(text, p, param_models, base=p.resolve().parent)
+
+
+def parse(
+    text: str, source: Path | None, param_models: Mapping[str, ToolContract], *, base: Path
+) -> Config:
+    name = str(source) if source else "<embedded default>"
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(e))
+        line = m[1] if m else "1"
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+        raise ConfigError(f"{name}:{line}: invalid TOML: {msg}") from None
+    lines = KeyLines(text)
+    errors: list[tuple[int, str]] = []
+
+    def error(loc: tuple[str | int, ...], msg: str) -> None:
+        errors.append((lines.line_of(loc), f"{format_key(loc)}: {msg}"))
+
+    try:
+        shape = FileShape.model_validate(raw)
+    except ValidationError as e:
+        for err in e.errors():
+            error(tuple(err["loc"]), _describe(err, raw))
+        _raise_first(name, errors)
+        raise AssertionError("unreachable") from None
+
+    tests = _build_tests(shape.test, param_models, error)
+    _raise_first(name, errors)
+
+    def resolve(p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else (base / q)
+
+    data_dir = resolve(shape.daemon.data_dir)
+    url = shape.archive.url or f"sqlite:///{data_dir / 'archive.sqlite'}"
+    if url.startswith("sqlite:///"):
+        url = f"sqlite:///{resolve(url[len('sqlite:///') :])}"
+    else:
+        errors.append(
+            (
+                lines.line_of(("archive", "url")),
+                "archive.url: this version stores in sqlite:///PATH only",
+            )
+        )
+        _raise_first(name, errors)
+    return Config(
+        source=source,
+        data_dir=data_dir,
+        listen=shape.daemon.listen,
+        pidfile=resolve(shape.daemon.pidfile)
+        if shape.daemon.pidfile
+        else data_dir / "netsonde.pid",
+        log_file=resolve(shape.daemon.log_file)
+        if shape.daemon.log_file
+        else data_dir / "netsonde.log",
+        archive_url=url,
+        max_children=shape.daemon.max_children,
+        stop_timeout=shape.daemon.stop_timeout,
+        tests=tuple(tests),
+    )
+
+
+def _build_tests(
+    sections: list[TestSection],
+    param_models: Mapping[str, ToolContract],
+    error: Callable[[tuple[str | int, ...], str], None],
+) -> list[TestSpec]:
+    specs: list[TestSpec] = []
+    seen: dict[str, int] = {}
+    for i, t in enumerate(sections):
+        here: tuple[str | int, ...] = ("test", i)
+        tool = param_models.get(t.tool)
+        if tool is None:
+            error(
+                (*here, "tool"),
+                f"unknown tool {t.tool!r} (known: {', '.join(sorted(param_models))})",
+            )
+            continue
+        if (t.target is None) == (t.targets is None):
+            error(here, "give exactly one of 'target' or 'targets'")
+            continue
+        if t.offset * 2 >= t.interval:
+            error((*here, "offset"), "offset must be less than half the interval")
+        if t.until is not None and t.start is not None and t.until <= t.start:
+            error((*here, "until"), "until must be after start")
+        try:
+            params = tool.Params.model_validate(t.params)
+        except ValidationError as e:
+            for err in e.errors():
+                error((*here, "params", *err["loc"]), _describe(err, t.params))
+            continue
+        targets = [t.target] if t.target is not None else list(t.targets or [])
+        for j, target in enumerate(targets):
+            where = (*here, "target") if t.target is not None else (*here, "targets", j)
+            try:
+                tool.check_target(target)
+            except ValueError as e:
+                error(where, str(e))
+                continue
+            test_id = t.id if t.target is not None else f"{t.id}/{target}"
+            if test_id in seen:
+                error(
+                    (*here, "id"), f"duplicate test id {test_id!r} (first at test[{seen[test_id]}])"
+                )
+                continue
+            seen[test_id] = i
+            specs.append(
+                TestSpec(
+                    id=test_id,
+                    tool=t.tool,
+                    target=target,
+                    schedule=Schedule(
+                        interval=t.interval,
+                        offset=t.offset,
+                        poisson=t.schedule == "poisson",
+                        start=t.start,
+                        until=t.until,
+                        max_runs=t.max_runs,
+                        slip=t.slip,
+                    ),
+                    params=params,
+                    sched_class=t.sched_class,
+                    timeout=t.timeout or tool.default_timeout(params),
+                )
+            )
+    return specs
+
+
+def _raise_first(name: str, errors: list[tuple[int, str]]) -> None:
+    if not errors:
+        return
+    errors.sort(key=lambda e: e[0])
+    line, msg = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    raise ConfigError(f"{name}:{line}: {msg}{more}")
+
+
+def _describe(err: Any, raw: Any) -> str:
+    """Pydantic's error, said the way a config author needs it."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1])
+        allowed = _allowed_keys(err["loc"][:-1])
+        hint = difflib.get_close_matches(key, allowed, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        listed = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key{suggestion}{listed}" if suggestion else f"unknown key{listed}"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    msg = msg.removeprefix("Value error, ")
+    if "input" in err and kind not in ("value_error",):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    names = [x for x in loc if isinstance(x, str)]
+    model: type[BaseModel] = FileShape
+    for name in names:
+        field = model.model_fields.get(name)
+        if field is None:
+            return []
+        ann = field.annotation
+        inner = getattr(ann, "__args__", (ann,))[0] if getattr(ann, "__origin__", None) else ann
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return []
+        model = inner
+    return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def format_key(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+# ---- where each key is ------------------------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_ASSIGN = re.compile(r"^\s*([A-Za-z0-9_\-\"'. ]+?)\s*=")
+_INLINE_KEY = re.compile(r"[{,]\s*([A-Za-z0-9_\-]+|\"[^\"]*\")\s*=")
+
+
+def _key_parts(text: str) -> list[str]:
+    return [p.strip().strip("\"'") for p in text.split(".")]
+
+
+class KeyLines:
+    """Maps a key path such as ``("test", 2, "params", "count")`` to its line in the source.
+
+    tomllib keeps no positions, so this follows the file's table headers and assignments.
+    It is used only to point at errors, so approximate is good enough: when a key is not
+    found, the line of its nearest enclosing table is given.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._lines: dict[tuple[str | int, ...], int] = {}
+        counts: dict[tuple[str | int, ...], int] = {}
+        table: tuple[str | int, ...] = ()
+        depth = 0  # open brackets of a multi-line array or inline table
+        in_string = False
+        for n, line in enumerate(text.splitlines(), start=1):
+            if line.count('"""') % 2 == 1 or line.count("'''") % 2 == 1:
+                in_string = not in_string
+                if not in_string:
+                    continue
+            if depth == 0 and not in_string and (m := _HEADER.match(line)):
+                path = tuple(_key_parts(m[2]))
+                if m[1] == "[[":
+                    i = counts.get(path, 0)
+                    counts[path] = i + 1
+                    table = (*path, i)
+                else:
+                    table = path
+                self._lines.setdefault(table, n)
+            elif depth == 0 and (m := _ASSIGN.match(line)):
+                key = (*table, *_key_parts(m[1]))
+                self._lines.setdefault(key, n)
+                for k in _INLINE_KEY.finditer(line):
+                    self._lines.setdefault((*key, k[1].strip('"')), n)
+            depth = max(0, depth + _bracket_balance(line))
+
+    def line_of(self, loc: tuple[str | int, ...]) -> int:
+        for end in range(len(loc), 0, -1):
+            if (n := self._lines.get(tuple(loc[:end]))) is not None:
+                return n
+        return 1
+
+
+def _bracket_balance(line: str) -> int:
+    """Net open brackets on a line, ignoring strings and comments (for multi-line values)."""
+    depth, quote = 0, ""
+    for ch in line:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            break
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+    return depth

@@ -1,0 +1,151 @@
+"""`netsonde run`: wires config, archive, runner and scheduler together and owns the lifecycle.
+
+SIGTERM/SIGINT stop gracefully (in-flight runs end or are killed, the archive is flushed,
+the pidfile removed); SIGHUP reloads the config, keeping the calendar of unchanged tests.
+The daemon publishes what it is doing in ``DATA_DIR/status.json`` for ``netsonde status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from netsonde import config as config_mod
+from netsonde.archive.sqlite import SQLiteArchive
+from netsonde.archive.writer import BatchWriter
+from netsonde.config import Config, ConfigError
+from netsonde.daemon.pidfile import PidFile
+from netsonde.model import to_us
+from netsonde.mp import tools
+from netsonde.mp.point import MeasurementPoint
+from netsonde.mp.runner import Runner
+
+log = logging.getLogger("netsonde")
+
+STATUS_FILE = "status.json"
+
+
+def load_config(path: str | Path | None) -> Config:
+    return config_mod.load(path, tools.TOOLS)  # type: ignore[arg-type]
+
+
+def status_path(cfg: Config) -> Path:
+    return cfg.data_dir / STATUS_FILE
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+class Daemon:
+    def __init__(self, cfg: Config, config_path: str | Path | None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.started = time.time()
+        self.reloads = 0
+        self.last_reload_error: str | None = None
+
+    async def main(self, on_ready: Callable[[], None] | None = None) -> None:
+        cfg = self.cfg
+        assert cfg.sqlite_path is not None
+        archive = SQLiteArchive(cfg.sqlite_path)
+        archive.register_tests(cfg.tests, to_us(time.time()))
+        writer = BatchWriter(archive)
+        runner = Runner()
+        point = MeasurementPoint(
+            cfg.tests, executor=runner, sink=writer.submit, max_children=cfg.max_children
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(point, archive))
+        publisher = asyncio.create_task(self._publish(point, writer))
+        log.info(
+            "netsonde %s: %d test(s), archive %s, data in %s",
+            os.getpid(),
+            len(cfg.tests),
+            cfg.archive_url,
+            cfg.data_dir,
+        )
+        if on_ready:
+            on_ready()
+        try:
+            await point.serve(stop, stop_timeout=cfg.stop_timeout)
+        finally:
+            publisher.cancel()
+            writer.close()
+            archive.close()
+            with contextlib.suppress(FileNotFoundError):
+                status_path(cfg).unlink()
+            log.info("stopped: %s", dict(point.counts))
+
+    def _reload(self, point: MeasurementPoint, archive: SQLiteArchive) -> None:
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            self.last_reload_error = str(e)
+            log.error("reload refused, keeping the running config: %s", e)
+            return
+        archive.register_tests(new.tests, to_us(time.time()))
+        point.reload(new.tests)
+        self.cfg = new
+        self.reloads += 1
+        self.last_reload_error = None
+        log.info("reloaded %s: %d test(s)", self.config_path or "embedded default", len(new.tests))
+
+    async def _publish(self, point: MeasurementPoint, writer: BatchWriter) -> None:
+        while True:
+            snapshot = {
+                "pid": os.getpid(),
+                "started_us": to_us(self.started),
+                "config": str(self.config_path) if self.config_path else None,
+                "archive": self.cfg.archive_url,
+                "reloads": self.reloads,
+                "reload_error": self.last_reload_error,
+                "stored": writer.stored,
+                "archive_backlog": writer.backlog,
+                "archive_error": writer.last_error,
+                **point.snapshot(),
+            }
+            try:
+                write_json_atomically(status_path(self.cfg), snapshot)
+            except OSError as e:
+                log.error("cannot write %s: %s", status_path(self.cfg), e)
+            await asyncio.sleep(1.0)
+
+
+def setup_logging(log_file: Path | None) -> None:
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def run_foreground(
+    cfg: Config, config_path: str | Path | None, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Lock the pidfile and run until stopped. Raises AlreadyRunning before doing anything."""
+    pidfile = PidFile(cfg.pidfile)
+    pidfile.acquire()
+    try:
+        asyncio.run(Daemon(cfg, config_path).main(on_ready))
+    finally:
+        pidfile.release()
