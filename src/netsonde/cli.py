@@ -131,7 +131,7 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         out.print(f"netsonde is running: pid {pid}" + (f", up {_duration(up)}" if up else ""))
         if snap:
             out.print(
-                f"tests {snap['tests']}, running {snap['running']}, waiting {snap['waiting']}, "
+                f"tests {snap['tests']}, in progress {snap['in_progress']}, waiting {snap['waiting']}, "
                 f"runs {snap['runs']}, stored {snap['stored']}, lateness {snap['lateness']}"
             )
             for key in ("archive_error", "reload_error"):

@@ -137,7 +137,7 @@ class MeasurementPoint:
     def snapshot(self, upcoming: int = 10) -> dict[str, Any]:
         return {
             "tests": len(self.scheduler.specs),
-            "running": self.scheduler.running,
+            "in_progress": self.scheduler.running,
             "waiting": self.scheduler.waiting,
             "runs": dict(self.counts),
             "lateness": self.lateness.summary(),

@@ -1,0 +1,129 @@
+"""The runner against real processes: deadlines kill whole process groups."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from procs import alive
+
+from integration.conftest import DaemonProcess
+from netsonde.model import Run, RunState, Schedule, TestSpec, run_id_for
+from netsonde.mp.runner import Runner
+from netsonde.mp.tools import command, noop, ping
+
+# Ignores SIGTERM, starts a grandchild that ignores it too, writes both pids, then hangs.
+HANGING_PROBE = """\
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+open(sys.argv[1], "w").write(f"{os.getpid()} {child.pid}")
+time.sleep(600)
+"""
+
+
+def spec_for(tool: str, params: object, timeout: float, target: str = "127.0.0.1") -> TestSpec:
+    return TestSpec(
+        id=f"t-{tool}",
+        tool=tool,
+        target=target,
+        schedule=Schedule(interval=60),
+        params=params,
+        timeout=timeout,
+    )
+
+
+def execute(spec: TestSpec, grace: float = 0.5) -> Run:
+    run = Run(
+        run_id=run_id_for(spec.key, 0), test_id=spec.id, test_key=spec.key, slot=0, planned_us=0
+    )
+    return asyncio.run(Runner(grace=grace).execute(spec, run))
+
+
+def write_probe(tmp_path: Path) -> tuple[Path, Path]:
+    script = tmp_path / "hang.py"
+    script.write_text(HANGING_PROBE)
+    return script, tmp_path / "pids"
+
+
+def test_hung_tool_is_killed_with_its_group_and_recorded_as_timeout(tmp_path: Path) -> None:
+    script, pids = write_probe(tmp_path)
+    params = command.Params(program=sys.executable, args=(str(script), str(pids)))
+    started = time.monotonic()
+    run = execute(spec_for("command", params, timeout=1.0))
+    took = time.monotonic() - started
+    assert run.state is RunState.TIMEOUT
+    assert "deadline" in (run.error or "")
+    assert 1.0 <= took < 1.0 + 0.5 + 3, f"took {took:.2f}s"  # deadline + grace + slack
+    probe_pid, grandchild_pid = map(int, pids.read_text().split())
+    deadline = time.monotonic() + 2
+    while (alive(probe_pid) or alive(grandchild_pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(probe_pid), "the probe ignored SIGTERM and must have got SIGKILL"
+    assert not alive(grandchild_pid), "the probe's child is in the same group and must be gone"
+
+
+def test_ping_run_finishes_with_samples() -> None:
+    run = execute(spec_for("ping", ping.Params(count=3, interval=0.05), timeout=10))
+    assert run.state is RunState.FINISHED, run.error
+    assert run.result is not None and run.result.sent == 3
+    assert [p.seq for p in run.result.replies] == [1, 2, 3]
+    assert all(p.ttl == 64 and p.rtt_ms is not None and p.rtt_ms > 0 for p in run.result.replies)
+    assert run.actual_us is not None and run.end_us is not None and run.end_us > run.actual_us
+
+
+def test_tool_error_is_a_failed_run_not_a_crash() -> None:
+    params = command.Params(program="/nonexistent/probe")
+    run = execute(spec_for("command", params, timeout=5))
+    assert run.state is RunState.FAILED
+    assert "cannot run /nonexistent/probe" in (run.error or "")
+
+
+def test_unresolvable_ping_target_fails_cleanly() -> None:
+    run = execute(spec_for("ping", ping.Params(count=1), timeout=10, target="no-such-host.invalid"))
+    assert run.state is RunState.FAILED
+    assert run.error and "Traceback" not in run.error
+
+
+@pytest.mark.parametrize("sleep", [0.0, 0.2])
+def test_noop_runs_in_a_child_process(sleep: float) -> None:
+    run = execute(spec_for("noop", noop.Params(sleep=sleep), timeout=5))
+    assert run.state is RunState.FINISHED
+    assert run.result is not None and run.result.values == {"slept": sleep}
+    assert run.end_us is not None and run.actual_us is not None
+    assert run.end_us - run.actual_us >= sleep * 1e6
+
+
+def test_daemon_records_hung_run_as_timeout(
+    daemon_factory: Callable[[str], DaemonProcess], tmp_path: Path
+) -> None:
+    script, pids = write_probe(tmp_path)
+    d = daemon_factory(
+        f"""
+[daemon]
+data_dir = "data"
+
+[[test]]
+id = "hang"
+tool = "command"
+target = "127.0.0.1"
+interval = "2s"
+timeout = "1s"
+max_runs = 1
+params = {{ program = "{sys.executable}", args = ["{script}", "{pids}"] }}
+"""
+    )
+    d.start()
+    rows = d.wait_for(
+        lambda: [r for r in d.cli_json("results", "hang", missing=[]) if r["state"] == "timeout"],
+        15,
+    )
+    assert "deadline" in rows[0]["error"]
+    probe_pid, grandchild_pid = map(int, pids.read_text().split())
+    assert not alive(probe_pid) and not alive(grandchild_pid)
+    d.stop()
