@@ -130,10 +130,16 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         up = time.time() - from_us(snap["started_us"]) if "started_us" in snap else None
         out.print(f"netsonde is running: pid {pid}" + (f", up {_duration(up)}" if up else ""))
         if snap:
+            runs = ", ".join(f"{k} {v}" for k, v in sorted(snap["runs"].items())) or "none yet"
             out.print(
-                f"tests {snap['tests']}, in progress {snap['in_progress']}, waiting {snap['waiting']}, "
-                f"runs {snap['runs']}, stored {snap['stored']}, lateness {snap['lateness']}"
+                f"tests {snap['tests']}, in progress {snap['in_progress']}, "
+                f"waiting {snap['waiting']}, stored {snap['stored']}; runs: {runs}"
             )
+            if late := snap.get("lateness"):
+                out.print(
+                    f"start lateness (last runs): p50 {late['p50_ms']:.1f} ms, "
+                    f"p99 {late['p99_ms']:.1f} ms, max {late['max_ms']:.1f} ms"
+                )
             for key in ("archive_error", "reload_error"):
                 if snap.get(key):
                     out.print(f"{key.replace('_', ' ')}: {snap[key]}", style="red")

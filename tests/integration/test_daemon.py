@@ -10,9 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from procs import alive, descendants
-
 from integration.conftest import DaemonProcess
+from procs import alive, descendants
 
 PING_EVERY_SECOND = """
 [daemon]

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from procs import alive
 
 from integration.conftest import DaemonProcess
 from netsonde.model import Run, RunState, Schedule, TestSpec, run_id_for
 from netsonde.mp.runner import Runner
 from netsonde.mp.tools import command, noop, ping
+from procs import alive
 
 # Ignores SIGTERM, starts a grandchild that ignores it too, writes both pids, then hangs.
 HANGING_PROBE = """\
