@@ -36,7 +36,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None,

@@ -7,6 +7,8 @@ below ``mp/tools`` in the dependency order.
 from __future__ import annotations
 
 import difflib
+import json
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -51,6 +53,8 @@ def parse_duration(value: object) -> float:
             raise ValueError(f"invalid duration {value!r} (use e.g. 500ms, 30s, 5m, 1h30m)")
     else:
         raise ValueError(f"invalid duration {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {value!r} (must be finite)")
     if seconds < 0:
         raise ValueError(f"duration {value!r} is negative")
     return seconds
@@ -101,7 +105,7 @@ class TestSection(_Strict):
     id: str = Field(pattern=TEST_ID)
     tool: str
     target: str | None = None
-    targets: list[str] | None = None
+    targets: list[str] | None = Field(None, min_length=1)
     interval: Duration = Field(gt=0)
     offset: Duration = 0.0
     schedule: Literal["periodic", "poisson"] = "periodic"
@@ -202,8 +206,9 @@ def parse(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column \d+\)", str(e))
-        line = m[1] if m else "1"
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+        # "(at end of document)": the error is on the last line.
+        line = m[1] if m else str(max(1, len(text.splitlines())))
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
         raise ConfigError(f"{name}:{line}: invalid TOML: {msg}") from None
     lines = KeyLines(text)
     errors: list[tuple[int, str]] = []
@@ -215,7 +220,7 @@ def parse(
         shape = FileShape.model_validate(raw)
     except ValidationError as e:
         for err in e.errors():
-            error(tuple(err["loc"]), _describe(err, raw))
+            error(tuple(err["loc"]), _describe(err))
         _raise_first(name, errors)
         raise AssertionError("unreachable") from None
 
@@ -282,7 +287,7 @@ def _build_tests(
             params = tool.Params.model_validate(t.params)
         except ValidationError as e:
             for err in e.errors():
-                error((*here, "params", *err["loc"]), _describe(err, t.params))
+                error((*here, "params", *err["loc"]), _describe(err, tool.Params))
             continue
         targets = [t.target] if t.target is not None else list(t.targets or [])
         for j, target in enumerate(targets):
@@ -330,12 +335,12 @@ def _raise_first(name: str, errors: list[tuple[int, str]]) -> None:
     raise ConfigError(f"{name}:{line}: {msg}{more}")
 
 
-def _describe(err: Any, raw: Any) -> str:
-    """Pydantic's error, said the way a config author needs it."""
+def _describe(err: Any, model: type[BaseModel] = FileShape) -> str:
+    """Pydantic's error, said the way a config author needs it (``model``: what was validated)."""
     kind = err["type"]
     if kind == "extra_forbidden":
         key = str(err["loc"][-1])
-        allowed = _allowed_keys(err["loc"][:-1])
+        allowed = _allowed_keys(err["loc"][:-1], model)
         hint = difflib.get_close_matches(key, allowed, n=1)
         suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
         listed = f" (allowed: {', '.join(allowed)})" if allowed else ""
@@ -349,9 +354,8 @@ def _describe(err: Any, raw: Any) -> str:
     return msg
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+def _allowed_keys(loc: tuple[Any, ...], model: type[BaseModel]) -> list[str]:
     names = [x for x in loc if isinstance(x, str)]
-    model: type[BaseModel] = FileShape
     for name in names:
         field = model.model_fields.get(name)
         if field is None:
@@ -364,10 +368,18 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(f.alias or n for n, f in model.model_fields.items())
 
 
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def format_key(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        # A quoted TOML key may hold anything, newlines included: quote it to stay on one line.
+        name = part if _BARE_KEY.match(part) else json.dumps(part)
+        out += f".{name}" if out else name
     return out or "(top level)"
 
 
@@ -395,14 +407,11 @@ class KeyLines:
         counts: dict[tuple[str | int, ...], int] = {}
         table: tuple[str | int, ...] = ()
         depth = 0  # open brackets of a multi-line array or inline table
-        in_string = False
+        string = ""  # the delimiter of the multi-line string open at the line's start
         for n, line in enumerate(text.splitlines(), start=1):
-            if line.count('"""') % 2 == 1 or line.count("'''") % 2 == 1:
-                in_string = not in_string
-                if not in_string:
-                    continue
-            if depth == 0 and not in_string and (m := _HEADER.match(line)):
-                path = tuple(_key_parts(m[2]))
+            code = depth == 0 and not string
+            if code and (m := _HEADER.match(line)):
+                path = self._in_arrays(_key_parts(m[2]), counts)
                 if m[1] == "[[":
                     i = counts.get(path, 0)
                     counts[path] = i + 1
@@ -410,12 +419,25 @@ class KeyLines:
                 else:
                     table = path
                 self._lines.setdefault(table, n)
-            elif depth == 0 and (m := _ASSIGN.match(line)):
+            elif code and (m := _ASSIGN.match(line)):
                 key = (*table, *_key_parts(m[1]))
                 self._lines.setdefault(key, n)
                 for k in _INLINE_KEY.finditer(line):
                     self._lines.setdefault((*key, k[1].strip('"')), n)
-            depth = max(0, depth + _bracket_balance(line))
+            balance, string = _scan(line, string)
+            depth = max(0, depth + balance)
+
+    @staticmethod
+    def _in_arrays(
+        parts: list[str], counts: dict[tuple[str | int, ...], int]
+    ) -> tuple[str | int, ...]:
+        """``[test.params]`` below the 2nd ``[[test]]`` → ``("test", 1, "params")``."""
+        path: list[str | int] = []
+        for k, part in enumerate(parts):
+            path.append(part)
+            if k < len(parts) - 1 and (count := counts.get(tuple(path))):
+                path.append(count - 1)
+        return tuple(path)
 
     def line_of(self, loc: tuple[str | int, ...]) -> int:
         for end in range(len(loc), 0, -1):
@@ -424,14 +446,27 @@ class KeyLines:
         return 1
 
 
-def _bracket_balance(line: str) -> int:
-    """Net open brackets on a line, ignoring strings and comments (for multi-line values)."""
-    depth, quote = 0, ""
-    for ch in line:
+def _scan(line: str, string: str) -> tuple[int, str]:
+    """Net open brackets on a line, ignoring strings and comments (for multi-line values), and
+    the multi-line string delimiter still open at its end. ``string``: the one open at its start.
+    """
+    depth, quote, i = 0, string, 0
+    while i < len(line):
         if quote:
-            if ch == quote:
+            if line[i] == "\\" and quote[0] == '"':  # an escape in a basic string
+                i += 2
+            elif line.startswith(quote, i):
+                i += len(quote)
                 quote = ""
-        elif ch in "\"'":
+            else:
+                i += 1
+            continue
+        ch = line[i]
+        if line.startswith(ch * 3, i) and ch in "\"'":
+            quote = ch * 3
+            i += 3
+            continue
+        if ch in "\"'":
             quote = ch
         elif ch == "#":
             break
@@ -439,4 +474,5 @@ def _bracket_balance(line: str) -> int:
             depth += 1
         elif ch in "]}":
             depth -= 1
-    return depth
+        i += 1
+    return depth, quote if len(quote) == 3 else ""
