@@ -99,9 +99,10 @@ class TestSpec:
 _RUN_NS = uuid.UUID("6a1f2d3c-8e4b-5f60-9a7b-0c1d2e3f4a5b")
 
 
-def run_id_for(test_key: str, slot: int) -> str:
-    """A run's id is derived from its test key and slot, so a re-delivery never duplicates it."""
-    return str(uuid.uuid5(_RUN_NS, f"{test_key}/{slot}"))
+def run_id_for(test_key: str, nominal_us: int) -> str:
+    """A run's id is derived from its test key and the nominal time of its slot, so a
+    re-delivery (or a restart that plans the same slot) never duplicates it."""
+    return str(uuid.uuid5(_RUN_NS, f"{test_key}/{nominal_us}"))
 
 
 @dataclass(slots=True)

@@ -93,15 +93,16 @@ class Scheduler:
         """Install a (new) test set. A test whose spec is unchanged keeps its place in the
         calendar (SIGHUP must not reset schedules); changed or new tests are planned afresh."""
         new = {s.id: s for s in specs}
+        replaced: dict[str, _TestState] = {}
         for test_id in list(self._tests):
             if test_id not in new or new[test_id] != self._tests[test_id].spec:
-                del self._tests[test_id]
+                replaced[test_id] = self._tests.pop(test_id)
         self._pending = [p for p in self._pending if p.spec.id in self._tests]
         for test_id, spec in new.items():
             if test_id not in self._tests:
-                self._add(spec, now)
+                self._add(spec, now, replaced.get(test_id))
 
-    def _add(self, spec: TestSpec, now: float) -> None:
+    def _add(self, spec: TestSpec, now: float, old: _TestState | None = None) -> None:
         self._generation += 1
         state = _TestState(
             spec=spec,
@@ -118,6 +119,15 @@ class Scheduler:
             state.next_slot = max(
                 0, math.ceil((earliest + sched.offset - state.anchor) / sched.interval)
             )
+            if (
+                old is not None
+                and not old.spec.schedule.poisson
+                and old.spec.key == spec.key
+                and (old.anchor, old.spec.schedule.interval) == (state.anchor, sched.interval)
+            ):
+                # Same grid (e.g. only the offset changed): a slot the old spec already handed
+                # out (possibly early, by -offset) must not be planned again under its run id.
+                state.next_slot = max(state.next_slot, old.next_slot)
         else:
             state.last_planned = (
                 sched.start if sched.start is not None and sched.start > now else now
@@ -166,13 +176,18 @@ class Scheduler:
         still: list[_Pending] = []
         exclusive_waiting = False
         for p in self._pending:
+            deadline = p.planned + default_slip(p.spec)
             reason = self._blocked(p.spec, exclusive_waiting)
-            if reason is None:
+            if reason is None and now <= deadline:
                 self._running[p.run.run_id] = (p.spec.id, p.spec.sched_class)
                 decisions.append(Dispatch("start", p.run, p.spec))
                 continue
+            if reason is None:  # free to start now, but its slip ran out before this poll
+                reason = p.blocked_by or f"not polled until {now - p.planned:g}s after plan"
             p.blocked_by = reason
-            if now > p.planned + default_slip(p.spec):
+            # Still blocked at its deadline (which next_wakeup reports): give up now, or a
+            # driver that wakes up exactly then would find nothing to do and spin.
+            if now >= deadline:
                 p.run.state = RunState.MISSED
                 p.run.error = f"not started within {default_slip(p.spec):g}s of plan: {reason}"
                 decisions.append(Dispatch("missed", p.run, p.spec))
@@ -184,9 +199,15 @@ class Scheduler:
 
     def _make_pending(self, state: _TestState, due: float) -> _Pending:
         spec = state.spec
-        slot = to_us(due) if spec.schedule.poisson else state.next_slot
+        if spec.schedule.poisson:
+            slot = nominal_us = to_us(due)
+        else:
+            slot = state.next_slot
+            nominal_us = to_us(state.anchor + slot * spec.schedule.interval)
         run = Run(
-            run_id=run_id_for(spec.key, slot),
+            # Identity = key + nominal time, not slot index: a changed interval or start never
+            # reuses the id of a run that happened at another time.
+            run_id=run_id_for(spec.key, nominal_us),
             test_id=spec.id,
             test_key=spec.key,
             slot=slot,
