@@ -42,7 +42,15 @@ def execute(spec: TestSpec, grace: float = 0.5) -> Run:
     run = Run(
         run_id=run_id_for(spec.key, 0), test_id=spec.id, test_key=spec.key, slot=0, planned_us=0
     )
-    return asyncio.run(Runner(grace=grace).execute(spec, run))
+
+    async def once() -> Run:
+        runner = Runner(grace=grace)
+        try:
+            return await runner.execute(spec, run)
+        finally:
+            await runner.close()
+
+    return asyncio.run(once())
 
 
 def write_probe(tmp_path: Path) -> tuple[Path, Path]:

@@ -65,6 +65,13 @@ class SQLiteArchive:
                         f"no archive at {self.path} (has `netsonde run` stored anything yet?)"
                     )
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+                try:
+                    self._db.execute("SELECT value FROM meta WHERE name = 'schema_version'")
+                except sqlite3.OperationalError:  # created a moment ago, schema not yet in
+                    self._db.close()
+                    raise ArchiveError(
+                        f"no archive at {self.path} yet (still being created)"
+                    ) from None
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)

@@ -85,6 +85,7 @@ class Daemon:
             await point.serve(stop, stop_timeout=cfg.stop_timeout)
         finally:
             publisher.cancel()
+            await runner.close()
             writer.close()
             archive.close()
             with contextlib.suppress(FileNotFoundError):

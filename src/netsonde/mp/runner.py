@@ -1,39 +1,97 @@
 """Runs one test in a process group of its own, with a hard deadline.
 
-Each run is a child forked from a fork server that has the tools pre-imported (a fork costs
-about a millisecond; a fresh interpreter would cost tens). The child makes itself a process
-group leader, so everything the tool starts (ping, iperf3, a script's children) is in that
-group: at the deadline the whole group gets SIGTERM, then SIGKILL after a grace period, and
-the run is recorded as ``timeout``. After any outcome the group is killed once more so a tool
-can never leave a straggler behind.
+Each run is a child forked by the fork server (``forkserver.py``), which has the tools
+imported. The child makes itself a process-group leader, so everything the tool starts (ping,
+iperf3, a script's children) is in that group: at the deadline the whole group gets SIGTERM,
+then SIGKILL after a grace period, and the run is recorded as ``timeout``. After any outcome the
+group is killed once more so a tool can never leave a straggler behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
+import itertools
 import os
+import pickle
 import signal
+import socket
+import subprocess
+import sys
 import time
-from multiprocessing.connection import Connection
-from typing import Any
 
 from netsonde.model import Result, Run, RunState, TestSpec, to_us
-from netsonde.mp import tools
+from netsonde.mp.forkserver import encode
+
+_Done = tuple[int, bytes]  # wait status, payload
 
 
-def _child_main(spec: TestSpec, deadline: float, conn: Connection) -> None:
-    """Entry point of the forked child: sends (time the tool started, result)."""
-    os.setpgid(0, 0)
-    started = time.time()
-    try:
-        tool = tools.get(spec.tool)
-        result = tool.run(spec.target, spec.params, deadline)
-    except Exception as e:  # a tool bug must become a failed run, not a lost one
-        result = Result(tool=spec.tool, target=spec.target, error=f"{type(e).__name__}: {e}")
-    conn.send((started, result))
-    conn.close()
+class ForkServerGone(Exception):
+    pass
+
+
+class _ForkServer:
+    """The daemon's end of the fork server: sends run requests, routes the replies."""
+
+    def __init__(self) -> None:
+        self._tokens = itertools.count(1)
+        self._started: dict[int, asyncio.Future[int]] = {}
+        self._done: dict[int, asyncio.Future[_Done]] = {}
+        self.closed = False
+
+    async def start(self) -> None:
+        ours, theirs = socket.socketpair()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "netsonde.mp.forkserver", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        theirs.close()
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=ours)
+        self._reading = asyncio.create_task(self._read_loop())
+
+    async def run(self, spec: TestSpec, deadline: float) -> tuple[int, asyncio.Future[_Done]]:
+        """Ask for a run; returns the child's pid and a future of its (status, payload)."""
+        if self.closed:
+            raise ForkServerGone("the fork server is not running")
+        loop = asyncio.get_running_loop()
+        token = next(self._tokens)
+        started = self._started[token] = loop.create_future()
+        done = self._done[token] = loop.create_future()
+        self._writer.write(encode(("run", token, spec, deadline)))
+        return await started, done
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                header = await self._reader.readexactly(4)
+                message = pickle.loads(await self._reader.readexactly(int.from_bytes(header)))
+                if message[0] == "started":
+                    _, token, pid = message
+                    self._started.pop(token).set_result(pid)
+                elif message[0] == "done":
+                    _, token, status, payload = message
+                    self._done.pop(token).set_result((status, payload))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            self.closed = True
+            for fut in [*self._started.values(), *self._done.values()]:
+                if not fut.done():
+                    fut.set_exception(ForkServerGone("the fork server died"))
+            self._started.clear()
+            self._done.clear()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=1)
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._reading, 5)
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
 
 
 def _kill_group(pid: int, sig: int) -> None:
@@ -50,47 +108,63 @@ def _kill_group(pid: int, sig: int) -> None:
 class Runner:
     def __init__(self, grace: float = 2.0) -> None:
         self.grace = grace
-        self._live: dict[int, Any] = {}  # pid → process, for kill_all
+        self._server: _ForkServer | None = None
+        self._starting: asyncio.Lock | None = None
+        self._live: set[int] = set()  # pids of runs in progress, for kill_all
         self._stopping = False
-        self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["netsonde.mp.runner"])
+
+    async def _fork_server(self) -> _ForkServer:
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._server is None or self._server.closed:
+                self._server = _ForkServer()
+                await self._server.start()
+        return self._server
 
     async def execute(self, spec: TestSpec, run: Run) -> Run:
         """Run ``spec`` for ``run``; fills in actual/end times, state, result or error."""
-        loop = asyncio.get_running_loop()
-        reader, writer = self._ctx.Pipe(duplex=False)
-        started = time.time()
-        deadline = started + spec.timeout
-        proc = self._ctx.Process(
-            target=_child_main, args=(spec, deadline, writer), name=f"netsonde-run-{spec.id}"
-        )
-        run.actual_us = to_us(started)
+        run.actual_us = to_us(time.time())  # replaced by the child's own start time
+        deadline = time.time() + spec.timeout
         try:
-            proc.start()
-        except OSError as e:
-            reader.close()
-            writer.close()
+            server = await self._fork_server()
+            pid, done = await server.run(spec, deadline)
+        except (ForkServerGone, OSError) as e:
             return _ended(run, RunState.FAILED, error=f"cannot start run: {e}")
-        writer.close()
-        self._live[proc.pid] = proc
+        self._live.add(pid)
         try:
-            received = await asyncio.wait_for(_receive(loop, reader, proc), spec.timeout)
-        except TimeoutError:
-            await self._terminate(loop, proc)
-            return _ended(run, RunState.TIMEOUT, error=f"killed at its {spec.timeout:g}s deadline")
+            try:
+                status, payload = await asyncio.wait_for(
+                    asyncio.shield(done), max(0.0, deadline - time.time())
+                )
+            except TimeoutError:
+                await self._terminate(pid, done)
+                return _ended(
+                    run, RunState.TIMEOUT, error=f"killed at its {spec.timeout:g}s deadline"
+                )
+        except ForkServerGone as e:
+            _kill_group(pid, signal.SIGKILL)
+            return _ended(run, RunState.FAILED, error=str(e))
         finally:
-            reader.close()
-            self._live.pop(proc.pid, None)
-        await _wait_exit(loop, proc, self.grace)
-        _kill_group(proc.pid, signal.SIGKILL)  # stragglers the tool left behind
-        if received is None:
+            self._live.discard(pid)
+        _kill_group(pid, signal.SIGKILL)  # stragglers the tool left behind
+        if not payload:
             why = "killed: the daemon is stopping" if self._stopping else "run process died"
-            return _ended(run, RunState.FAILED, error=f"{why} (exit {proc.exitcode})")
-        started, result = received
+            return _ended(run, RunState.FAILED, error=f"{why} ({_describe(status)})")
+        started, result = pickle.loads(payload)
+        assert isinstance(result, Result)
         run.actual_us, run.result = to_us(started), result
         if result.error:
             return _ended(run, RunState.FAILED, error=result.error)
         return _ended(run, RunState.FINISHED)
+
+    async def _terminate(self, pid: int, done: asyncio.Future[_Done]) -> None:
+        _kill_group(pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError, ForkServerGone):
+            await asyncio.wait_for(asyncio.shield(done), self.grace)
+        _kill_group(pid, signal.SIGKILL)  # the child, or what it left in its group
+        with contextlib.suppress(TimeoutError, ForkServerGone):
+            await asyncio.wait_for(asyncio.shield(done), self.grace)
 
     def kill_all(self) -> None:
         """Kill every run in progress (the daemon is stopping and cannot wait any longer)."""
@@ -98,12 +172,18 @@ class Runner:
         for pid in list(self._live):
             _kill_group(pid, signal.SIGKILL)
 
-    async def _terminate(self, loop: asyncio.AbstractEventLoop, proc: Any) -> None:
-        _kill_group(proc.pid, signal.SIGTERM)
-        if not await _wait_exit(loop, proc, self.grace):
-            _kill_group(proc.pid, signal.SIGKILL)
-            await _wait_exit(loop, proc, self.grace)
-        _kill_group(proc.pid, signal.SIGKILL)  # the child may be gone while its children live
+    async def close(self) -> None:
+        """Stop the fork server (it kills any run it still has)."""
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return f"signal {signal.Signals(sig).name if sig in signal.valid_signals() else sig}"
+    return f"exit {os.waitstatus_to_exitcode(status)}"
 
 
 def _ended(run: Run, state: RunState, error: str | None = None) -> Run:
@@ -111,40 +191,3 @@ def _ended(run: Run, state: RunState, error: str | None = None) -> Run:
     run.error = error
     run.end_us = to_us(time.time())
     return run
-
-
-async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    fut: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
-    try:
-        await fut
-    finally:
-        loop.remove_reader(fd)
-
-
-async def _receive(
-    loop: asyncio.AbstractEventLoop, reader: Connection, proc: Any
-) -> tuple[float, Result] | None:
-    """The child's (start time, result), or None if it exited without sending one."""
-    data_ready = asyncio.ensure_future(_readable(loop, reader.fileno()))
-    exited = asyncio.ensure_future(_readable(loop, proc.sentinel))
-    try:
-        await asyncio.wait({data_ready, exited}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (data_ready, exited):
-            task.cancel()
-    if reader.poll():
-        try:
-            return reader.recv()
-        except (EOFError, OSError):
-            return None
-    return None
-
-
-async def _wait_exit(loop: asyncio.AbstractEventLoop, proc: Any, timeout: float) -> bool:
-    try:
-        await asyncio.wait_for(_readable(loop, proc.sentinel), timeout)
-    except TimeoutError:
-        return False
-    proc.join(0)
-    return True

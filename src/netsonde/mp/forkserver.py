@@ -1,0 +1,220 @@
+"""A fork server for runs: a small single-threaded process that has the tools imported and
+forks one child per run on request.
+
+Why not ``multiprocessing``'s forkserver: its children re-run the parent's main script (for
+the daemon, the whole CLI with typer and rich) before the tool starts — about 20-60 ms of CPU
+per run, which caps a 2-core host well below 100 runs/s — and they import from disk while the
+daemon runs, so an upgrade under a running daemon mixes versions. Forking from a process that
+has everything imported costs about a millisecond, and forking from it instead of from the
+daemon avoids forking a process that has threads (the archive writer).
+
+Protocol over one Unix stream socket, each message a 4-byte length and a pickle:
+    daemon → server   ("run", token, spec, deadline)
+    server → daemon   ("started", token, pid)
+                      ("done", token, wait_status, payload)  payload: pickled (start, Result)
+                                                             or b"" if the child sent nothing
+The child makes itself a process-group leader before running the tool. The server lives in a
+session of its own (a signal to the daemon's group does not reach it), and when the daemon's
+end of the socket closes it kills every run it started and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from typing import Any
+
+_HEADER = struct.Struct("!I")
+
+
+def encode(message: tuple[Any, ...]) -> bytes:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(body)) + body
+
+
+class _Frames:
+    """Reassembles length-prefixed messages from a byte stream."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[Any, ...]]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self._buf)
+            if len(self._buf) < _HEADER.size + size:
+                break
+            out.append(pickle.loads(self._buf[_HEADER.size : _HEADER.size + size]))
+            del self._buf[: _HEADER.size + size]
+        return out
+
+
+# ---- the server process ---------------------------------------------------------------------
+
+
+class _Child:
+    __slots__ = ("data", "pidfd", "pipe", "status", "token")
+
+    def __init__(self, token: int, pipe: int, pidfd: int) -> None:
+        self.token = token
+        self.pipe: int | None = pipe
+        self.pidfd: int | None = pidfd
+        self.data = bytearray()
+        self.status: int | None = None
+
+
+def _child_main(spec: Any, deadline: float, write_fd: int) -> None:
+    """In the forked child: run the tool, write (start time, result), exit. Never returns."""
+    code = 0
+    try:
+        os.setpgid(0, 0)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        from netsonde.model import Result
+        from netsonde.mp import tools
+
+        started = time.time()
+        try:
+            result = tools.get(spec.tool).run(spec.target, spec.params, deadline)
+        except Exception as e:  # a tool bug becomes a failed run, not a lost one
+            result = Result(tool=spec.tool, target=spec.target, error=f"{type(e).__name__}: {e}")
+        payload = pickle.dumps((started, result), protocol=pickle.HIGHEST_PROTOCOL)
+        with os.fdopen(write_fd, "wb") as f:
+            f.write(payload)
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def serve(sock: socket.socket) -> None:
+    """The server's loop: fork on request, forward results, reap children."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sel = selectors.DefaultSelector()
+    sock.setblocking(False)
+    sel.register(sock, selectors.EVENT_READ, "control")
+    frames = _Frames()
+    children: dict[int, _Child] = {}  # pid → child
+    outbox = bytearray()
+
+    def send(message: tuple[Any, ...]) -> None:
+        outbox.extend(encode(message))
+        flush()
+
+    def flush() -> None:
+        while outbox:
+            try:
+                sent = sock.send(outbox)
+            except BlockingIOError:
+                sel.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, "control")
+                return
+            del outbox[:sent]
+        sel.modify(sock, selectors.EVENT_READ, "control")
+
+    def start(token: int, spec: Any, deadline: float) -> None:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            os.close(read_fd)
+            for other in children.values():
+                for fd in (other.pipe, other.pidfd):
+                    if fd is not None:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
+            _child_main(spec, deadline, write_fd)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        child = _Child(token, read_fd, os.pidfd_open(pid))
+        children[pid] = child
+        sel.register(read_fd, selectors.EVENT_READ, ("pipe", pid))
+        sel.register(child.pidfd, selectors.EVENT_READ, ("exit", pid))
+        send(("started", token, pid))
+
+    def finish_if_done(pid: int) -> None:
+        child = children[pid]
+        if child.pipe is None and child.status is not None:
+            del children[pid]
+            send(("done", child.token, child.status, bytes(child.data)))
+
+    def read_pipe(pid: int) -> None:
+        child = children[pid]
+        assert child.pipe is not None
+        try:
+            chunk = os.read(child.pipe, 1 << 16)
+        except BlockingIOError:
+            return
+        if chunk:
+            child.data += chunk
+            return
+        sel.unregister(child.pipe)
+        os.close(child.pipe)
+        child.pipe = None
+        finish_if_done(pid)
+
+    def reap(pid: int) -> None:
+        child = children[pid]
+        assert child.pidfd is not None
+        sel.unregister(child.pidfd)
+        os.close(child.pidfd)
+        child.pidfd = None
+        _, child.status = os.waitpid(pid, 0)
+        # Everything the child wrote is in the pipe now. Don't wait for EOF: a grandchild that
+        # inherited the write end (a fork without exec) could hold it open for ever.
+        while child.pipe is not None:
+            try:
+                chunk = os.read(child.pipe, 1 << 16)
+            except BlockingIOError:
+                chunk = b""
+            if chunk:
+                child.data += chunk
+            else:
+                sel.unregister(child.pipe)
+                os.close(child.pipe)
+                child.pipe = None
+        finish_if_done(pid)
+
+    try:
+        while True:
+            for key, events in sel.select():
+                tag = key.data
+                if tag == "control":
+                    if events & selectors.EVENT_WRITE:
+                        flush()
+                    if events & selectors.EVENT_READ:
+                        try:
+                            data = sock.recv(1 << 16)
+                        except BlockingIOError:
+                            continue
+                        if not data:
+                            return  # the daemon is gone
+                        for message in frames.feed(data):
+                            if message[0] == "run":
+                                start(*message[1:])
+                elif tag[0] == "pipe" and tag[1] in children:
+                    read_pipe(tag[1])
+                elif tag[0] == "exit" and tag[1] in children:
+                    reap(tag[1])
+    finally:
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def main() -> None:
+    import netsonde.mp.tools  # noqa: F401  (preload: every run's fork starts with it imported)
+
+    fd = int(sys.argv[1])
+    serve(socket.socket(fileno=fd))
+
+
+if __name__ == "__main__":
+    main()
