@@ -36,7 +36,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-out = Console(highlight=False, soft_wrap=True)
+# A pipe gets full-width rows (rich would squeeze tables into 80 columns).
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 ConfigOpt = Annotated[
     Path | None,

@@ -42,6 +42,20 @@ def test_parsed_output_gives_pinger_metrics() -> None:
     assert values["minRtt"] == 0.051 and values["maxRtt"] == 300.5
 
 
+def test_parse_ipv6_replies() -> None:
+    text = (
+        "PING ::1(::1) 56 data bytes\n"
+        "[1763753000.000001] 64 bytes from ::1: icmp_seq=1 ttl=64 time=0.027 ms\n"
+        "[1763753000.200002] 64 bytes from fe80::1%lo: icmp_seq=2 ttl=255 time=0.5 ms\n"
+        "2 packets transmitted, 2 received, 0% packet loss, time 166ms\n"
+    )
+    sent, replies = ping.parse_output(text)
+    assert sent == 2 and [(p.seq, p.rtt_ms, p.ttl) for p in replies] == [
+        (1, 0.027, 64),
+        (2, 0.5, 255),
+    ]
+
+
 def test_no_summary_means_no_sent_count() -> None:
     assert ping.parse_output("ping: unknown host\n") == (None, [])
 

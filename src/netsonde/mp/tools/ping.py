@@ -55,7 +55,7 @@ def command_line(ping: str, target: str, params: Params) -> list[str]:
 
 
 _REPLY = re.compile(
-    r"^\[(?P<ts>\d+\.\d+)\] (?P<bytes>\d+) bytes from [^:]+: icmp_seq=(?P<seq>\d+)"
+    r"^\[(?P<ts>\d+\.\d+)\] (?P<bytes>\d+) bytes from \S+?: icmp_seq=(?P<seq>\d+)"
     r" ttl=(?P<ttl>\d+) time=(?P<rtt>[\d.]+) ms"
 )
 _SENT = re.compile(r"^(\d+) packets transmitted")
@@ -81,6 +81,11 @@ def parse_output(text: str) -> tuple[int | None, list[PacketSample]]:
     return sent, replies
 
 
+def _rounded(values: dict[str, float | int | None]) -> dict[str, float | int | None]:
+    """ping reports µs (3 decimals in ms); keep 6 so float noise doesn't reach the archive."""
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}
+
+
 def run(target: str, params: Params, deadline: float) -> Result:
     ping = shutil.which("ping")
     if ping is None:
@@ -99,6 +104,6 @@ def run(target: str, params: Params, deadline: float) -> Result:
         target=target,
         sent=sent,
         replies=replies,
-        values=pinger_summary(sent, replies),
+        values=_rounded(pinger_summary(sent, replies)),
         extra={"packet_size": params.packet_size, "ttl": params.ttl},
     )
