@@ -12,6 +12,7 @@ import hashlib
 import heapq
 import math
 import random
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -85,6 +86,8 @@ class Scheduler:
         self._generation = 0
         self._pending: list[_Pending] = []
         self._running: dict[str, tuple[str, SchedClass]] = {}  # run_id → (test_id, class)
+        self._running_tests: Counter[str] = Counter()  # what _blocked asks, kept up to date
+        self._running_classes: Counter[SchedClass] = Counter()
         self.set_tests(specs, now=now)
 
     # ---- configuration -------------------------------------------------------------------
@@ -180,6 +183,8 @@ class Scheduler:
             reason = self._blocked(p.spec, exclusive_waiting)
             if reason is None and now <= deadline:
                 self._running[p.run.run_id] = (p.spec.id, p.spec.sched_class)
+                self._running_tests[p.spec.id] += 1
+                self._running_classes[p.spec.sched_class] += 1
                 decisions.append(Dispatch("start", p.run, p.spec))
                 continue
             if reason is None:  # free to start now, but its slip ran out before this poll
@@ -219,14 +224,13 @@ class Scheduler:
         """Why this run may not start now, or None if it may."""
         if len(self._running) >= self.max_children:
             return f"max_children={self.max_children} runs in progress"
-        classes = [c for _, c in self._running.values()]
-        if any(test_id == spec.id for test_id, _ in self._running.values()):
+        if self._running_tests[spec.id]:
             return "previous run of this test still in progress"
         if spec.sched_class is SchedClass.BACKGROUND:
             return None
-        if SchedClass.EXCLUSIVE in classes:
+        if self._running_classes[SchedClass.EXCLUSIVE]:
             return "an exclusive run is in progress"
-        if spec.sched_class is SchedClass.EXCLUSIVE and SchedClass.NORMAL in classes:
+        if spec.sched_class is SchedClass.EXCLUSIVE and self._running_classes[SchedClass.NORMAL]:
             return "normal runs are in progress"
         if spec.sched_class is SchedClass.NORMAL and exclusive_waiting:
             # Exclusive runs waiting for normal ones to drain get priority, or they'd starve.
@@ -235,7 +239,10 @@ class Scheduler:
 
     def finished(self, run_id: str) -> None:
         """A started run has ended (any outcome); its slot is free again."""
-        self._running.pop(run_id, None)
+        ended = self._running.pop(run_id, None)
+        if ended is not None:
+            self._running_tests[ended[0]] -= 1
+            self._running_classes[ended[1]] -= 1
 
     # ---- what the driver and status need -------------------------------------------------
 
