@@ -81,7 +81,7 @@ from typing import Any
 from netsonde.model import Result, Run, RunState, SchedClass, Schedule, TestSpec, to_us
 from netsonde.mp import tools
 from netsonde.mp.point import MeasurementPoint
-from netsonde.mp.runner import Runner
+from netsonde.mp.runner import Runner, kill_group
 from netsonde.mp.scheduler import phase_of
 from netsonde.mp.tools import noop
 
@@ -248,16 +248,6 @@ def _mp_child_main(spec: TestSpec, deadline: float, conn: Connection) -> None:
     conn.close()
 
 
-def _kill_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-    except PermissionError:
-        pass
-
-
 async def _readable(fd: int) -> None:
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
@@ -315,7 +305,7 @@ class MpForkserverExecutor:
                 _mp_receive(reader, proc.sentinel), max(0.0, deadline - time.time())
             )
         except TimeoutError:
-            _kill_group(pid, signal.SIGKILL)
+            kill_group(pid, signal.SIGKILL)
             return _ended(run, RunState.TIMEOUT, error=f"killed at its {spec.timeout:g}s deadline")
         finally:
             reader.close()
@@ -324,7 +314,7 @@ class MpForkserverExecutor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_readable(proc.sentinel), self.grace)
             proc.join(0)
-            _kill_group(pid, signal.SIGKILL)  # stragglers the tool left behind
+            kill_group(pid, signal.SIGKILL)  # stragglers the tool left behind
         if received is None:
             return _ended(run, RunState.FAILED, error=f"run process died (exit {proc.exitcode})")
         started, result = received
@@ -335,7 +325,7 @@ class MpForkserverExecutor:
 
     def kill_all(self) -> None:
         for pid in list(self._live):
-            _kill_group(pid, signal.SIGKILL)
+            kill_group(pid, signal.SIGKILL)
 
     async def close(self) -> None:
         """Stop (and reap) multiprocessing's fork server and the resource tracker it started."""

@@ -46,8 +46,11 @@ class LatenessWindow:
         s = self._sorted
         if not s:
             return None
-        pick = lambda q: s[min(len(s) - 1, int(q * len(s)))] / 1000  # noqa: E731
-        return {"p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": s[-1] / 1000}
+
+        def ms_at(q: float) -> float:  # nearest rank
+            return s[min(len(s) - 1, int(q * len(s)))] / 1000
+
+        return {"p50_ms": ms_at(0.5), "p99_ms": ms_at(0.99), "max_ms": s[-1] / 1000}
 
 
 class MeasurementPoint:

@@ -94,7 +94,7 @@ class _ForkServer:
             self._proc.wait()
 
 
-def _kill_group(pid: int, sig: int) -> None:
+def kill_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
     except ProcessLookupError:
@@ -143,11 +143,11 @@ class Runner:
                     run, RunState.TIMEOUT, error=f"killed at its {spec.timeout:g}s deadline"
                 )
         except ForkServerGone as e:
-            _kill_group(pid, signal.SIGKILL)
+            kill_group(pid, signal.SIGKILL)
             return _ended(run, RunState.FAILED, error=str(e))
         finally:
             self._live.discard(pid)
-        _kill_group(pid, signal.SIGKILL)  # stragglers the tool left behind
+        kill_group(pid, signal.SIGKILL)  # stragglers the tool left behind
         if not payload:
             why = "killed: the daemon is stopping" if self._stopping else "run process died"
             return _ended(run, RunState.FAILED, error=f"{why} ({_describe(status)})")
@@ -159,10 +159,10 @@ class Runner:
         return _ended(run, RunState.FINISHED)
 
     async def _terminate(self, pid: int, done: asyncio.Future[_Done]) -> None:
-        _kill_group(pid, signal.SIGTERM)
+        kill_group(pid, signal.SIGTERM)
         with contextlib.suppress(TimeoutError, ForkServerGone):
             await asyncio.wait_for(asyncio.shield(done), self.grace)
-        _kill_group(pid, signal.SIGKILL)  # the child, or what it left in its group
+        kill_group(pid, signal.SIGKILL)  # the child, or what it left in its group
         with contextlib.suppress(TimeoutError, ForkServerGone):
             await asyncio.wait_for(asyncio.shield(done), self.grace)
 
@@ -170,7 +170,7 @@ class Runner:
         """Kill every run in progress (the daemon is stopping and cannot wait any longer)."""
         self._stopping = True
         for pid in list(self._live):
-            _kill_group(pid, signal.SIGKILL)
+            kill_group(pid, signal.SIGKILL)
 
     async def close(self) -> None:
         """Stop the fork server (it kills any run it still has)."""
