@@ -99,6 +99,22 @@ class ArchiveSection(_Strict):
     url: str | None = None
 
 
+class ApiSection(_Strict):
+    enabled: bool = True
+    token: str | None = Field(None, min_length=16, description="needed by store requests")
+    token_file: str | None = None
+    request_timeout: Duration = Field(30.0, gt=0, le=3600)  # the seed's max_worker_lifetime
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=1024**3)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    enabled: bool = True
+    token: str | None = None
+    request_timeout: float = 30.0
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
 class TestSection(_Strict):
     __test__ = False
 
@@ -121,6 +137,7 @@ class TestSection(_Strict):
 class FileShape(_Strict):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     archive: ArchiveSection = Field(default_factory=ArchiveSection)
+    api: ApiSection = Field(default_factory=ApiSection)
     test: list[TestSection] = Field(default_factory=list)
 
 
@@ -146,6 +163,12 @@ class Config:
     max_children: int
     stop_timeout: float
     tests: tuple[TestSpec, ...]
+    api: ApiSettings = ApiSettings()
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        """(host, port) of ``listen``; validated at load."""
+        return split_listen(self.listen)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -243,6 +266,19 @@ def parse(
             )
         )
         _raise_first(name, errors)
+    try:
+        split_listen(shape.daemon.listen)
+    except ValueError as e:
+        errors.append((lines.line_of(("daemon", "listen")), f"daemon.listen: {e}"))
+    token = shape.api.token
+    if shape.api.token_file:
+        try:
+            token = resolve(shape.api.token_file).read_text().strip()
+        except OSError as e:
+            errors.append((lines.line_of(("api", "token_file")), f"api.token_file: {e.strerror}"))
+        if token is not None and len(token) < 16:
+            errors.append((lines.line_of(("api", "token_file")), "api.token_file: token too short"))
+    _raise_first(name, errors)
     return Config(
         source=source,
         data_dir=data_dir,
@@ -257,7 +293,21 @@ def parse(
         max_children=shape.daemon.max_children,
         stop_timeout=shape.daemon.stop_timeout,
         tests=tuple(tests),
+        api=ApiSettings(
+            enabled=shape.api.enabled,
+            token=token,
+            request_timeout=shape.api.request_timeout,
+            max_body_bytes=shape.api.max_body_bytes,
+        ),
     )
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:8075"`` or ``"[::1]:8075"`` → (host, port)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ValueError(f"expected HOST:PORT, got {listen!r}")
+    return host.strip("[]"), int(port)
 
 
 def _build_tests(

@@ -1,0 +1,39 @@
+"""What the HTTP layer is given by whoever starts it (the daemon, a test, a benchmark)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netsonde.archive.sqlite import SQLiteArchive
+
+
+class ArchiveConnections:
+    """One SQLite connection per thread: request handlers run in a thread pool, and a
+    connection must not be shared between threads that use it at the same time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+
+    def get(self) -> SQLiteArchive:
+        archive = getattr(self._local, "archive", None)
+        if archive is None:
+            archive = SQLiteArchive(self.path)  # read-write: store requests write through it
+            self._local.archive = archive
+        return archive
+
+
+@dataclass
+class ApiContext:
+    archive: ArchiveConnections
+    token: str | None = None  # store requests need it; None disables them
+    request_timeout: float = 30.0  # per request, as the seed daemon's max_worker_lifetime
+    max_body_bytes: int = 10 * 1024 * 1024
+    # A live snapshot of the measurement point (MeasurementPoint.snapshot plus writer stats),
+    # when the API runs inside the daemon; None when it serves an archive alone.
+    status: Callable[[], dict[str, Any]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
