@@ -10,6 +10,7 @@ import difflib
 import json
 import math
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ class _Strict(BaseModel):
 
 
 class DaemonSection(_Strict):
+    name: str | None = Field(None, min_length=1, max_length=253)  # default: the host name
     data_dir: str = DEFAULT_DATA_DIR
     listen: str = DEFAULT_LISTEN
     pidfile: str | None = None
@@ -155,6 +157,7 @@ class ToolContract(Protocol):
 @dataclass(frozen=True)
 class Config:
     source: Path | None  # None: the embedded default
+    name: str  # this measurement point's name (PingER's "src")
     data_dir: Path
     listen: str
     pidfile: Path
@@ -247,7 +250,8 @@ def parse(
         _raise_first(name, errors)
         raise AssertionError("unreachable") from None
 
-    tests = _build_tests(shape.test, param_models, error)
+    mp_name = shape.daemon.name or socket.gethostname()
+    tests = _build_tests(shape.test, param_models, error, source=mp_name)
     _raise_first(name, errors)
 
     def resolve(p: str) -> Path:
@@ -281,6 +285,7 @@ def parse(
     _raise_first(name, errors)
     return Config(
         source=source,
+        name=mp_name,
         data_dir=data_dir,
         listen=shape.daemon.listen,
         pidfile=resolve(shape.daemon.pidfile)
@@ -314,6 +319,8 @@ def _build_tests(
     sections: list[TestSection],
     param_models: Mapping[str, ToolContract],
     error: Callable[[tuple[str | int, ...], str], None],
+    *,
+    source: str,
 ) -> list[TestSpec]:
     specs: list[TestSpec] = []
     seen: dict[str, int] = {}
@@ -371,6 +378,7 @@ def _build_tests(
                     params=params,
                     sched_class=t.sched_class,
                     timeout=t.timeout or tool.default_timeout(params),
+                    source=source,
                 )
             )
     return specs

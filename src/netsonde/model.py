@@ -77,6 +77,7 @@ class TestSpec:
     params: Any  # the tool's pydantic Params model
     sched_class: SchedClass = SchedClass.BACKGROUND
     timeout: float = 60.0  # hard deadline of one run, seconds
+    source: str = ""  # the measurement point's name: PingER's "src"
 
     def params_dict(self) -> dict[str, Any]:
         dump = getattr(self.params, "model_dump", None)
@@ -84,12 +85,18 @@ class TestSpec:
 
     @property
     def key(self) -> str:
-        """Stable metadata key: same tool, target and parameters → same key, whatever the id.
+        """Stable metadata key: same source, tool, target and parameters → same key, whatever
+        the id (two measurement points writing to one archive never share a key).
 
         This is what the archive groups results by, like the PingER metaID.
         """
         canon = json.dumps(
-            {"tool": self.tool, "target": self.target, "params": self.params_dict()},
+            {
+                "source": self.source,
+                "tool": self.tool,
+                "target": self.target,
+                "params": self.params_dict(),
+            },
             sort_keys=True,
             separators=(",", ":"),
         )

@@ -15,13 +15,14 @@ from typing import Any
 
 from netsonde.model import Run, TestSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tests (
     key TEXT PRIMARY KEY,
     test_id TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT '',
     tool TEXT NOT NULL,
     target TEXT NOT NULL,
     params TEXT NOT NULL,
@@ -87,6 +88,17 @@ class SQLiteArchive:
             raise ArchiveError(f"cannot open archive {self.path}: {e}") from None
         self._db.row_factory = sqlite3.Row
 
+    def summaries(
+        self, test_key: str, since_us: int, until_us: int, *, limit: int
+    ) -> list[tuple[int, str]]:
+        """(planned_us, summary JSON) of the finished runs of one test in [since, until)."""
+        return self._db.execute(
+            "SELECT r.planned_us, res.summary FROM runs r JOIN results res USING (run_id)"
+            " WHERE r.test_key = ? AND r.planned_us >= ? AND r.planned_us < ?"
+            " AND r.state = 'finished' ORDER BY r.planned_us LIMIT ?",
+            (test_key, since_us, until_us, limit),
+        ).fetchall()
+
     def close(self) -> None:
         self._db.close()
 
@@ -97,6 +109,7 @@ class SQLiteArchive:
             (
                 s.key,
                 s.id,
+                s.source,
                 s.tool,
                 s.target,
                 json.dumps(s.params_dict(), sort_keys=True),
@@ -107,7 +120,7 @@ class SQLiteArchive:
         ]
         with self._db:
             self._db.executemany(
-                "INSERT INTO tests VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+                "INSERT INTO tests VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
                 " test_id = excluded.test_id, last_seen_us = excluded.last_seen_us",
                 rows,
             )
