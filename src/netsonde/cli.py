@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netsonde import __version__
+from netsonde.api.server import ListenError
 from netsonde.archive.sqlite import ArchiveError, SQLiteArchive
 from netsonde.config import Config, ConfigError, parse_duration, parse_time
 from netsonde.daemon import service
@@ -27,6 +28,7 @@ from netsonde.daemon.detach import StartupReport, detach
 from netsonde.daemon.pidfile import AlreadyRunning, running_pid
 from netsonde.model import from_us, to_us
 from netsonde.mp.tools import ping as ping_tool
+from netsonde.nmwg.client import ClientError, exchange, render
 
 app = typer.Typer(
     help="netsonde: scheduled network measurements with a perfSONAR-compatible archive.",
@@ -86,9 +88,11 @@ def run(
         raise AlreadyRunning(cfg.pidfile, pid)
     if not daemon:
         service.setup_logging(None)
+        host, port = cfg.listen_address
+        serving = f"serving http://{host}:{port}/" if cfg.api.enabled else "api disabled"
         out.print(
             f"netsonde {__version__}: {len(cfg.tests)} test(s), archive {cfg.archive_url}, "
-            f"pidfile {cfg.pidfile}. Stop with Ctrl-C.",
+            f"{serving}, pidfile {cfg.pidfile}. Stop with Ctrl-C.",
             style="bold",
         )
         service.run_foreground(cfg, config)
@@ -106,7 +110,7 @@ def _run_detached(cfg: Config, config: Path | None, report: StartupReport) -> No
     service.setup_logging(cfg.log_file)
     try:
         service.run_foreground(cfg, config, on_ready=report.ready)
-    except (AlreadyRunning, ArchiveError, OSError) as e:
+    except (AlreadyRunning, ArchiveError, ListenError, OSError) as e:
         report.send(str(e))
         os._exit(1)
     os._exit(0)
@@ -303,6 +307,28 @@ def ping(
         raise typer.Exit(1)
 
 
+@app.command()
+def client(
+    url: Annotated[
+        str,
+        typer.Argument(
+            help="service URL, e.g. http://127.0.0.1:8075/perfSONAR_PS/services/pinger/ma"
+        ),
+    ],
+    request: Annotated[Path, typer.Argument(help="NMWG request document (an nmwg:message)")],
+    filter_: Annotated[
+        str | None, typer.Option("--filter", help="XPath with canonical prefixes (nmwg:, pinger:…)")
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds")] = 60.0,
+) -> None:
+    """Send an NMWG request (wrapped in SOAP) and print the response, as client.pl did."""
+    try:
+        body = request.read_bytes()
+    except OSError as e:
+        raise UserError(f"{request}: {e.strerror}") from None
+    sys.stdout.write(render(exchange(url, body, timeout=timeout), filter_))
+
+
 # ---- config ----------------------------------------------------------------------------------
 
 
@@ -325,7 +351,7 @@ def _version(
 def main() -> None:
     try:
         app()
-    except (UserError, ConfigError, ArchiveError, AlreadyRunning) as e:
+    except (UserError, ConfigError, ArchiveError, AlreadyRunning, ListenError, ClientError) as e:
         print(f"netsonde: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -30,6 +30,7 @@ class ArchiveConnections:
 @dataclass
 class ApiContext:
     archive: ArchiveConnections
+    name: str = ""  # this measurement point's name: the PingER "src" of local tests
     token: str | None = None  # store requests need it; None disables them
     request_timeout: float = 30.0  # per request, as the seed daemon's max_worker_lifetime
     max_body_bytes: int = 10 * 1024 * 1024

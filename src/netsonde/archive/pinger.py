@@ -143,6 +143,7 @@ _COMBINE = {
     "AVERAGE": lambda xs: math.fsum(xs) / len(xs),
     "MIN": min,
     "MAX": max,
+    "LAST": lambda xs: xs[-1],
 }
 
 

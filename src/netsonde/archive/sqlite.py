@@ -7,9 +7,11 @@ kept with each result as a compact JSON array, as the PingER MA kept its rtts/se
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,11 @@ class SQLiteArchive:
             " AND r.state = 'finished' ORDER BY r.planned_us LIMIT ?",
             (test_key, since_us, until_us, limit),
         ).fetchall()
+
+    def interrupt(self) -> None:
+        """Abort the query running on this connection (from another thread): a request that
+        ran past its time limit must not keep the database busy."""
+        self._db.interrupt()
 
     def close(self) -> None:
         self._db.close()
@@ -201,6 +208,184 @@ class SQLiteArchive:
         rows = self._db.execute(sql, [*args, limit]).fetchall()
         return [_run_row(r) for r in reversed(rows)]
 
+    # ---- the REST API's queries and store (netsonde.api.rest) -----------------------------
+
+    def find_tests(
+        self,
+        *,
+        key: str | None = None,
+        test_id: str | None = None,
+        test_id_contains: str | None = None,
+        tool: str | None = None,
+        target: str | None = None,
+        after: tuple[str, str] | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Test metadata with run counts, ordered by (test_id, key).
+
+        ``after`` is the (test_id, key) of the previous page's last row: keyset pagination stays
+        right while tests are added, where an offset would skip or repeat rows.
+        """
+        where = _Where()
+        where.maybe("t.key = ?", key)
+        where.maybe("t.test_id = ?", test_id)
+        where.maybe("instr(t.test_id, ?) > 0", test_id_contains)  # instr: no LIKE wildcards
+        where.maybe("t.tool = ?", tool)
+        where.maybe("t.target = ?", target)
+        if after is not None:
+            where.add("(t.test_id, t.key) > (?, ?)", *after)
+        rows = self._query(
+            "SELECT t.*, (SELECT count(*) FROM runs r WHERE r.test_key = t.key) AS runs,"
+            " (SELECT max(planned_us) FROM runs r WHERE r.test_key = t.key) AS last_run_us"
+            f" FROM tests t{where.sql} ORDER BY t.test_id, t.key LIMIT ? OFFSET ?",
+            [*where.args, limit, offset],
+        )
+        return [{**dict(r), "params": json.loads(r["params"])} for r in rows]
+
+    def find_runs(
+        self,
+        *,
+        test_id: str | None = None,
+        test_key: str | None = None,
+        states: Sequence[str] = (),
+        since_us: int | None = None,
+        until_us: int | None = None,
+        results_only: bool = False,
+        samples: bool = False,
+        after: tuple[int, str] | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Runs in [since, until) by planned start, with their result when they have one,
+        ordered by (planned_us, run_id).
+
+        ``results_only`` keeps only runs with a result; ``samples`` also loads the per-packet
+        samples (the bulk of a result, so only on request); ``after`` is the (planned_us, run_id)
+        of the previous page's last row, in the order asked for.
+        """
+        where = _Where()
+        where.maybe("t.test_id = ?", test_id)
+        where.maybe("r.test_key = ?", test_key)
+        if states:
+            where.add(f"r.state IN ({', '.join('?' * len(states))})", *states)
+        where.maybe("r.planned_us >= ?", since_us)
+        where.maybe("r.planned_us < ?", until_us)
+        if after is not None:
+            where.add(f"(r.planned_us, r.run_id) {'<' if descending else '>'} (?, ?)", *after)
+        order = "DESC" if descending else "ASC"
+        rows = self._query(
+            "SELECT r.*, t.test_id, t.tool, t.target, res.sent, res.summary,"
+            f" {'res.samples' if samples else 'NULL'} AS samples"
+            " FROM runs r JOIN tests t ON t.key = r.test_key"
+            f" {'' if results_only else 'LEFT '}JOIN results res ON res.run_id = r.run_id"
+            f"{where.sql} ORDER BY r.planned_us {order}, r.run_id {order} LIMIT ? OFFSET ?",
+            [*where.args, limit, offset],
+        )
+        return [_run_row(r) for r in rows]
+
+    def aggregate(
+        self,
+        metric: str,
+        window_us: int,
+        *,
+        test_id: str | None = None,
+        test_key: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Results in [since, until) per time window; windows start at multiples of
+        ``window_us`` since the epoch, and only windows with results are returned (at most
+        ``limit``, oldest first).
+
+        Per window: ``start_us``; ``runs``, the results in it; over those whose summary has a
+        number under ``metric``: ``count``, ``min``, ``mean``, ``max`` and ``values`` (sorted:
+        SQLite has no percentile function, so the caller takes them from these); and
+        ``mean_loss``, the mean of the numeric lossPercent values. Both queries run in one read
+        transaction, so the aggregates and the values describe the same rows.
+        """
+        if not _SUMMARY_KEY.fullmatch(metric):
+            raise ValueError(f"invalid summary key {metric!r}")
+        if window_us <= 0:
+            raise ValueError(f"window must be positive, got {window_us} µs")
+        where = _Where()
+        where.maybe("t.test_id = ?", test_id)
+        where.maybe("r.test_key = ?", test_key)
+        where.maybe("r.planned_us >= ?", since_us)
+        where.maybe("r.planned_us < ?", until_us)
+        with self._read_transaction():
+            windows = self._query(
+                f"{_windowed_results(where.sql)} SELECT start_us, count(*) AS runs,"
+                " count(v) AS count, min(v) AS min, avg(v) AS mean, max(v) AS max,"
+                " avg(loss) AS mean_loss FROM rows GROUP BY start_us ORDER BY start_us LIMIT ?",
+                [window_us, f'$."{metric}"', *where.args, limit],
+            )
+            if not windows:
+                return []
+            # Values only up to the end of the last window returned (the page's end).
+            where.add("r.planned_us < ?", windows[-1]["start_us"] + window_us)
+            values = self._query(
+                f"{_windowed_results(where.sql)} SELECT start_us, v FROM rows"
+                " WHERE v IS NOT NULL ORDER BY start_us, v",
+                [window_us, f'$."{metric}"', *where.args],
+            )
+        by_window: dict[int, list[float]] = {}
+        for row in values:
+            by_window.setdefault(row["start_us"], []).append(row["v"])
+        return [{**dict(w), "values": by_window.get(w["start_us"], [])} for w in windows]
+
+    def store_batch(self, specs: Iterable[TestSpec], runs: Sequence[Run], now_us: int) -> int:
+        """Register ``specs`` and store ``runs`` in ONE transaction; returns how many runs were
+        new (a run id already stored is left as it is).
+
+        Nothing is written when a run names a test key that is neither in ``specs`` nor already
+        in the archive (UnknownTestError), or when the write fails (ArchiveError): a caller that
+        gets an answer knows that all of it is committed.
+        """
+        keys = sorted({r.test_key for r in runs})
+        with self._archive_errors(), self._db:
+            self._db.executemany(_UPSERT_TEST, _test_rows(specs, now_us))
+            missing = [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT value FROM json_each(?) WHERE value NOT IN (SELECT key FROM tests)",
+                    (json.dumps(keys),),
+                )
+            ]
+            if missing:
+                raise UnknownTestError(missing)  # leaving the `with` rolls the upsert back
+            before = self._db.total_changes
+            self._db.executemany(_INSERT_RUN, _run_rows(runs))
+            new = self._db.total_changes - before
+            self._db.executemany(_INSERT_RESULT, _result_rows(runs))
+        return new
+
+    def _query(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
+        with self._archive_errors():
+            return self._db.execute(sql, args).fetchall()
+
+    @contextlib.contextmanager
+    def _archive_errors(self) -> Iterator[None]:
+        """A locked or unreadable database is the archive's state, not a bug: say so as an
+        ArchiveError (which the API answers with 503) instead of an internal error."""
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            raise ArchiveError(f"archive {self.path} unavailable: {e}") from None
+
+    @contextlib.contextmanager
+    def _read_transaction(self) -> Iterator[None]:
+        """One snapshot for several SELECTs (in WAL mode a reader sees no commit made after
+        its transaction began)."""
+        with self._archive_errors():
+            self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.rollback()  # read only: nothing to commit
+
 
 def _run_row(r: sqlite3.Row) -> dict[str, Any]:
     row = {k: r[k] for k in r.keys() if k not in ("summary", "samples")}  # noqa: SIM118 (Row)
@@ -210,3 +395,113 @@ def _run_row(r: sqlite3.Row) -> dict[str, Any]:
         for s in (json.loads(r["samples"]) if r["samples"] else [])
     ]
     return row
+
+
+# ---- for the REST API's methods ----------------------------------------------------------------
+
+
+class UnknownTestError(ValueError):
+    """Runs name test keys that the archive does not know (and that came with no definition)."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        super().__init__(f"unknown test key(s): {', '.join(keys)}")
+        self.keys = list(keys)
+
+
+_LOSS_PATH = "'$.lossPercent'"  # an SQL string literal
+_SUMMARY_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # safe inside a JSON path as $."key"
+
+_UPSERT_TEST = (
+    "INSERT INTO tests (key, test_id, source, tool, target, params, first_seen_us, last_seen_us)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+    " test_id = excluded.test_id, last_seen_us = excluded.last_seen_us"
+)
+_INSERT_RUN = (
+    "INSERT OR IGNORE INTO runs (run_id, test_key, slot, state, planned_us, actual_us, end_us,"
+    " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_RESULT = (
+    "INSERT OR IGNORE INTO results (run_id, sent, summary, samples, extra) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _test_rows(specs: Iterable[TestSpec], now_us: int) -> list[tuple[Any, ...]]:
+    return [
+        (
+            s.key,
+            s.id,
+            s.source,
+            s.tool,
+            s.target,
+            json.dumps(s.params_dict(), sort_keys=True),
+            now_us,
+            now_us,
+        )
+        for s in specs
+    ]
+
+
+def _run_rows(runs: Iterable[Run]) -> list[tuple[Any, ...]]:
+    return [
+        (r.run_id, r.test_key, r.slot, str(r.state), r.planned_us, r.actual_us, r.end_us, r.error)
+        for r in runs
+    ]
+
+
+def _result_rows(runs: Iterable[Run]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            r.run_id,
+            r.result.sent,
+            json.dumps(r.result.values),
+            json.dumps([[p.seq, p.rtt_ms, p.ttl, p.size, p.recv_us] for p in r.result.replies]),
+            json.dumps(r.result.extra),
+        )
+        for r in runs
+        if r.result is not None
+    ]
+
+
+class _Where:
+    """A WHERE clause built from optional conditions, with its arguments in order."""
+
+    def __init__(self) -> None:
+        self._conditions: list[str] = []
+        self.args: list[Any] = []
+
+    def add(self, condition: str, *args: Any) -> None:
+        self._conditions.append(condition)
+        self.args.extend(args)
+
+    def maybe(self, condition: str, value: Any) -> None:
+        """Add ``condition`` (one ``?``) unless ``value`` is None: an absent filter."""
+        if value is not None:
+            self.add(condition, value)
+
+    @property
+    def sql(self) -> str:
+        return " WHERE " + " AND ".join(self._conditions) if self._conditions else ""
+
+
+def _numeric(path: str) -> str:
+    """SQL for the number at ``path`` in a result's summary, else NULL. Summaries are written
+    by json.dumps, which writes NaN as a bare word that SQLite's JSON functions reject, so an
+    invalid summary counts as having no value instead of failing the whole query."""
+    return (
+        "CASE WHEN json_valid(res.summary) THEN"
+        f" CASE WHEN json_type(res.summary, {path}) IN ('integer', 'real')"
+        f" THEN json_extract(res.summary, {path}) END END"
+    )
+
+
+def _windowed_results(where_sql: str) -> str:
+    """A ``WITH`` prefix defining ``rows(start_us, v, loss)``: one row per result, with the
+    start of its window (floor division, so it is right for negative times too), its metric
+    value and its loss. Parameters: window µs, metric JSON path, then the WHERE arguments."""
+    return (
+        "WITH p(w, metric) AS (VALUES (?, ?)), rows AS ("
+        " SELECT r.planned_us - ((r.planned_us % p.w) + p.w) % p.w AS start_us,"
+        f" {_numeric('p.metric')} AS v, {_numeric(_LOSS_PATH)} AS loss"
+        " FROM p, runs r JOIN tests t ON t.key = r.test_key"
+        f" JOIN results res ON res.run_id = r.run_id{where_sql})"
+    )

@@ -20,11 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from netsonde import config as config_mod
+from netsonde.api.app import create_app
+from netsonde.api.context import ApiContext, ArchiveConnections
+from netsonde.api.metrics import Metrics
+from netsonde.api.server import bind, serve
 from netsonde.archive.sqlite import SQLiteArchive
 from netsonde.archive.writer import BatchWriter
 from netsonde.config import Config, ConfigError
 from netsonde.daemon.pidfile import PidFile
-from netsonde.model import to_us
+from netsonde.model import Run, to_us
 from netsonde.mp import tools
 from netsonde.mp.point import MeasurementPoint
 from netsonde.mp.runner import Runner
@@ -63,34 +67,74 @@ class Daemon:
         archive.register_tests(cfg.tests, to_us(time.time()))
         writer = BatchWriter(archive)
         runner = Runner()
+        metrics = Metrics(lambda: self.snapshot(point, writer))
+
+        def sink(run: Run) -> None:
+            writer.submit(run)
+            metrics.observe_run(run, point.scheduler.spec(run.test_id))
+
         point = MeasurementPoint(
-            cfg.tests, executor=runner, sink=writer.submit, max_children=cfg.max_children
+            cfg.tests, executor=runner, sink=sink, max_children=cfg.max_children
         )
+        listener = bind(*cfg.listen_address) if cfg.api.enabled else None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(point, archive))
-        publisher = asyncio.create_task(self._publish(point, writer))
+        tasks = [asyncio.create_task(self._publish(point, writer))]
+        if listener is not None:
+            ctx = ApiContext(
+                archive=ArchiveConnections(cfg.sqlite_path),
+                name=cfg.name,
+                token=cfg.api.token,
+                request_timeout=cfg.api.request_timeout,
+                max_body_bytes=cfg.api.max_body_bytes,
+                status=lambda: self.snapshot(point, writer),
+            )
+            app = create_app(ctx, metrics)
+            tasks.append(asyncio.create_task(serve(app, listener, stop)))
         log.info(
-            "netsonde %s: %d test(s), archive %s, data in %s",
+            "netsonde %s: %d test(s), archive %s, serving %s",
             os.getpid(),
             len(cfg.tests),
             cfg.archive_url,
-            cfg.data_dir,
+            self.url if listener else "nothing (api disabled)",
         )
         if on_ready:
             on_ready()
         try:
             await point.serve(stop, stop_timeout=cfg.stop_timeout)
         finally:
-            publisher.cancel()
+            stop.set()
+            tasks[0].cancel()
+            await asyncio.gather(*tasks[1:], return_exceptions=True)
             await runner.close()
             writer.close()
             archive.close()
             with contextlib.suppress(FileNotFoundError):
                 status_path(cfg).unlink()
             log.info("stopped: %s", dict(point.counts))
+
+    @property
+    def url(self) -> str:
+        host, port = self.cfg.listen_address
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    def snapshot(self, point: MeasurementPoint, writer: BatchWriter) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "started_us": to_us(self.started),
+            "config": str(self.config_path) if self.config_path else None,
+            "archive": self.cfg.archive_url,
+            "url": self.url if self.cfg.api.enabled else None,
+            "reloads": self.reloads,
+            "reload_error": self.last_reload_error,
+            "stored": writer.stored,
+            "archive_backlog": writer.backlog,
+            "archive_error": writer.last_error,
+            **point.snapshot(),
+        }
 
     def _reload(self, point: MeasurementPoint, archive: SQLiteArchive) -> None:
         try:
@@ -108,20 +152,8 @@ class Daemon:
 
     async def _publish(self, point: MeasurementPoint, writer: BatchWriter) -> None:
         while True:
-            snapshot = {
-                "pid": os.getpid(),
-                "started_us": to_us(self.started),
-                "config": str(self.config_path) if self.config_path else None,
-                "archive": self.cfg.archive_url,
-                "reloads": self.reloads,
-                "reload_error": self.last_reload_error,
-                "stored": writer.stored,
-                "archive_backlog": writer.backlog,
-                "archive_error": writer.last_error,
-                **point.snapshot(),
-            }
             try:
-                write_json_atomically(status_path(self.cfg), snapshot)
+                write_json_atomically(status_path(self.cfg), self.snapshot(point, writer))
             except OSError as e:
                 log.error("cannot write %s: %s", status_path(self.cfg), e)
             await asyncio.sleep(1.0)

@@ -1,0 +1,194 @@
+"""The PingER MA over NMWG (PROTOCOL.md §4.13): MetadataKeyRequest and SetupDataRequest.
+
+Faithful to what PingER clients read — element names, canonical prefixes, the order of the
+datums — and mended where the 2008 MA was wrong: loss is returned (it looked up
+``lostPercent``), zero values are kept (``next unless $value``), ids are unique in a response,
+the pinger metadata references the select metadata that exists (not a bare ``"1"``), a
+request with a start but no end means "until now" (not "exactly at start"), and mean/max RTT
+are whatever was measured (the 2008 MP stored them swapped).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections.abc import Sequence
+
+from lxml import etree
+
+from netsonde.api.soap import NMWGService, RequestContext
+from netsonde.archive import pinger as views
+from netsonde.archive.sqlite import SQLiteArchive
+from netsonde.nmwg import build, ns
+from netsonde.nmwg.codes import PINGER_FAILURE_METADATAKEY, PINGER_FAILURE_SETUPDATA, NMWGError
+from netsonde.nmwg.message import Message, Unit
+
+PINGER = "http://ggf.org/ns/nmwg/tools/pinger/2.0/"
+SELECT = "http://ggf.org/ns/nmwg/ops/select/2.0/"
+DEFAULT_WINDOW = 86_400  # seconds: the original's "last 24 hours" when no time is given
+QUERY_SIZE_LIMIT = 1_000_000  # rows, the original's query_size_limit default
+
+_SRC = ns.clark("nmwgt:src")
+_DST = ns.clark("nmwgt:dst")
+
+
+def _archive(rctx: RequestContext) -> SQLiteArchive:
+    archive = rctx.api.archive.get()
+    rctx.on_cancel(archive.interrupt)
+    return archive
+
+
+def _wanted(unit: Unit, failure: str) -> views.MetaFilter | str:
+    """The key the unit names, or what its subject and parameters ask for."""
+    key = unit.key
+    if key is not None:
+        value = key.get("id") or (key.text or "").strip()
+        if value:
+            return value
+    subject = unit.subject_element
+    params = unit.parameters
+    if subject is None and not params:
+        raise NMWGError(failure, "Malformed request or missing key or parameters")
+
+    def endpoint(tag: str) -> str | None:
+        found = subject.find(f".//{tag}") if subject is not None else None
+        return found.get("value") if found is not None else None
+
+    def number(name: str, kind: type[int] | type[float]) -> int | float | None:
+        raw = params.get(name)
+        if raw is None or raw == "":
+            return None
+        try:
+            value = kind(float(raw)) if kind is float else kind(raw)
+        except ValueError:
+            raise NMWGError(failure, f"Parameter {name} is not a number: {raw!r}") from None
+        if not math.isfinite(value):
+            raise NMWGError(failure, f"Parameter {name} is not a number: {raw!r}")
+        return value
+
+    return views.MetaFilter(
+        source=endpoint(_SRC),
+        destination=endpoint(_DST),
+        count=number("count", int),  # type: ignore[arg-type]
+        packet_size=number("packetSize", int),  # type: ignore[arg-type]
+        ttl=number("ttl", int),  # type: ignore[arg-type]
+        packet_interval=number("packetInterval", float),
+        transport=params.get("transport") or None,
+    )
+
+
+def _lookup(unit: Unit, rctx: RequestContext, failure: str) -> list[views.PingerMeta]:
+    wanted = _wanted(unit, failure)
+    metas = views.metadata(_archive(rctx), rctx.api.name)
+    found = (
+        [m for m in metas if m.key == wanted]
+        if isinstance(wanted, str)
+        else views.find(metas, wanted)
+    )
+    if not found:
+        raise NMWGError(failure, "no metadata found")
+    return found
+
+
+def _address_type(value: str) -> str:
+    try:
+        return f"ipv{ipaddress.ip_address(value).version}"
+    except ValueError:
+        return "hostname"
+
+
+def _format(value: float) -> str:
+    return repr(round(value, 6))
+
+
+def _pinger_metadata(
+    meta: views.PingerMeta, rctx: RequestContext, ref: str | None
+) -> etree._Element:
+    md = build.metadata(rctx.ids, ref=ref)
+    subject = build.element("pinger:subject", {"id": f"subj{meta.key}"}, parent=md)
+    pair = build.element("nmwgt:endPointPair", parent=subject)
+    for tag, value in (("nmwgt:src", meta.source), ("nmwgt:dst", meta.destination)):
+        build.element(tag, {"value": value, "type": _address_type(value)}, parent=pair)
+    params = build.element("pinger:parameters", {"id": f"params{meta.key}"}, parent=md)
+    for name, value in (
+        ("count", str(meta.count)),
+        ("packetSize", str(meta.packet_size)),
+        ("ttl", str(meta.ttl)),
+        ("transport", meta.transport),
+        ("packetInterval", f"{meta.packet_interval:g}"),
+    ):
+        build.element("nmwg:parameter", {"name": name, "value": value}, parent=params)
+    build.element("nmwg:key", {"id": meta.key}, parent=md)
+    build.element("nmwg:eventType", text=PINGER, parent=md)
+    return md
+
+
+def metadata_key(unit: Unit, message: Message, rctx: RequestContext) -> Sequence[etree._Element]:
+    out: list[etree._Element] = []
+    for meta in _lookup(unit, rctx, PINGER_FAILURE_METADATAKEY):
+        md = _pinger_metadata(meta, rctx, ref=None)
+        d = build.data(rctx.ids, md.get("id", ""))
+        build.element("nmwg:key", {"id": meta.key}, parent=d)
+        out += [md, d]
+    return out
+
+
+def _window(unit: Unit, now: float) -> tuple[int, int]:
+    """[first, last] whole unix seconds, both inclusive (rows are stamped in whole seconds)."""
+    sel = unit.select()
+    end = sel.end if sel.end is not None else now
+    start = sel.start if sel.start is not None else end - DEFAULT_WINDOW
+    first = math.floor(start) + 1 if sel.start_exclusive else math.ceil(start)
+    last = math.ceil(end) - 1 if sel.end_exclusive else math.floor(end)
+    return first, last
+
+
+def setup_data(unit: Unit, message: Message, rctx: RequestContext) -> Sequence[etree._Element]:
+    metas = _lookup(unit, rctx, PINGER_FAILURE_SETUPDATA)
+    sel = unit.select()
+    start, end = _window(unit, time.time())
+    archive = _archive(rctx)
+    out: list[etree._Element] = []
+    for meta in metas:
+        rctx.check()
+        rows = views.data(
+            archive,
+            meta.key,
+            start,
+            end,
+            consolidation=sel.consolidation,
+            resolution=sel.resolution,
+            limit=min(sel.limit or QUERY_SIZE_LIMIT, QUERY_SIZE_LIMIT),
+        )
+        if not rows:
+            continue
+        select_md = build.metadata(rctx.ids)
+        build.element("select:subject", {"id": f"subj{meta.key}"}, parent=select_md)
+        params = build.element("select:parameters", {"id": f"params{meta.key}"}, parent=select_md)
+        for name, value in (("startTime", start), ("endTime", end)):
+            build.element("nmwg:parameter", {"name": name, "value": str(value)}, parent=params)
+        build.element("nmwg:eventType", text=SELECT, parent=select_md)
+        pinger_md = _pinger_metadata(meta, rctx, ref=select_md.get("id"))
+        d = build.data(rctx.ids, pinger_md.get("id", ""))
+        for row in rows:
+            common = build.element(
+                "nmwg:commonTime", {"type": "unix", "value": str(row.time)}, parent=d
+            )
+            for name, value in row.values:
+                text = ("true" if value else "false") if isinstance(value, bool) else _format(value)
+                build.element("pinger:datum", {"name": name, "value": text}, parent=common)
+        out += [select_md, pinger_md, d]
+    if not out:
+        raise NMWGError(
+            PINGER_FAILURE_SETUPDATA, f"no matching data found between {start} and {end}"
+        )
+    return out
+
+
+PINGER_MA = NMWGService(
+    name="pinger-ma",
+    handlers={"MetadataKeyRequest": metadata_key, "SetupDataRequest": setup_data},
+    event_types=frozenset({PINGER, SELECT}),
+    output_metadata=False,
+)

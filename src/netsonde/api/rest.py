@@ -1,0 +1,463 @@
+"""The REST JSON API, mounted at ``/api/v1``: tests, runs, results and aggregates read from the
+archive, and an authenticated store through which remote measurement points deliver runs.
+
+Handlers are plain ``def``: FastAPI runs them in its thread pool, so SQLite work never blocks the
+event loop, and each pool thread has its own connection (``ArchiveConnections``). The SQL lives
+in ``netsonde.archive.sqlite``. Every error is JSON ``{"error": "..."}``; bad input gets a 4xx
+naming what was wrong, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import re
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException  # FastAPI raises this base class too
+from starlette.types import Message
+
+from netsonde.api.context import ApiContext
+from netsonde.api.schemas import (
+    EPOCH,
+    ONE_US,
+    SUMMARY_KEY,
+    Aggregation,
+    ErrorBody,
+    FieldError,
+    StoredRun,
+    StoredRunPage,
+    StoredTest,
+    StoredTestPage,
+    StoreReply,
+    StoreRequest,
+    Window,
+)
+from netsonde.archive.sqlite import ArchiveError, UnknownTestError
+from netsonde.config import parse_duration
+from netsonde.metrics.stats import percentile
+from netsonde.model import RunState, from_us, to_us
+
+MAX_LIMIT = 1000
+MAX_OFFSET = 2**31 - 1
+PERCENTILES = (50, 90, 95, 99)
+MIN_WINDOW_S, MAX_WINDOW_S = 1.0, 366 * 86400.0
+TIME_FORMS = (
+    "ISO 8601 with an offset or Z (2024-05-01T12:00:00Z, 2024-05-01T14:00:00+02:00)"
+    " or epoch seconds (1714564800, 1714564800.25)"
+)
+_EPOCH_SECONDS = re.compile(r"-?\d{1,12}(?:\.\d{1,9})?")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "bad parameter (time, cursor, window…)"},
+    422: {"model": ErrorBody, "description": "invalid parameter or body; each field is named"},
+    503: {"model": ErrorBody, "description": "the archive is busy or unavailable"},
+}
+
+Order = Literal["asc", "desc"]
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(error=message, errors=errors).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_name(loc: Sequence[str | int]) -> str:
+    """``("body", "runs", 0, "state")`` → ``runs[0].state``; ``("query", "limit")`` → ``limit``."""
+    parts = list(loc[1:]) if len(loc) > 1 else list(loc)
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    if errors and errors[0]["type"] == "json_invalid":  # not JSON at all: a plain bad request
+        detail = errors[0].get("ctx", {}).get("error")
+        return error_response(400, "body is not valid JSON" + (f": {detail}" if detail else ""))
+    fields = [
+        FieldError(field=_field_name(e["loc"]), message=str(e["msg"]).removeprefix("Value error, "))
+        for e in errors
+    ]
+    first = fields[0] if fields else FieldError(field="request", message="invalid")
+    more = f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""
+    return error_response(422, f"{first.field}: {first.message}{more}", errors=fields)
+
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class _ApiRoute(APIRoute):
+    """Answers every error as ``ErrorBody``. A router cannot install the app's exception
+    handlers, and FastAPI's own error bodies (``{"detail": ...}``) differ by kind, so the
+    route converts them itself."""
+
+    def get_route_handler(self) -> Handler:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(await self.admit(request))
+            except RequestValidationError as e:
+                return _validation_response(e)
+            except HTTPException as e:
+                return error_response(e.status_code, str(e.detail), headers=e.headers)
+            except ArchiveError as e:
+                return error_response(503, str(e), headers={"Retry-After": "5"})
+
+        return handle
+
+    async def admit(self, request: Request) -> Request:
+        """Checks made before FastAPI reads the body; returns the request to go on with."""
+        return request
+
+
+def _store_route(ctx: ApiContext) -> type[APIRoute]:
+    class StoreRoute(_ApiRoute):
+        """Token and size are checked before the body is read: a client without the token gets
+        401 whatever it sent, and an oversized body is refused without being buffered."""
+
+        async def admit(self, request: Request) -> Request:
+            check_token(ctx.token, request.headers.get("authorization"))
+            return limit_body(request, ctx.max_body_bytes)
+
+    return StoreRoute
+
+
+def check_token(expected: str | None, authorization: str | None) -> None:
+    if not expected:
+        raise HTTPException(
+            403, "storing is disabled: this server has no API token configured ([api] token)"
+        )
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), expected.encode()
+    ):
+        raise HTTPException(
+            401,
+            "missing or wrong token: send the header Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def limit_body(request: Request, limit: int) -> Request:
+    """The request with its body capped at ``limit`` bytes (413 beyond), declared or not."""
+    too_large = HTTPException(413, f"request body larger than {limit} bytes")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise too_large
+        return message
+
+    return Request(request.scope, receive)
+
+
+# ---- parameters --------------------------------------------------------------------------------
+
+
+def parse_time(name: str, text: str) -> int:
+    """A time parameter → epoch µs: ISO 8601 with an offset, or epoch seconds.
+
+    Not config.parse_time: a query parameter is always text, and a time without an offset
+    (local time there) would depend on the server's time zone here.
+    """
+    text = text.strip()
+    if _EPOCH_SECONDS.fullmatch(text):
+        return to_us(float(text))
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:  # a time without offset means nothing here
+        raise HTTPException(400, f"{name}: invalid time {text!r}; use {TIME_FORMS}")
+    return (moment - EPOCH) // ONE_US
+
+
+def parse_window(text: str) -> int:
+    """``60``, ``"60s"``, ``"1h"`` → µs (config.parse_duration, plus bare numbers as seconds)."""
+    try:
+        seconds = parse_duration(float(text) if _EPOCH_SECONDS.fullmatch(text) else text)
+    except ValueError as e:
+        raise HTTPException(400, f"window: {e} (seconds, or e.g. 60s, 15m, 1h, 1d)") from None
+    if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
+        raise HTTPException(400, f"window: must be between 1s and 366d, got {text!r}")
+    return to_us(seconds)
+
+
+def encode_cursor(position: Sequence[int | str]) -> str:
+    raw = json.dumps(list(position), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str | None, *types: type) -> Any:
+    """The position (a tuple of ``types``) a cursor from ``encode_cursor`` holds; None for none."""
+    if cursor is None:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):  # also bad UTF-8 and bad JSON, both ValueErrors
+        value = None
+    if (
+        not isinstance(value, list)
+        or len(value) != len(types)
+        or not all(type(v) is t for v, t in zip(value, types, strict=True))  # bool is no int
+        or any(type(v) is int and not -(2**63) <= v < 2**63 for v in value)
+    ):
+        raise HTTPException(400, "cursor: invalid; pass next_cursor of the previous page as is")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class Paging:
+    limit: int
+    offset: int
+    cursor: str | None
+
+
+async def paging(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page")] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")] = 0,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="next_cursor of the previous page")
+    ] = None,
+) -> Paging:
+    if cursor is not None and offset:
+        raise HTTPException(400, "offset and cursor: give one or the other, not both")
+    return Paging(limit, offset, cursor)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    test_id: str | None
+    test_key: str | None
+    since_us: int | None
+    until_us: int | None
+
+
+async def run_filter(
+    test_id: Annotated[str | None, Query(max_length=128, description="any key it had")] = None,
+    test_key: Annotated[str | None, Query(max_length=64, description="one key only")] = None,
+    from_: Annotated[
+        str | None, Query(alias="from", max_length=64, description=f"inclusive; {TIME_FORMS}")
+    ] = None,
+    until: Annotated[str | None, Query(max_length=64, description="exclusive")] = None,
+) -> RunFilter:
+    """Which test and which planned starts: the half-open range [from, until)."""
+    since_us = None if from_ is None else parse_time("from", from_)
+    until_us = None if until is None else parse_time("until", until)
+    if since_us is not None and until_us is not None and until_us < since_us:
+        raise HTTPException(400, "until: must not be before from")
+    return RunFilter(test_id, test_key, since_us, until_us)
+
+
+# ---- responses -------------------------------------------------------------------------------
+
+
+def _next_cursor(rows: list[dict[str, Any]], limit: int, *fields: str) -> str | None:
+    """Rows were fetched with ``limit + 1``: a row beyond the page means there is a next one."""
+    return encode_cursor([rows[limit - 1][f] for f in fields]) if len(rows) > limit else None
+
+
+def window_of(row: dict[str, Any], window_us: int) -> Window:
+    """An archive aggregate row → Window; percentiles from its sorted values."""
+    values = row["values"]
+    return Window.model_validate(
+        {
+            "start_us": row["start_us"],
+            "end_us": row["start_us"] + window_us,
+            "runs": row["runs"],
+            "count": row["count"],
+            "min": row["min"],
+            "mean": row["mean"],
+            "max": row["max"],
+            **{f"p{p}": percentile(values, p) for p in PERCENTILES},
+            "mean_loss_percent": row["mean_loss"],
+        }
+    )
+
+
+# ---- the router --------------------------------------------------------------------------------
+
+
+def build_router(ctx: ApiContext) -> APIRouter:
+    router = APIRouter(route_class=_ApiRoute, responses=_ERRORS, tags=["archive"])
+    archive = ctx.archive.get  # this thread's connection
+
+    @router.get("/tests", response_model=StoredTestPage, summary="List and search tests")
+    def list_tests(
+        page: Annotated[Paging, Depends(paging)],
+        tool: Annotated[str | None, Query(max_length=64)] = None,
+        target: Annotated[str | None, Query(max_length=255)] = None,
+        test_id: Annotated[str | None, Query(max_length=128, description="exact")] = None,
+        test_id_contains: Annotated[str | None, Query(max_length=128)] = None,
+        key: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> StoredTestPage:
+        rows = archive().find_tests(
+            key=key,
+            test_id=test_id,
+            test_id_contains=test_id_contains,
+            tool=tool,
+            target=target,
+            after=decode_cursor(page.cursor, str, str),
+            offset=page.offset,
+            limit=page.limit + 1,
+        )
+        return StoredTestPage(
+            items=[StoredTest.model_validate(r) for r in rows[: page.limit]],
+            limit=page.limit,
+            offset=page.offset,
+            next_cursor=_next_cursor(rows, page.limit, "test_id", "key"),
+        )
+
+    @router.get(
+        "/tests/{key}",
+        response_model=StoredTest,
+        summary="One test by key",
+        responses={404: {"model": ErrorBody, "description": "no such test"}},
+    )
+    def get_test(key: Annotated[str, Path(max_length=64)]) -> StoredTest:
+        rows = archive().find_tests(key=key, limit=1)
+        if not rows:
+            raise HTTPException(404, f"no test with key {key!r}")
+        return StoredTest.model_validate(rows[0])
+
+    def runs_page(
+        f: RunFilter,
+        page: Paging,
+        *,
+        results_only: bool,
+        states: list[RunState] | None,
+        samples: bool,
+        order: Order,
+    ) -> StoredRunPage:
+        rows = archive().find_runs(
+            test_id=f.test_id,
+            test_key=f.test_key,
+            states=[str(s) for s in states or ()],
+            since_us=f.since_us,
+            until_us=f.until_us,
+            results_only=results_only,
+            samples=samples,
+            after=decode_cursor(page.cursor, int, str),
+            descending=order == "desc",
+            offset=page.offset,
+            limit=page.limit + 1,
+        )
+        return StoredRunPage(
+            items=[StoredRun.from_row(r, samples=samples) for r in rows[: page.limit]],
+            limit=page.limit,
+            offset=page.offset,
+            next_cursor=_next_cursor(rows, page.limit, "planned_us", "run_id"),
+        )
+
+    @router.get("/runs", response_model=StoredRunPage, summary="Runs of every state")
+    def list_runs(
+        f: Annotated[RunFilter, Depends(run_filter)],
+        page: Annotated[Paging, Depends(paging)],
+        state: Annotated[list[RunState] | None, Query(description="any of these")] = None,
+        samples: Annotated[bool, Query(description="include per-packet samples")] = False,
+        order: Annotated[Order, Query(description="by planned start")] = "asc",
+    ) -> StoredRunPage:
+        return runs_page(f, page, results_only=False, states=state, samples=samples, order=order)
+
+    @router.get("/results", response_model=StoredRunPage, summary="Runs that have a result")
+    def list_results(
+        f: Annotated[RunFilter, Depends(run_filter)],
+        page: Annotated[Paging, Depends(paging)],
+        samples: Annotated[bool, Query(description="include per-packet samples")] = False,
+        order: Annotated[Order, Query(description="by planned start")] = "asc",
+    ) -> StoredRunPage:
+        return runs_page(f, page, results_only=True, states=None, samples=samples, order=order)
+
+    @router.get("/aggregate", response_model=Aggregation, summary="Statistics per time window")
+    def aggregate(
+        f: Annotated[RunFilter, Depends(run_filter)],
+        window: Annotated[
+            str, Query(max_length=32, description="seconds, or 60s, 15m, 1h, 1d")
+        ] = "1h",
+        metric: Annotated[
+            str, Query(pattern=SUMMARY_KEY, description="a numeric summary key")
+        ] = "medianRtt",
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="windows per page")] = 100,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> Aggregation:
+        if f.test_id is None and f.test_key is None:
+            raise HTTPException(400, "test_id or test_key: one is required (a test to aggregate)")
+        window_us = parse_window(window)
+        after = decode_cursor(cursor, int)
+        since_us = f.since_us
+        if after is not None:  # the next page starts at the window the cursor names
+            since_us = after[0] if since_us is None else max(since_us, after[0])
+        rows = archive().aggregate(
+            metric,
+            window_us,
+            test_id=f.test_id,
+            test_key=f.test_key,
+            since_us=since_us,
+            until_us=f.until_us,
+            limit=limit + 1,
+        )
+        more = len(rows) > limit
+        return Aggregation(
+            test_id=f.test_id,
+            test_key=f.test_key,
+            metric=metric,
+            window_s=from_us(window_us),
+            windows=[window_of(r, window_us) for r in rows[:limit]],
+            next_cursor=encode_cursor([rows[limit]["start_us"]]) if more else None,
+        )
+
+    # Documents the bearer scheme in OpenAPI; the check itself is StoreRoute.admit, which runs
+    # before the body is read.
+    bearer = Security(HTTPBearer(auto_error=False, description="the [api] token"))
+
+    def store(body: StoreRequest) -> StoreReply:
+        specs, runs = body.to_domain()
+        try:
+            new = archive().store_batch(specs, runs, to_us(time.time()))
+        except UnknownTestError as e:
+            raise HTTPException(422, f"runs: {e}; send the test in tests or inline") from None
+        return StoreReply(tests=len(specs), runs=len(runs), new=new, duplicates=len(runs) - new)
+
+    router.add_api_route(
+        "/store",
+        store,
+        methods=["POST"],
+        response_model=StoreReply,
+        summary="Store tests and runs (idempotent by run_id)",
+        dependencies=[bearer],
+        route_class_override=_store_route(ctx),
+        responses={
+            401: {"model": ErrorBody, "description": "missing or wrong token"},
+            403: {"model": ErrorBody, "description": "no token configured: storing disabled"},
+            413: {"model": ErrorBody, "description": "body larger than max_body_bytes"},
+        },
+    )
+    return router
