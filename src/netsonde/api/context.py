@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,3 +39,14 @@ class ApiContext:
     # when the API runs inside the daemon; None when it serves an archive alone.
     status: Callable[[], dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if that is what it is."""
+    scheme, _, given = (authorization or "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" and given.strip() else None
+
+
+def token_matches(expected: str | None, given: str | None) -> bool:
+    """Constant-time comparison; no configured token means nothing matches."""
+    return bool(expected and given) and hmac.compare_digest(given.encode(), expected.encode())  # type: ignore[union-attr]

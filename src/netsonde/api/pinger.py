@@ -14,13 +14,29 @@ import ipaddress
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from lxml import etree
+from pydantic import ValidationError
 
+from netsonde.api.context import bearer, token_matches
 from netsonde.api.soap import NMWGService, RequestContext
 from netsonde.archive import pinger as views
-from netsonde.archive.sqlite import SQLiteArchive
-from netsonde.nmwg import build, ns
+from netsonde.archive.sqlite import ArchiveError, SQLiteArchive
+from netsonde.metrics import pinger_summary
+from netsonde.model import (
+    PacketSample,
+    Result,
+    Run,
+    RunState,
+    Schedule,
+    TestSpec,
+    run_id_for,
+    to_us,
+)
+from netsonde.mp.tools import ping
+from netsonde.mp.tools.targets import check_host
+from netsonde.nmwg import build, codes, ns
 from netsonde.nmwg.codes import PINGER_FAILURE_METADATAKEY, PINGER_FAILURE_SETUPDATA, NMWGError
 from netsonde.nmwg.message import Message, Unit
 
@@ -186,9 +202,162 @@ def setup_data(unit: Unit, message: Message, rctx: RequestContext) -> Sequence[e
     return out
 
 
+# ---- MeasurementArchiveStoreRequest ------------------------------------------------------------
+
+_COMMON_TIME = ns.clark("nmwg:commonTime")
+_DATUM = ns.clark("pinger:datum")
+_STORED_SUMMARY = frozenset(views.DATUM_NAMES)
+
+
+def _store_token(message: Message, rctx: RequestContext) -> None:
+    """A store needs the API token: as ``Authorization: Bearer`` or a message parameter
+    ``authToken`` (perfSONAR-PS clients cannot set headers)."""
+    if not rctx.api.token:
+        raise NMWGError(codes.MA_STORAGE, "storing is disabled: no API token is configured")
+    given = bearer(rctx.authorization) or message.parameters.get("authToken")
+    if not token_matches(rctx.api.token, given):
+        raise NMWGError(codes.AUTHENTICATION, "store requests need the API token")
+
+
+def _endpoints(unit: Unit) -> tuple[str, str]:
+    """(src, dst) from nmwgt:src/dst @value, or the agent's nmtl4:endPoint[@role] form."""
+    subject = unit.subject_element
+    found: dict[str, str] = {}
+    if subject is not None:
+        for el in subject.iter():
+            if not isinstance(el.tag, str):
+                continue
+            name = etree.QName(el).localname
+            role = name if name in ("src", "dst") else el.get("role")
+            if role not in ("src", "dst") or role in found:
+                continue
+            value = el.get("value") or next(
+                (
+                    (c.text or "").strip()
+                    for c in el.iter()
+                    if isinstance(c.tag, str)
+                    and etree.QName(c).localname in ("ipAddress", "ifHostName")
+                    and (c.text or "").strip()
+                ),
+                "",
+            )
+            if value:
+                found[role] = value
+    if "src" not in found or "dst" not in found:
+        raise NMWGError(codes.MA_SUBJECT, "a store needs a subject with a source and destination")
+    return found["src"], found["dst"]
+
+
+def _store_spec(unit: Unit, src: str, dst: str) -> TestSpec:
+    p = unit.parameters
+    try:
+        params = ping.Params(
+            count=int(p.get("count", 10)),
+            interval=float(p.get("packetInterval") or p.get("interval") or 1.0),
+            packet_size=int(p.get("packetSize", 56)),
+            ttl=int(p.get("ttl", 64)),
+        )
+        check_host(dst)
+    except (ValueError, ValidationError) as e:
+        raise NMWGError(codes.MA_PARAMETERS, f"invalid store parameters: {e}") from None
+    return TestSpec(
+        id=f"{src}>{dst}",
+        tool="ping",
+        target=dst,
+        schedule=Schedule(interval=60),  # not stored: the archive keeps what was measured
+        params=params,
+        source=src,
+    )
+
+
+def _number(el: etree._Element, name: str, kind: type[int] | type[float]) -> Any:
+    raw = el.get(name)
+    if raw is None:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise NMWGError(
+            codes.MA_PARAMETERS, f"pinger:datum {name}={raw!r} is not a number"
+        ) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise NMWGError(codes.MA_PARAMETERS, f"pinger:datum {name}={raw!r} is not finite")
+    return value
+
+
+def _stored_run(spec: TestSpec, common: etree._Element) -> Run:
+    start = _number(common, "value", float)
+    if start is None or common.get("type", "unix") != "unix":
+        raise NMWGError(
+            codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, "commonTime needs type=unix and a value"
+        )
+    replies: list[PacketSample] = []
+    summary: dict[str, float | int | None] = {}
+    for datum in common.iter(_DATUM):
+        name = datum.get("name")
+        if name is not None:
+            if name not in _STORED_SUMMARY:
+                raise NMWGError(codes.MA_PARAMETERS, f"unknown pinger:datum name {name!r}")
+            raw = datum.get("value", "")
+            summary[name] = (
+                int(raw.lower() in ("true", "1"))
+                if name in views.BOOLEAN_DATUMS
+                else _number(datum, "value", float)
+            )
+            continue
+        seq = _number(datum, "seqNum", int)
+        if seq is None:
+            raise NMWGError(codes.MA_PARAMETERS, "a per-packet pinger:datum needs seqNum")
+        recv = _number(datum, "timeValue", float)
+        replies.append(
+            PacketSample(
+                seq=seq,
+                rtt_ms=_number(datum, "value", float),
+                ttl=_number(datum, "ttl", int),
+                size=_number(datum, "numBytes", int),
+                recv_us=to_us(recv) if recv is not None else None,
+            )
+        )
+    sent = spec.params.count
+    values = pinger_summary(sent, replies) if replies else {}
+    values.update(summary)  # what the sender computed wins; what it left out is derived
+    start_us = to_us(start)
+    duration = _number(common, "duration", float)
+    return Run(
+        run_id=run_id_for(spec.key, start_us),
+        test_id=spec.id,
+        test_key=spec.key,
+        slot=start_us,
+        planned_us=start_us,
+        state=RunState.FINISHED,
+        actual_us=start_us,
+        end_us=start_us + to_us(duration) if duration is not None else None,
+        result=Result(tool="ping", target=spec.target, sent=sent, replies=replies, values=values),
+    )
+
+
+def store(unit: Unit, message: Message, rctx: RequestContext) -> Sequence[etree._Element]:
+    _store_token(message, rctx)
+    src, dst = _endpoints(unit)
+    spec = _store_spec(unit, src, dst)
+    runs = [_stored_run(spec, c) for c in unit.data.iter(_COMMON_TIME)]
+    if not runs:
+        raise NMWGError(codes.MA_QUERY_INCOMPLETE_DATA, "no nmwg:commonTime to store")
+    try:
+        new = _archive(rctx).store_batch([spec], runs, to_us(time.time()))
+    except ArchiveError as e:
+        raise NMWGError(codes.STORAGE_UPDATE, str(e)) from None
+    text = f"{new} new data element(s) successfully added, {len(runs) - new} already stored"
+    return build.result_pair(rctx.ids, codes.SUCCESS_MA_ADDED, text, unit.ref)
+
+
 PINGER_MA = NMWGService(
     name="pinger-ma",
-    handlers={"MetadataKeyRequest": metadata_key, "SetupDataRequest": setup_data},
+    handlers={
+        "MetadataKeyRequest": metadata_key,
+        "SetupDataRequest": setup_data,
+        "MeasurementArchiveStoreRequest": store,
+    },
     event_types=frozenset({PINGER, SELECT}),
     output_metadata=False,
 )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
 import re
 import time
@@ -28,7 +27,7 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException  # FastAPI raises this base class too
 from starlette.types import Message
 
-from netsonde.api.context import ApiContext
+from netsonde.api.context import ApiContext, bearer, token_matches
 from netsonde.api.schemas import (
     EPOCH,
     ONE_US,
@@ -149,10 +148,7 @@ def check_token(expected: str | None, authorization: str | None) -> None:
         raise HTTPException(
             403, "storing is disabled: this server has no API token configured ([api] token)"
         )
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), expected.encode()
-    ):
+    if not token_matches(expected, bearer(authorization)):
         raise HTTPException(
             401,
             "missing or wrong token: send the header Authorization: Bearer <token>",

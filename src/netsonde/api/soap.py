@@ -87,6 +87,7 @@ class RequestContext:
     api: ApiContext
     endpoint: str
     deadline: float = float("inf")  # time.monotonic() value at which the request times out
+    authorization: str | None = None  # the HTTP Authorization header (store requests)
     ids: build.IdGen = field(default_factory=build.IdGen)
     _event: threading.Event = field(default_factory=threading.Event, repr=False)
     _callbacks: list[Callable[[], object]] = field(default_factory=list, repr=False)
@@ -312,7 +313,12 @@ def _endpoint(ctx: ApiContext, path: str, services: Sequence[NMWGService]) -> Ca
         except NMWGError as err:
             return _error(err.code, err.text)
         timeout = ctx.request_timeout
-        rctx = RequestContext(api=ctx, endpoint=path, deadline=time.monotonic() + timeout)
+        rctx = RequestContext(
+            api=ctx,
+            endpoint=path,
+            deadline=time.monotonic() + timeout,
+            authorization=request.headers.get("authorization"),
+        )
         result: bytes | None = None
         with anyio.move_on_after(timeout):
             # abandon_on_cancel: at the deadline we stop waiting; the thread is told to stop

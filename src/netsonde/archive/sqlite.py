@@ -112,61 +112,16 @@ class SQLiteArchive:
     # ---- writing -------------------------------------------------------------------------
 
     def register_tests(self, specs: Iterable[TestSpec], now_us: int) -> None:
-        rows = [
-            (
-                s.key,
-                s.id,
-                s.source,
-                s.tool,
-                s.target,
-                json.dumps(s.params_dict(), sort_keys=True),
-                now_us,
-                now_us,
-            )
-            for s in specs
-        ]
         with self._db:
-            self._db.executemany(
-                "INSERT INTO tests VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
-                " test_id = excluded.test_id, last_seen_us = excluded.last_seen_us",
-                rows,
-            )
+            self._db.executemany(_UPSERT_TEST, _test_rows(specs, now_us))
 
     def store_runs(self, runs: Sequence[Run]) -> int:
         """Store finished/missed runs in one transaction; returns how many were new."""
-        run_rows = [
-            (
-                r.run_id,
-                r.test_key,
-                r.slot,
-                str(r.state),
-                r.planned_us,
-                r.actual_us,
-                r.end_us,
-                r.error,
-            )
-            for r in runs
-        ]
-        result_rows = [
-            (
-                r.run_id,
-                r.result.sent,
-                json.dumps(r.result.values),
-                json.dumps([[p.seq, p.rtt_ms, p.ttl, p.size, p.recv_us] for p in r.result.replies]),
-                json.dumps(r.result.extra),
-            )
-            for r in runs
-            if r.result is not None
-        ]
         with self._db:
             before = self._db.total_changes
-            self._db.executemany(
-                "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", run_rows
-            )
+            self._db.executemany(_INSERT_RUN, _run_rows(runs))
             new = self._db.total_changes - before
-            self._db.executemany(
-                "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?)", result_rows
-            )
+            self._db.executemany(_INSERT_RESULT, _result_rows(runs))
         return new
 
     # ---- reading -------------------------------------------------------------------------

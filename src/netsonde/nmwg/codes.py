@@ -20,6 +20,7 @@ NO_METADATA_DATA_PAIR = "error.common.no_metadata_data_pair"
 STRUCTURE = "error.common.structure"
 MERGE = "error.common.merge"
 INTERNAL_ERROR = "error.common.internal_error"
+AUTHENTICATION = "error.common.authentication"  # netsonde: store without the right token
 TIMEOUT = "error.common.timeout"
 TRANSPORT = "error.common.transport"
 PARSE_ERROR = "error.transport.parse_error"
