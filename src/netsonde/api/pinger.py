@@ -96,12 +96,10 @@ def _wanted(unit: Unit, failure: str) -> views.MetaFilter | str:
 
 def _lookup(unit: Unit, rctx: RequestContext, failure: str) -> list[views.PingerMeta]:
     wanted = _wanted(unit, failure)
-    metas = views.metadata(_archive(rctx), rctx.api.name)
-    found = (
-        [m for m in metas if m.key == wanted]
-        if isinstance(wanted, str)
-        else views.find(metas, wanted)
-    )
+    if isinstance(wanted, str):
+        found = views.metadata(_archive(rctx), rctx.api.name, key=wanted)
+    else:
+        found = views.find(views.metadata(_archive(rctx), rctx.api.name), wanted)
     if not found:
         raise NMWGError(failure, "no metadata found")
     return found
@@ -160,6 +158,22 @@ def _window(unit: Unit, now: float) -> tuple[int, int]:
     return first, last
 
 
+_COMMON_TIME = ns.clark("nmwg:commonTime")
+_DATUM = ns.clark("pinger:datum")
+_DATUM_NSMAP = {"pinger": ns.PINGER}
+
+
+def _add_datums(parent: etree._Element, rows: Sequence[views.Datum]) -> None:
+    """The hot loop of a SetupDataResponse (rows × 12 datums): plain lxml calls with the
+    names resolved once, instead of the general element builder."""
+    sub = etree.SubElement
+    for row in rows:
+        common = sub(parent, _COMMON_TIME, {"type": "unix", "value": str(row.time)}, _DATUM_NSMAP)
+        for name, value in row.values:
+            text = ("true" if value else "false") if isinstance(value, bool) else _format(value)
+            sub(common, _DATUM, {"name": name, "value": text})
+
+
 def setup_data(unit: Unit, message: Message, rctx: RequestContext) -> Sequence[etree._Element]:
     metas = _lookup(unit, rctx, PINGER_FAILURE_SETUPDATA)
     sel = unit.select()
@@ -187,13 +201,7 @@ def setup_data(unit: Unit, message: Message, rctx: RequestContext) -> Sequence[e
         build.element("nmwg:eventType", text=SELECT, parent=select_md)
         pinger_md = _pinger_metadata(meta, rctx, ref=select_md.get("id"))
         d = build.data(rctx.ids, pinger_md.get("id", ""))
-        for row in rows:
-            common = build.element(
-                "nmwg:commonTime", {"type": "unix", "value": str(row.time)}, parent=d
-            )
-            for name, value in row.values:
-                text = ("true" if value else "false") if isinstance(value, bool) else _format(value)
-                build.element("pinger:datum", {"name": name, "value": text}, parent=common)
+        _add_datums(d, rows)
         out += [select_md, pinger_md, d]
     if not out:
         raise NMWGError(
@@ -204,8 +212,6 @@ def setup_data(unit: Unit, message: Message, rctx: RequestContext) -> Sequence[e
 
 # ---- MeasurementArchiveStoreRequest ------------------------------------------------------------
 
-_COMMON_TIME = ns.clark("nmwg:commonTime")
-_DATUM = ns.clark("pinger:datum")
 _STORED_SUMMARY = frozenset(views.DATUM_NAMES)
 
 

@@ -74,13 +74,11 @@ class MetaFilter:
         return self.transport is None or self.transport.upper() == m.transport
 
 
-def metadata(archive: SQLiteArchive, source: str) -> list[PingerMeta]:
-    """Every ping test the archive knows, as PingER metadata (``source``: this MP's name, for
-    tests that were measured here)."""
+def metadata(archive: SQLiteArchive, source: str, key: str | None = None) -> list[PingerMeta]:
+    """Every ping test the archive knows (or the one with ``key``), as PingER metadata
+    (``source``: this MP's name, for tests stored without one)."""
     out = []
-    for t in archive.tests():
-        if t["tool"] != "ping":
-            continue
+    for t in archive.tests_of_tool("ping", key):
         p = t["params"]
         out.append(
             PingerMeta(
@@ -125,7 +123,7 @@ def data(
     points = [(planned_us // US_PER_S, json.loads(summary)) for planned_us, summary in rows]
     if consolidation and resolution and resolution > 0:
         return consolidate(points, consolidation, resolution)
-    return [Datum(t, _datum_values([v])) for t, v in points]
+    return [Datum(t, _row_values(v)) for t, v in points]
 
 
 def consolidate(
@@ -137,6 +135,15 @@ def consolidate(
     for t, values in points:
         buckets.setdefault(t - t % resolution, []).append(values)
     return [Datum(t, _datum_values(rows, function)) for t, rows in sorted(buckets.items())]
+
+
+def _row_values(row: dict[str, float | int | None]) -> tuple[tuple[str, float | bool], ...]:
+    """One run's datums: ``_datum_values`` of a single row, without the combining."""
+    return tuple(
+        (name, bool(v) if name in BOOLEAN_DATUMS else float(v))
+        for name in DATUM_NAMES
+        if (v := row.get(name)) is not None
+    )
 
 
 _COMBINE = {

@@ -134,6 +134,17 @@ class SQLiteArchive:
         ).fetchall()
         return [{**dict(r), "params": json.loads(r["params"])} for r in rows]
 
+    def tests_of_tool(self, tool: str, key: str | None = None) -> list[dict[str, Any]]:
+        """The tests of one tool (or the one with ``key``), without run statistics: cheap
+        enough to ask on every request."""
+        sql = "SELECT key, test_id, source, tool, target, params FROM tests WHERE tool = ?"
+        args: list[Any] = [tool]
+        if key is not None:
+            sql += " AND key = ?"
+            args.append(key)
+        rows = self._db.execute(sql + " ORDER BY test_id, first_seen_us", args).fetchall()
+        return [{**dict(r), "params": json.loads(r["params"])} for r in rows]
+
     def runs(
         self,
         test_id: str | None = None,

@@ -1,0 +1,299 @@
+"""API benchmark: NMWG SetupDataRequest and REST result queries against a 1M-result archive.
+
+What is measured
+    A SQLite archive with ``--tests`` ping tests × ``--runs`` finished runs each (default
+    100 × 10,000 = 1,000,000 results, 10 packets per run) is built once (cached under
+    ``--data``). The real daemon (``netsonde run`` with no tests, so it only serves) is started
+    on 127.0.0.1, and wrk drives it with keep-alive connections:
+      nmwg-sd   POST /perfSONAR_PS/services/pinger/ma, a SetupDataRequest by key for a random
+                test and a one-hour window (~60 datums)
+      rest      GET /api/v1/results for a random test and a one-hour window
+    Side by side, in the same run:
+      sqlite3   the same two queries straight through Python's sqlite3 (no HTTP, no XML): what
+                the storage costs, so the rest is visibly protocol and framework overhead.
+
+Usage: python bench/api.py [--tests 100] [--runs 10000] [--seconds 15] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import shlex
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from netsonde.archive.sqlite import SQLiteArchive
+from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec, run_id_for
+from netsonde.mp.tools import ping
+
+T0 = 1_700_000_000  # first run, unix seconds
+STEP = 60  # one run a minute per test
+TOKEN = "bench-token-0123456789"
+
+
+def specs(n: int) -> list[TestSpec]:
+    return [
+        TestSpec(
+            id=f"bench-{i:04d}",
+            tool="ping",
+            target=f"127.0.{i // 250}.{i % 250 + 1}",
+            schedule=Schedule(interval=STEP),
+            params=ping.Params(count=10, interval=0.2),
+        )
+        for i in range(n)
+    ]
+
+
+def build_archive(path: Path, n_tests: int, n_runs: int) -> None:
+    """Fill ``path`` with n_tests × n_runs finished ping runs (deterministic values)."""
+    rng = random.Random(42)
+    archive = SQLiteArchive(path)
+    tests = specs(n_tests)
+    archive.register_tests(tests, T0 * 1_000_000)
+    batch: list[Run] = []
+    for k in range(n_runs):
+        for spec in tests:
+            planned = (T0 + k * STEP) * 1_000_000
+            rtts = [round(rng.uniform(0.02, 0.2), 3) for _ in range(10)]
+            replies = [
+                PacketSample(s + 1, r, 64, 64, planned + s * 200_000) for s, r in enumerate(rtts)
+            ]
+            values = ping.pinger_summary(10, replies)
+            batch.append(
+                Run(
+                    run_id=run_id_for(spec.key, planned),
+                    test_id=spec.id,
+                    test_key=spec.key,
+                    slot=k,
+                    planned_us=planned,
+                    state=RunState.FINISHED,
+                    actual_us=planned + 1000,
+                    end_us=planned + 2_000_000,
+                    result=Result("ping", spec.target, 10, replies, ping._rounded(values)),
+                )
+            )
+        if len(batch) >= 20_000:
+            archive.store_runs(batch)
+            batch.clear()
+            print(f"  {k * n_tests:,} results…", file=sys.stderr, end="\r")
+    if batch:
+        archive.store_runs(batch)
+    archive.close()
+
+
+SD_REQUEST = """<nmwg:message xmlns:nmwg="http://ggf.org/ns/nmwg/base/2.0/"
+  xmlns:pinger="http://ggf.org/ns/nmwg/tools/pinger/2.0/" type="SetupDataRequest" id="bench">
+  <nmwg:metadata id="m1">
+    <pinger:parameters id="p1">
+      <nmwg:parameter name="startTime">{start}</nmwg:parameter>
+      <nmwg:parameter name="endTime">{end}</nmwg:parameter>
+    </pinger:parameters>
+    <nmwg:key id="{key}"/>
+    <nmwg:eventType>http://ggf.org/ns/nmwg/tools/pinger/2.0/</nmwg:eventType>
+  </nmwg:metadata>
+  <nmwg:data id="d1" metadataIdRef="m1"/>
+</nmwg:message>"""
+
+ENVELOPE = (
+    '<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/">'
+    "<SOAP-ENV:Header/><SOAP-ENV:Body>{body}</SOAP-ENV:Body></SOAP-ENV:Envelope>"
+)
+
+# wrk picks one of the prepared requests at random for every request it sends.
+WRK_SCRIPT = """
+local requests = {}
+%s
+math.randomseed(os.time())
+request = function()
+  return requests[math.random(#requests)]
+end
+"""
+
+
+def windows(keys: list[str], n_runs: int, count: int = 200) -> list[tuple[str, int, int]]:
+    """Random (key, start, end) one-hour windows inside the stored data."""
+    rng = random.Random(7)
+    last = T0 + (n_runs - 60) * STEP
+    return [(rng.choice(keys), (s := rng.randrange(T0, last)), s + 3599) for _ in range(count)]
+
+
+def lua_string(s: str) -> str:
+    return "[==[" + s + "]==]"
+
+
+def wrk_script(path: Path, reqs: list[tuple[str, str, str | None]]) -> None:
+    """reqs: (method, path, body) → a wrk Lua script that sends them at random."""
+    lines = []
+    for method, url, body in reqs:
+        if body is None:
+            lines.append(
+                f"table.insert(requests, wrk.format({lua_string(method)}, {lua_string(url)}))"
+            )
+        else:
+            lines.append(
+                f"table.insert(requests, wrk.format({lua_string(method)}, {lua_string(url)},"
+                f" {{['Content-Type']='text/xml'}}, {lua_string(body)}))"
+            )
+    path.write_text(WRK_SCRIPT % "\n".join(lines))
+
+
+def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s",
+         str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    lat = {
+        q: _ms(re.search(rf"^\s+{q}%\s+(\S+)", out, re.M)[1])  # type: ignore[index]
+        for q in ("50", "99")
+    }
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p50": lat["50"],
+        "p99": lat["99"],
+        "non2xx": int(errors[1]) if errors else 0,
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def sqlite_peer(db: Path, wins: list[tuple[str, int, int]], seconds: float) -> dict[str, float]:
+    """The same window query straight through sqlite3: queries/s and latency percentiles."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    lat: list[float] = []
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        key, start, stop = wins[i % len(wins)]
+        t = time.perf_counter()
+        rows = conn.execute(
+            "SELECT r.planned_us, res.summary FROM runs r JOIN results res USING (run_id)"
+            " WHERE r.test_key = ? AND r.planned_us >= ? AND r.planned_us < ?"
+            " AND r.state = 'finished' ORDER BY r.planned_us",
+            (key, start * 1_000_000, (stop + 1) * 1_000_000),
+        ).fetchall()
+        [json.loads(s) for _, s in rows]
+        lat.append((time.perf_counter() - t) * 1000)
+        i += 1
+    lat.sort()
+    return {
+        "rps": len(lat) / seconds,
+        "p50": lat[len(lat) // 2],
+        "p99": lat[int(len(lat) * 0.99)],
+        "non2xx": 0,
+    }
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"the daemon did not listen on {port}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--tests", type=int, default=100)
+    ap.add_argument("--runs", type=int, default=10_000, help="runs per test")
+    ap.add_argument("--seconds", type=int, default=15, help="per measurement")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "netsonde-bench-api")
+    ap.add_argument("--build-only", action="store_true", help="build the archive and stop")
+    args = ap.parse_args()
+
+    data = args.data / f"{args.tests}x{args.runs}"
+    db = data / "archive.sqlite"
+    if not (data / "complete").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        db.unlink(missing_ok=True)
+        started = time.monotonic()
+        print(f"building {args.tests * args.runs:,} results in {db}…", file=sys.stderr)
+        build_archive(db, args.tests, args.runs)
+        (data / "complete").write_text(f"{time.monotonic() - started:.0f} s\n")
+    if args.build_only:
+        return 0
+    keys = [s.key for s in specs(args.tests)]
+    wins = windows(keys, args.runs)
+
+    port = free_port()
+    config = data / "bench.toml"
+    config.write_text(
+        f'[daemon]\ndata_dir = "{data}"\nlisten = "127.0.0.1:{port}"\n'
+        f'[archive]\nurl = "sqlite:///{db}"\n[api]\ntoken = "{TOKEN}"\n'
+    )
+    netsonde = Path(sys.executable).parent / "netsonde"
+    daemon = subprocess.Popen(
+        [str(netsonde), "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    rows: list[tuple[str, dict[str, float]]] = []
+    try:
+        wait_for_port(port)
+        base = f"http://127.0.0.1:{port}"
+        scripts = Path(tempfile.mkdtemp())
+        sd = [
+            ("POST", "/perfSONAR_PS/services/pinger/ma",
+             ENVELOPE.format(body=SD_REQUEST.format(key=k, start=s, end=e)))
+            for k, s, e in wins
+        ]  # fmt: skip
+        rest = [
+            ("GET", f"/api/v1/results?test_key={k}&from={s}&until={e + 1}&limit=100", None)
+            for k, s, e in wins
+        ]
+        wrk_script(scripts / "sd.lua", sd)
+        wrk_script(scripts / "rest.lua", rest)
+        for name, script in (("nmwg-sd", scripts / "sd.lua"), ("rest", scripts / "rest.lua")):
+            print(f"running {name}…", file=sys.stderr)
+            run_wrk(base, script, 2, args.connections)  # warm-up
+            rows.append((name, run_wrk(base, script, args.seconds, args.connections)))
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(30)
+    print("running sqlite3 peer…", file=sys.stderr)
+    rows.append(("sqlite3 (same query, no HTTP)", sqlite_peer(db, wins, args.seconds)))
+
+    cmd = " ".join(["python", "bench/api.py", *map(shlex.quote, sys.argv[1:])])
+    print("## API benchmark\n")
+    print(f"- command: `{cmd}`")
+    print(f"- machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+          f"CPython {platform.python_version()}")  # fmt: skip
+    size_mb = db.stat().st_size / 1e6
+    print(f"- archive: {args.tests * args.runs:,} results ({args.tests} tests × {args.runs:,} runs,"
+          f" 10 packets each), {size_mb:.0f} MB; one-hour windows (~60 rows)")  # fmt: skip
+    print(f"- load: wrk -t1 -c{args.connections} -d{args.seconds}s on the same 2 cores\n")
+    print("| workload | requests/s | p50 ms | p99 ms | non-2xx |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in rows:
+        print(
+            f"| {name} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {int(r['non2xx'])} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
