@@ -5,9 +5,9 @@ What is measured
     100 × 10,000 = 1,000,000 results, 10 packets per run) is built once (cached under
     ``--data``). The real daemon (``netsonde run`` with no tests, so it only serves) is started
     on 127.0.0.1, and wrk drives it with keep-alive connections:
-      nmwg-sd   POST /perfSONAR_PS/services/pinger/ma, a SetupDataRequest by key for a random
-                test and a one-hour window (~60 datums)
-      rest      GET /api/v1/results for a random test and a one-hour window
+      NMWG      POST /perfSONAR_PS/services/pinger/ma, a SetupDataRequest by key for a random
+                test and a random window of 1 hour (60 datums) or 5 minutes (5 datums)
+      REST      GET /api/v1/results for a random test and the same windows
     Side by side, in the same run:
       sqlite3   the same two queries straight through Python's sqlite3 (no HTTP, no XML): what
                 the storage costs, so the rest is visibly protocol and framework overhead.
@@ -121,11 +121,15 @@ end
 """
 
 
-def windows(keys: list[str], n_runs: int, count: int = 200) -> list[tuple[str, int, int]]:
-    """Random (key, start, end) one-hour windows inside the stored data."""
+def windows(
+    keys: list[str], n_runs: int, seconds: int = 3600, count: int = 200
+) -> list[tuple[str, int, int]]:
+    """Random (key, start, end) windows of ``seconds`` inside the stored data."""
     rng = random.Random(7)
-    last = T0 + (n_runs - 60) * STEP
-    return [(rng.choice(keys), (s := rng.randrange(T0, last)), s + 3599) for _ in range(count)]
+    last = T0 + (n_runs - seconds // STEP) * STEP
+    return [
+        (rng.choice(keys), (s := rng.randrange(T0, last)), s + seconds - 1) for _ in range(count)
+    ]
 
 
 def lua_string(s: str) -> str:
@@ -238,7 +242,6 @@ def main() -> int:
     if args.build_only:
         return 0
     keys = [s.key for s in specs(args.tests)]
-    wins = windows(keys, args.runs)
 
     port = free_port()
     config = data / "bench.toml"
@@ -256,26 +259,30 @@ def main() -> int:
         wait_for_port(port)
         base = f"http://127.0.0.1:{port}"
         scripts = Path(tempfile.mkdtemp())
-        sd = [
-            ("POST", "/perfSONAR_PS/services/pinger/ma",
-             ENVELOPE.format(body=SD_REQUEST.format(key=k, start=s, end=e)))
-            for k, s, e in wins
-        ]  # fmt: skip
-        rest = [
-            ("GET", f"/api/v1/results?test_key={k}&from={s}&until={e + 1}&limit=100", None)
-            for k, s, e in wins
-        ]
-        wrk_script(scripts / "sd.lua", sd)
-        wrk_script(scripts / "rest.lua", rest)
-        for name, script in (("nmwg-sd", scripts / "sd.lua"), ("rest", scripts / "rest.lua")):
-            print(f"running {name}…", file=sys.stderr)
-            run_wrk(base, script, 2, args.connections)  # warm-up
-            rows.append((name, run_wrk(base, script, args.seconds, args.connections)))
+        for label, seconds in (("1 h, 60 rows", 3600), ("5 min, 5 rows", 300)):
+            wins = windows(keys, args.runs, seconds)
+            sd = [
+                ("POST", "/perfSONAR_PS/services/pinger/ma",
+                 ENVELOPE.format(body=SD_REQUEST.format(key=k, start=s, end=e)))
+                for k, s, e in wins
+            ]  # fmt: skip
+            rest = [
+                ("GET", f"/api/v1/results?test_key={k}&from={s}&until={e + 1}&limit=100", None)
+                for k, s, e in wins
+            ]
+            for name, reqs in ((f"NMWG SetupData, {label}", sd), (f"REST results, {label}", rest)):
+                script = scripts / f"{len(rows)}.lua"
+                wrk_script(script, reqs)
+                print(f"running {name}…", file=sys.stderr)
+                run_wrk(base, script, 2, args.connections)  # warm-up
+                rows.append((name, run_wrk(base, script, args.seconds, args.connections)))
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(30)
     print("running sqlite3 peer…", file=sys.stderr)
-    rows.append(("sqlite3 (same query, no HTTP)", sqlite_peer(db, wins, args.seconds)))
+    for label, seconds in (("1 h", 3600), ("5 min", 300)):
+        peer = sqlite_peer(db, windows(keys, args.runs, seconds), args.seconds)
+        rows.append((f"sqlite3, same query in process (no HTTP, no XML), {label}", peer))
 
     cmd = " ".join(["python", "bench/api.py", *map(shlex.quote, sys.argv[1:])])
     print("## API benchmark\n")
@@ -284,7 +291,8 @@ def main() -> int:
           f"CPython {platform.python_version()}")  # fmt: skip
     size_mb = db.stat().st_size / 1e6
     print(f"- archive: {args.tests * args.runs:,} results ({args.tests} tests × {args.runs:,} runs,"
-          f" 10 packets each), {size_mb:.0f} MB; one-hour windows (~60 rows)")  # fmt: skip
+          f" 10 packets each, one run a minute), {size_mb:.0f} MB")  # fmt: skip
+    print("- queries: random windows of 1 h (60 rows) and 5 min (5 rows)")
     print(f"- load: wrk -t1 -c{args.connections} -d{args.seconds}s on the same 2 cores\n")
     print("| workload | requests/s | p50 ms | p99 ms | non-2xx |")
     print("|---|---:|---:|---:|---:|")

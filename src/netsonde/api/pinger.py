@@ -64,7 +64,10 @@ def _wanted(unit: Unit, failure: str) -> views.MetaFilter | str:
             return value
     subject = unit.subject_element
     params = unit.parameters
-    if subject is None and not params:
+    # A subject or a parameters block asks for every metadata it does not narrow down, even
+    # when empty: the original's `elsif ($md->subject || $md->parameters)`, which the test
+    # harness's getAll request (an empty pinger:parameters) relies on.
+    if subject is None and not params and not _has_parameters_block(unit.subject):
         raise NMWGError(failure, "Malformed request or missing key or parameters")
 
     def endpoint(tag: str) -> str | None:
@@ -94,6 +97,13 @@ def _wanted(unit: Unit, failure: str) -> views.MetaFilter | str:
     )
 
 
+def _has_parameters_block(metadata: etree._Element) -> bool:
+    return any(
+        etree.QName(child).localname == "parameters"
+        for child in metadata.iterchildren(etree.Element)
+    )
+
+
 def _lookup(unit: Unit, rctx: RequestContext, failure: str) -> list[views.PingerMeta]:
     wanted = _wanted(unit, failure)
     if isinstance(wanted, str):
@@ -116,15 +126,21 @@ def _format(value: float) -> str:
     return repr(round(value, 6))
 
 
+def _sub_id(rctx: RequestContext, kind: str, meta: views.PingerMeta) -> str:
+    """``subjKEY.N``/``paramsKEY.N``: the original's ``subjMETAID`` named the select and the
+    pinger subject alike, and again in every unit for the same key; these are unique."""
+    return rctx.ids.new(f"{kind}{meta.key}")
+
+
 def _pinger_metadata(
     meta: views.PingerMeta, rctx: RequestContext, ref: str | None
 ) -> etree._Element:
     md = build.metadata(rctx.ids, ref=ref)
-    subject = build.element("pinger:subject", {"id": f"subj{meta.key}"}, parent=md)
+    subject = build.element("pinger:subject", {"id": _sub_id(rctx, "subj", meta)}, parent=md)
     pair = build.element("nmwgt:endPointPair", parent=subject)
     for tag, value in (("nmwgt:src", meta.source), ("nmwgt:dst", meta.destination)):
         build.element(tag, {"value": value, "type": _address_type(value)}, parent=pair)
-    params = build.element("pinger:parameters", {"id": f"params{meta.key}"}, parent=md)
+    params = build.element("pinger:parameters", {"id": _sub_id(rctx, "params", meta)}, parent=md)
     for name, value in (
         ("count", str(meta.count)),
         ("packetSize", str(meta.packet_size)),
@@ -194,8 +210,10 @@ def setup_data(unit: Unit, message: Message, rctx: RequestContext) -> Sequence[e
         if not rows:
             continue
         select_md = build.metadata(rctx.ids)
-        build.element("select:subject", {"id": f"subj{meta.key}"}, parent=select_md)
-        params = build.element("select:parameters", {"id": f"params{meta.key}"}, parent=select_md)
+        build.element("select:subject", {"id": _sub_id(rctx, "subj", meta)}, parent=select_md)
+        params = build.element(
+            "select:parameters", {"id": _sub_id(rctx, "params", meta)}, parent=select_md
+        )
         for name, value in (("startTime", start), ("endTime", end)):
             build.element("nmwg:parameter", {"name": name, "value": str(value)}, parent=params)
         build.element("nmwg:eventType", text=SELECT, parent=select_md)

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from netsonde import config as config_mod
 from netsonde.api.app import create_app
 from netsonde.api.context import ApiContext, ArchiveConnections
@@ -179,6 +181,7 @@ def run_foreground(
     pidfile = PidFile(cfg.pidfile)
     pidfile.acquire()
     try:
-        asyncio.run(Daemon(cfg, config_path).main(on_ready))
+        # uvloop (installed with uvicorn[standard]) serves HTTP with less overhead per request
+        uvloop.run(Daemon(cfg, config_path).main(on_ready))
     finally:
         pidfile.release()
