@@ -196,3 +196,18 @@ def test_client_errors_are_one_line(netsonde_bin: Path, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert missing.returncode == 1 and "nope.xml" in missing.stderr
+
+
+def test_app_index_and_unknown_paths_answer_json(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from netsonde.api.app import create_app
+    from netsonde.api.context import ApiContext, ArchiveConnections
+
+    app = create_app(ApiContext(archive=ArchiveConnections(tmp_path / "a.sqlite")))
+    with TestClient(app) as client:
+        index = client.get("/").json()
+        assert index["nmwg"][0] == "/perfSONAR_PS/services/pinger/ma"
+        assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "netsonde"
+        missing = client.get("/no/such/path")
+        assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from netsonde import __version__
 from netsonde.api.context import ApiContext
@@ -53,6 +54,11 @@ def create_app(ctx: ApiContext, metrics: Metrics | None = None) -> FastAPI:
                 "metrics": "/metrics",
             }
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Paths no route matches (404/405) answer in the REST API's error shape too.
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
