@@ -31,6 +31,7 @@ format: $(STAMP)
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) netsonde-data .pytest_cache
