@@ -107,6 +107,7 @@ class ApiSection(_Strict):
     token_file: str | None = None
     request_timeout: Duration = Field(30.0, gt=0, le=3600)  # the seed's max_worker_lifetime
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=1024**3)
+    workers: int = Field(0, ge=0, le=64)  # 0: serve inside the daemon; N: N processes
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class ApiSettings:
     token: str | None = None
     request_timeout: float = 30.0
     max_body_bytes: int = 10 * 1024 * 1024
+    workers: int = 0
 
 
 class TestSection(_Strict):
@@ -303,6 +305,7 @@ def parse(
             token=token,
             request_timeout=shape.api.request_timeout,
             max_body_bytes=shape.api.max_body_bytes,
+            workers=shape.api.workers,
         ),
     )
 

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,10 +38,36 @@ Status = Callable[[], Mapping[str, Any]]
 
 
 class Metrics:
-    def __init__(self, status: Status | None = None) -> None:
-        """``status``: the daemon's live snapshot (``ApiContext.status``), read at scrape time."""
+    def __init__(
+        self,
+        status: Status | None = None,
+        *,
+        runs: bool = True,
+        http: bool = True,
+        multiprocess_dir: str | None = None,
+        appended: Callable[[], bytes] | None = None,
+    ) -> None:
+        """``status``: the daemon's live snapshot (``ApiContext.status``), read at scrape time.
+
+        With API workers in processes of their own, the daemon keeps the run metrics
+        (``http=False``) and writes them to a file; each worker keeps only HTTP metrics
+        (``runs=False``) in prometheus_client's multiprocess files under ``multiprocess_dir``
+        (PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported), and a
+        scrape sums the workers' files and appends the daemon's text (``appended``).
+        """
         self.registry = CollectorRegistry()
+        self._multiprocess_dir = multiprocess_dir
+        self._appended = appended
         r = self.registry
+        self.runs_enabled, self.http_enabled = runs, http
+        if runs:
+            self._run_metrics(r)
+        if http:
+            self._http_metrics(r)
+        if status is not None:
+            r.register(StatusCollector(status))
+
+    def _run_metrics(self, r: CollectorRegistry) -> None:
         self.last_rtt = Gauge(
             "netsonde_last_rtt_ms",
             "RTT statistics of the latest run of a test, ms (NaN: no reply)",
@@ -63,6 +90,8 @@ class Metrics:
         self.runs = Counter(
             "netsonde_runs", "Runs recorded, by test and state", ["test", "state"], registry=r
         )
+
+    def _http_metrics(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
             "netsonde_http_requests",
             "HTTP requests by method, path template and status",
@@ -76,11 +105,11 @@ class Metrics:
             buckets=REQUEST_BUCKETS_S,
             registry=r,
         )
-        if status is not None:
-            r.register(StatusCollector(status))
 
     def observe_run(self, run: Run, spec: TestSpec | None = None) -> None:
         """Record one finished, failed, timed-out or missed run (the daemon's run sink)."""
+        if not self.runs_enabled:
+            return
         test = spec.id if spec is not None else run.test_id
         self.runs.labels(test=test, state=str(run.state)).inc()
         result = run.result
@@ -101,14 +130,21 @@ class Metrics:
                 histogram.observe(reply.rtt_ms)
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
+        if not self.http_enabled:
+            return
         labels = {"method": method, "path": path, "status": str(status)}
         self.requests.labels(**labels).inc()
         self.request_seconds.labels(**labels).observe(seconds)
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The registry in the format ``accept`` asks for (Prometheus text by default)."""
-        encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+        if self._multiprocess_dir is None:
+            encoder, content_type = choose_encoder(accept)
+            return encoder(self.registry), content_type
+        summed = CollectorRegistry()
+        MultiProcessCollector(summed, path=self._multiprocess_dir)
+        body = generate_latest(summed) + (self._appended() if self._appended else b"")
+        return body, CONTENT_TYPE_LATEST  # text only: the appended part is in that format
 
 
 def _number(value: Any) -> float:

@@ -26,6 +26,7 @@ from netsonde.api.app import create_app
 from netsonde.api.context import ApiContext, ArchiveConnections
 from netsonde.api.metrics import Metrics
 from netsonde.api.server import bind, serve
+from netsonde.api.workers import ApiWorkers
 from netsonde.archive.sqlite import SQLiteArchive
 from netsonde.archive.writer import BatchWriter
 from netsonde.config import Config, ConfigError
@@ -38,6 +39,7 @@ from netsonde.mp.runner import Runner
 log = logging.getLogger("netsonde")
 
 STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.prom"
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -49,8 +51,12 @@ def status_path(cfg: Config) -> Path:
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    write_bytes_atomically(path, json.dumps(data, indent=1).encode())
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -61,6 +67,8 @@ class Daemon:
         self.started = time.time()
         self.reloads = 0
         self.last_reload_error: str | None = None
+        self.api_workers: ApiWorkers | None = None
+        self.metrics: Metrics | None = None
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
@@ -69,7 +77,9 @@ class Daemon:
         archive.register_tests(cfg.tests, to_us(time.time()))
         writer = BatchWriter(archive)
         runner = Runner()
-        metrics = Metrics(lambda: self.snapshot(point, writer))
+        workers = cfg.api.workers if cfg.api.enabled else 0
+        # With API workers the daemon keeps the run metrics; the workers count requests.
+        self.metrics = metrics = Metrics(lambda: self.snapshot(point, writer), http=not workers)
 
         def sink(run: Run) -> None:
             writer.submit(run)
@@ -85,7 +95,11 @@ class Daemon:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(point, archive))
         tasks = [asyncio.create_task(self._publish(point, writer))]
-        if listener is not None:
+        if listener is not None and workers:
+            self.api_workers = ApiWorkers(workers, listener, self._worker_settings())
+            ApiWorkers.prepare_multiprocess_dir(Path(self._worker_settings()["multiprocess_dir"]))
+            tasks.append(asyncio.create_task(self.api_workers.run(stop)))
+        elif listener is not None:
             ctx = ApiContext(
                 archive=ArchiveConnections(cfg.sqlite_path),
                 name=cfg.name,
@@ -118,6 +132,19 @@ class Daemon:
                 status_path(cfg).unlink()
             log.info("stopped: %s", dict(point.counts))
 
+    def _worker_settings(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "archive": str(cfg.sqlite_path),
+            "name": cfg.name,
+            "token": cfg.api.token,
+            "request_timeout": cfg.api.request_timeout,
+            "max_body_bytes": cfg.api.max_body_bytes,
+            "status_file": str(status_path(cfg)),
+            "metrics_file": str(cfg.data_dir / METRICS_FILE),
+            "multiprocess_dir": str(cfg.data_dir / "prometheus"),
+        }
+
     @property
     def url(self) -> str:
         host, port = self.cfg.listen_address
@@ -135,6 +162,8 @@ class Daemon:
             "stored": writer.stored,
             "archive_backlog": writer.backlog,
             "archive_error": writer.last_error,
+            "api_workers": self.api_workers.pids if self.api_workers else None,
+            "api_worker_restarts": self.api_workers.restarts if self.api_workers else 0,
             **point.snapshot(),
         }
 
@@ -156,6 +185,10 @@ class Daemon:
         while True:
             try:
                 write_json_atomically(status_path(self.cfg), self.snapshot(point, writer))
+                if self.api_workers is not None:  # the workers serve these at /metrics
+                    write_bytes_atomically(
+                        self.cfg.data_dir / METRICS_FILE, self.metrics.exposition()[0]
+                    )
             except OSError as e:
                 log.error("cannot write %s: %s", status_path(self.cfg), e)
             await asyncio.sleep(1.0)

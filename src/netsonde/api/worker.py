@@ -1,0 +1,78 @@
+"""An API worker: one process serving the HTTP app on a socket the daemon bound and passed in.
+
+With ``[api] workers = N`` the daemon keeps measuring in its own process and N of these serve
+HTTP, so the scheduler never competes with requests for the GIL and requests use every core
+(the original perfSONAR-PS daemon forked per request for the same reason). Settings arrive as
+JSON on stdin (the token must not show in ``ps``); the live status comes from the file the
+daemon rewrites every second, the run metrics from the daemon's metrics file.
+
+Run by the daemon as: python -m netsonde.api.worker FD  (settings on stdin)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import uvloop
+
+from netsonde.api.app import create_app
+from netsonde.api.context import ApiContext, ArchiveConnections
+from netsonde.api.metrics import Metrics
+
+log = logging.getLogger("netsonde.api.worker")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def build(settings: dict[str, Any]) -> Any:
+    status_file = Path(settings["status_file"])
+    metrics_file = Path(settings["metrics_file"])
+    ctx = ApiContext(
+        archive=ArchiveConnections(Path(settings["archive"])),
+        name=settings["name"],
+        token=settings["token"],
+        request_timeout=settings["request_timeout"],
+        max_body_bytes=settings["max_body_bytes"],
+        status=lambda: _read_json(status_file),
+    )
+    metrics = Metrics(
+        runs=False,
+        multiprocess_dir=settings["multiprocess_dir"],
+        appended=lambda: _read_bytes(metrics_file),
+    )
+    return create_app(ctx, metrics)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    app = build(json.load(sys.stdin))
+    config = uvicorn.Config(
+        app, lifespan="off", log_config=None, access_log=False, server_header=False
+    )
+    # uvicorn's own signal handling: SIGTERM from the daemon ends it gracefully.
+    uvloop.run(uvicorn.Server(config).serve(sockets=[sock]))
+
+
+if __name__ == "__main__":
+    main()
