@@ -220,6 +220,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_and_load(
+    data: Path, db: Path, keys: list[str], args: argparse.Namespace, workers: int
+) -> list[tuple[str, dict[str, float]]]:
+    """Start the daemon with ``[api] workers`` and drive each workload with wrk."""
+    port = free_port()
+    config = data / "bench.toml"
+    config.write_text(
+        f'[daemon]\ndata_dir = "{data}"\nlisten = "127.0.0.1:{port}"\n'
+        f'[archive]\nurl = "sqlite:///{db}"\n[api]\ntoken = "{TOKEN}"\nworkers = {workers}\n'
+    )
+    netsonde = Path(sys.executable).parent / "netsonde"
+    daemon = subprocess.Popen(
+        [str(netsonde), "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    where = "in the daemon" if workers == 0 else f"{workers} API workers"
+    rows: list[tuple[str, dict[str, float]]] = []
+    try:
+        wait_for_port(port)
+        time.sleep(1 + workers)  # let every worker come up and take connections
+        base = f"http://127.0.0.1:{port}"
+        scripts = Path(tempfile.mkdtemp())
+        for label, seconds in (("1 h, 60 rows", 3600), ("5 min, 5 rows", 300)):
+            wins = windows(keys, args.runs, seconds)
+            sd = [
+                ("POST", "/perfSONAR_PS/services/pinger/ma",
+                 ENVELOPE.format(body=SD_REQUEST.format(key=k, start=s, end=e)))
+                for k, s, e in wins
+            ]  # fmt: skip
+            rest = [
+                ("GET", f"/api/v1/results?test_key={k}&from={s}&until={e + 1}&limit=100", None)
+                for k, s, e in wins
+            ]
+            for kind, reqs in (("NMWG SetupData", sd), ("REST results", rest)):
+                name = f"{kind}, {label}, {where}"
+                script = scripts / f"{len(rows)}.lua"
+                wrk_script(script, reqs)
+                print(f"running {name}…", file=sys.stderr)
+                run_wrk(base, script, 2, args.connections)  # warm-up
+                rows.append((name, run_wrk(base, script, args.seconds, args.connections)))
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(30)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tests", type=int, default=100)
@@ -228,6 +274,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "netsonde-bench-api")
     ap.add_argument("--build-only", action="store_true", help="build the archive and stop")
+    ap.add_argument(
+        "--workers", type=int, nargs="+", default=[0, 2], help="[api] workers settings to compare"
+    )
     args = ap.parse_args()
 
     data = args.data / f"{args.tests}x{args.runs}"
@@ -243,42 +292,9 @@ def main() -> int:
         return 0
     keys = [s.key for s in specs(args.tests)]
 
-    port = free_port()
-    config = data / "bench.toml"
-    config.write_text(
-        f'[daemon]\ndata_dir = "{data}"\nlisten = "127.0.0.1:{port}"\n'
-        f'[archive]\nurl = "sqlite:///{db}"\n[api]\ntoken = "{TOKEN}"\n'
-    )
-    netsonde = Path(sys.executable).parent / "netsonde"
-    daemon = subprocess.Popen(
-        [str(netsonde), "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
     rows: list[tuple[str, dict[str, float]]] = []
-    try:
-        wait_for_port(port)
-        base = f"http://127.0.0.1:{port}"
-        scripts = Path(tempfile.mkdtemp())
-        for label, seconds in (("1 h, 60 rows", 3600), ("5 min, 5 rows", 300)):
-            wins = windows(keys, args.runs, seconds)
-            sd = [
-                ("POST", "/perfSONAR_PS/services/pinger/ma",
-                 ENVELOPE.format(body=SD_REQUEST.format(key=k, start=s, end=e)))
-                for k, s, e in wins
-            ]  # fmt: skip
-            rest = [
-                ("GET", f"/api/v1/results?test_key={k}&from={s}&until={e + 1}&limit=100", None)
-                for k, s, e in wins
-            ]
-            for name, reqs in ((f"NMWG SetupData, {label}", sd), (f"REST results, {label}", rest)):
-                script = scripts / f"{len(rows)}.lua"
-                wrk_script(script, reqs)
-                print(f"running {name}…", file=sys.stderr)
-                run_wrk(base, script, 2, args.connections)  # warm-up
-                rows.append((name, run_wrk(base, script, args.seconds, args.connections)))
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        daemon.wait(30)
+    for workers in args.workers:
+        rows += serve_and_load(data, db, keys, args, workers)
     print("running sqlite3 peer…", file=sys.stderr)
     for label, seconds in (("1 h", 3600), ("5 min", 300)):
         peer = sqlite_peer(db, windows(keys, args.runs, seconds), args.seconds)

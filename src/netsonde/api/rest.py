@@ -352,7 +352,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         states: list[RunState] | None,
         samples: bool,
         order: Order,
-    ) -> StoredRunPage:
+    ) -> Response:
         rows = archive().find_runs(
             test_id=f.test_id,
             test_key=f.test_key,
@@ -366,12 +366,15 @@ def build_router(ctx: ApiContext) -> APIRouter:
             offset=page.offset,
             limit=page.limit + 1,
         )
-        return StoredRunPage(
+        built = StoredRunPage(
             items=[StoredRun.from_row(r, samples=samples) for r in rows[: page.limit]],
             limit=page.limit,
             offset=page.offset,
             next_cursor=_next_cursor(rows, page.limit, "planned_us", "run_id"),
         )
+        # Validated once, above; returning the model would make FastAPI validate every row
+        # again on the way out (a third of the time of a busy results query).
+        return Response(built.model_dump_json(), media_type="application/json")
 
     @router.get("/runs", response_model=StoredRunPage, summary="Runs of every state")
     def list_runs(
@@ -380,7 +383,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         state: Annotated[list[RunState] | None, Query(description="any of these")] = None,
         samples: Annotated[bool, Query(description="include per-packet samples")] = False,
         order: Annotated[Order, Query(description="by planned start")] = "asc",
-    ) -> StoredRunPage:
+    ) -> Response:
         return runs_page(f, page, results_only=False, states=state, samples=samples, order=order)
 
     @router.get("/results", response_model=StoredRunPage, summary="Runs that have a result")
@@ -389,7 +392,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         page: Annotated[Paging, Depends(paging)],
         samples: Annotated[bool, Query(description="include per-packet samples")] = False,
         order: Annotated[Order, Query(description="by planned start")] = "asc",
-    ) -> StoredRunPage:
+    ) -> Response:
         return runs_page(f, page, results_only=True, states=None, samples=samples, order=order)
 
     @router.get("/aggregate", response_model=Aggregation, summary="Statistics per time window")
