@@ -24,8 +24,12 @@ class ListenError(Exception):
     pass
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on (host, port); IPv6 literals get an IPv6 socket."""
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on (host, port); IPv6 literals get an IPv6 socket.
+
+    ``reuse_port``: for API workers, each binding its own socket: the kernel then spreads new
+    connections evenly over them (one shared socket lets whichever worker wakes first take a
+    whole burst of keep-alive connections)."""
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
@@ -33,6 +37,8 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         # Accepted sockets inherit this: without it, Nagle + delayed ACK add ~40 ms to
         # every keep-alive response that is written in more than one piece.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

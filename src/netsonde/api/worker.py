@@ -6,14 +6,14 @@ HTTP, so the scheduler never competes with requests for the GIL and requests use
 JSON on stdin (the token must not show in ``ps``); the live status comes from the file the
 daemon rewrites every second, the run metrics from the daemon's metrics file.
 
-Run by the daemon as: python -m netsonde.api.worker FD  (settings on stdin)
+Run by the daemon as: python -m netsonde.api.worker  (settings on stdin). Each worker binds its
+own SO_REUSEPORT socket on the daemon's address, so the kernel balances connections.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import uvloop
 from netsonde.api.app import create_app
 from netsonde.api.context import ApiContext, ArchiveConnections
 from netsonde.api.metrics import Metrics
+from netsonde.api.server import bind
 
 log = logging.getLogger("netsonde.api.worker")
 
@@ -65,8 +66,9 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    sock = socket.socket(fileno=int(sys.argv[1]))
-    app = build(json.load(sys.stdin))
+    settings = json.load(sys.stdin)
+    sock = bind(settings["host"], settings["port"], reuse_port=True)
+    app = build(settings)
     config = uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False, server_header=False
     )

@@ -20,9 +20,12 @@ log = logging.getLogger(__name__)
 
 
 class ApiWorkers:
-    def __init__(self, count: int, sock: socket.socket, settings: dict[str, Any]) -> None:
+    def __init__(self, count: int, probe: socket.socket, settings: dict[str, Any]) -> None:
+        """``probe``: the daemon's SO_REUSEPORT socket on the address, bound only to report a
+        busy address at start-up; it is closed once the workers bind theirs, or it would get
+        a share of the connections and never accept them."""
         self.count = count
-        self.sock = sock
+        self.probe = probe
         self.settings = settings
         self.restarts = 0
         self._procs: list[asyncio.subprocess.Process | None] = [None] * count
@@ -36,9 +39,8 @@ class ApiWorkers:
     async def _spawn(self, i: int) -> asyncio.subprocess.Process:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.settings["multiprocess_dir"]}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "netsonde.api.worker", str(self.sock.fileno()),
-            stdin=asyncio.subprocess.PIPE, pass_fds=[self.sock.fileno()], env=env,
-        )  # fmt: skip
+            sys.executable, "-m", "netsonde.api.worker", stdin=asyncio.subprocess.PIPE, env=env
+        )
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(self.settings).encode())
         proc.stdin.close()
@@ -47,6 +49,7 @@ class ApiWorkers:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep ``count`` workers alive until ``stop``; then stop them."""
+        self.probe.close()
         try:
             await asyncio.gather(*(self._keep(i, stop) for i in range(self.count)))
         finally:

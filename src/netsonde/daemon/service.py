@@ -88,7 +88,7 @@ class Daemon:
         point = MeasurementPoint(
             cfg.tests, executor=runner, sink=sink, max_children=cfg.max_children
         )
-        listener = bind(*cfg.listen_address) if cfg.api.enabled else None
+        listener = bind(*cfg.listen_address, reuse_port=bool(workers)) if cfg.api.enabled else None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -143,6 +143,8 @@ class Daemon:
             "status_file": str(status_path(cfg)),
             "metrics_file": str(cfg.data_dir / METRICS_FILE),
             "multiprocess_dir": str(cfg.data_dir / "prometheus"),
+            "host": cfg.listen_address[0],
+            "port": cfg.listen_address[1],
         }
 
     @property
