@@ -51,6 +51,16 @@ params = {{ count = 2, interval = 0.05 }}
             assert client.get("/api/v1/tests", headers={"Connection": "close"}).status_code == 200
         echo = client.post("/perfSONAR_PS/services/pinger/ma", content=ECHO)
         assert b"success.echo" in echo.content
+        # Workers run result queries on their own loop: same answers as the archive has.
+        d.wait_for(lambda: len(d.cli_json("results", "lo4", missing=[])) >= 2, 10)
+        stored = {r["run_id"]: r for r in d.cli_json("results", "lo4")}
+        served = client.get("/api/v1/results", params={"test_id": "lo4", "limit": 1000}).json()
+        assert served["items"] and all(
+            stored[r["run_id"]]["values"] == r["result"]["values"]
+            for r in served["items"]
+            if r["run_id"] in stored
+        )
+        assert len({r["run_id"] for r in served["items"]} & set(stored)) >= 2
 
     def counted() -> float:
         text = httpx.get(f"{base}/metrics").text

@@ -38,6 +38,9 @@ class ApiContext:
     # A live snapshot of the measurement point (MeasurementPoint.snapshot plus writer stats),
     # when the API runs inside the daemon; None when it serves an archive alone.
     status: Callable[[], dict[str, Any]] | None = None
+    # True in an API worker process: small queries may run on its event loop (nothing else
+    # shares it); False inside the daemon, whose loop also runs the scheduler.
+    inline_queries: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 import time
@@ -414,7 +415,16 @@ def build_router(ctx: ApiContext) -> APIRouter:
                 order=order,
             )
 
-        return endpoint
+        if not ctx.inline_queries:
+            return endpoint
+
+        # In an API worker (a process that only serves HTTP) the query runs on the event loop:
+        # the hop to a pool thread and back costs more than a bounded (≤ 1,000 rows) query.
+        @functools.wraps(endpoint)
+        async def inline(*args: Any, **kwargs: Any) -> Response:
+            return endpoint(*args, **kwargs)
+
+        return inline
 
     router.get("/runs", response_model=StoredRunPage, summary="Runs of every state")(
         run_pages(results_only=False)

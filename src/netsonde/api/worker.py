@@ -53,6 +53,7 @@ def build(settings: dict[str, Any]) -> Any:
         request_timeout=settings["request_timeout"],
         max_body_bytes=settings["max_body_bytes"],
         status=lambda: _read_json(status_file),
+        inline_queries=True,
     )
     metrics = Metrics(
         runs=False,
