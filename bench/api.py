@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from netsonde.archive.sqlite import SQLiteArchive
-from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec, run_id_for
+from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
 from netsonde.mp.tools import ping
 
 T0 = 1_700_000_000  # first run, unix seconds
@@ -71,12 +71,10 @@ def build_archive(path: Path, n_tests: int, n_runs: int) -> None:
             ]
             values = ping.pinger_summary(10, replies)
             batch.append(
-                Run(
-                    run_id=run_id_for(spec.key, planned),
-                    test_id=spec.id,
-                    test_key=spec.key,
+                Run.of(
+                    spec,
+                    planned,
                     slot=k,
-                    planned_us=planned,
                     state=RunState.FINISHED,
                     actual_us=planned + 1000,
                     end_us=planned + 2_000_000,

@@ -156,6 +156,19 @@ class Run:
     error: str | None = None
     result: Result | None = None
 
+    @classmethod
+    def of(cls, spec: TestSpec, nominal_us: int, *, slot: int | None = None, **fields: Any) -> Run:
+        """The run of ``spec`` whose slot is nominally at ``nominal_us``: id, test and key
+        filled in (planned and slot default to the nominal time)."""
+        fields.setdefault("planned_us", nominal_us)
+        return cls(
+            run_id=run_id_for(spec.key, nominal_us),
+            test_id=spec.id,
+            test_key=spec.key,
+            slot=nominal_us if slot is None else slot,
+            **fields,
+        )
+
     @property
     def lateness_us(self) -> int | None:
         return None if self.actual_us is None else self.actual_us - self.planned_us

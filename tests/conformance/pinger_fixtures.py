@@ -21,7 +21,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from netsonde.api.app import PINGER_MA_PATH, create_app
 from netsonde.api.context import ApiContext, ArchiveConnections
 from netsonde.archive.sqlite import SQLiteArchive
-from netsonde.model import Result, Run, RunState, Schedule, TestSpec, run_id_for, to_us
+from netsonde.model import Result, Run, RunState, Schedule, TestSpec, to_us
 from netsonde.mp.tools import ping
 from netsonde.nmwg import ns
 
@@ -191,12 +191,9 @@ def populate(path: Path, now: int) -> dict[str, str]:
             us = to_us(second)
             result = Result(tool="ping", target=spec.target, sent=10, values=dict(values))
             runs.append(
-                Run(
-                    run_id=run_id_for(spec.key, us),
-                    test_id=spec.id,
-                    test_key=spec.key,
-                    slot=us,
-                    planned_us=us,
+                Run.of(
+                    spec,
+                    us,
                     state=RunState.FINISHED,
                     actual_us=us,
                     end_us=us + 10 * 10**6,

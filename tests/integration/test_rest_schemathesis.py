@@ -14,7 +14,7 @@ from schemathesis.checks import not_a_server_error
 from netsonde.api.context import ApiContext, ArchiveConnections
 from netsonde.api.rest import build_router
 from netsonde.archive.sqlite import SQLiteArchive
-from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec, run_id_for
+from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
 from netsonde.mp.tools import ping
 
 TOKEN = "schemathesis-token-0123456789"
@@ -32,12 +32,10 @@ def runs(spec: TestSpec) -> list[Run]:
         lost = k % 5 == 4
         rtt = None if lost else 0.1 * (k + 1)
         out.append(
-            Run(
-                run_id=run_id_for(spec.key, planned),
-                test_id=spec.id,
-                test_key=spec.key,
+            Run.of(
+                spec,
+                planned,
                 slot=k,
-                planned_us=planned,
                 state=RunState.MISSED if k == 7 else RunState.FINISHED,
                 actual_us=planned + 100,
                 end_us=planned + 1_000_000,

@@ -33,3 +33,17 @@ def test_config_name_is_the_tests_source(tmp_path: Path) -> None:
     assert named.name == "mp1.example" and named.tests[0].source == "mp1.example"
     default = config.parse(body, None, tools.TOOLS, base=tmp_path)
     assert default.name == socket.gethostname() == default.tests[0].source
+
+
+def test_run_of_fills_identity_from_spec_and_nominal_time() -> None:
+    from netsonde.model import Run
+
+    s = spec(source="mp1")
+    run = Run.of(s, 1_700_000_000_000_000, slot=7, planned_us=1_700_000_000_500_000)
+    assert (run.run_id, run.test_id, run.test_key) == (
+        run_id_for(s.key, 1_700_000_000_000_000),
+        "a",
+        s.key,
+    )
+    assert (run.slot, run.planned_us) == (7, 1_700_000_000_500_000)
+    assert Run.of(s, 5).slot == 5 and Run.of(s, 5).planned_us == 5

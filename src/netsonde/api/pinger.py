@@ -31,7 +31,6 @@ from netsonde.model import (
     RunState,
     Schedule,
     TestSpec,
-    run_id_for,
     to_us,
 )
 from netsonde.mp.tools import ping
@@ -347,12 +346,9 @@ def _stored_run(spec: TestSpec, common: etree._Element) -> Run:
     values.update(summary)  # what the sender computed wins; what it left out is derived
     start_us = to_us(start)
     duration = _number(common, "duration", float)
-    return Run(
-        run_id=run_id_for(spec.key, start_us),
-        test_id=spec.id,
-        test_key=spec.key,
-        slot=start_us,
-        planned_us=start_us,
+    return Run.of(
+        spec,
+        start_us,
         state=RunState.FINISHED,
         actual_us=start_us,
         end_us=start_us + to_us(duration) if duration is not None else None,

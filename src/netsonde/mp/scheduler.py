@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from netsonde.model import Run, RunState, SchedClass, TestSpec, run_id_for, to_us
+from netsonde.model import Run, RunState, SchedClass, TestSpec, to_us
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,15 +209,9 @@ class Scheduler:
         else:
             slot = state.next_slot
             nominal_us = to_us(state.anchor + slot * spec.schedule.interval)
-        run = Run(
-            # Identity = key + nominal time, not slot index: a changed interval or start never
-            # reuses the id of a run that happened at another time.
-            run_id=run_id_for(spec.key, nominal_us),
-            test_id=spec.id,
-            test_key=spec.key,
-            slot=slot,
-            planned_us=to_us(due),
-        )
+        # Identity = key + nominal time, not slot index: a changed interval or start never
+        # reuses the id of a run that happened at another time.
+        run = Run.of(spec, nominal_us, slot=slot, planned_us=to_us(due))
         return _Pending(run=run, spec=spec, planned=due)
 
     def _blocked(self, spec: TestSpec, exclusive_waiting: bool) -> str | None:
