@@ -211,3 +211,25 @@ def test_app_index_and_unknown_paths_answer_json(tmp_path: Path) -> None:
         assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "netsonde"
         missing = client.get("/no/such/path")
         assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
+
+
+def test_busy_listen_address_is_one_line_and_leaves_nothing(
+    netsonde_bin: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        conf = tmp_path / "n.toml"
+        conf.write_text(config(port))
+        for extra in ([], ["--daemon"]):
+            done = subprocess.run(
+                [str(netsonde_bin), "run", "--config", str(conf), *extra],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert done.returncode == 1
+            assert (
+                done.stderr
+                == f"netsonde: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+            )
+            assert not (tmp_path / "data" / "netsonde.pid").exists()
