@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -73,11 +74,13 @@ class Daemon:
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
         assert cfg.sqlite_path is not None
+        workers = cfg.api.workers if cfg.api.enabled else 0
+        # First, so that a busy address fails the start before anything else is set up.
+        listener = bind(*cfg.listen_address, reuse_port=bool(workers)) if cfg.api.enabled else None
         archive = SQLiteArchive(cfg.sqlite_path)
         archive.register_tests(cfg.tests, to_us(time.time()))
         writer = BatchWriter(archive)
         runner = Runner()
-        workers = cfg.api.workers if cfg.api.enabled else 0
         # With API workers the daemon keeps the run metrics; the workers count requests.
         self.metrics = metrics = Metrics(lambda: self.snapshot(point, writer), http=not workers)
 
@@ -88,28 +91,13 @@ class Daemon:
         point = MeasurementPoint(
             cfg.tests, executor=runner, sink=sink, max_children=cfg.max_children
         )
-        listener = bind(*cfg.listen_address, reuse_port=bool(workers)) if cfg.api.enabled else None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(point, archive))
-        tasks = [asyncio.create_task(self._publish(point, writer))]
-        if listener is not None and workers:
-            self.api_workers = ApiWorkers(workers, listener, self._worker_settings())
-            ApiWorkers.prepare_multiprocess_dir(Path(self._worker_settings()["multiprocess_dir"]))
-            tasks.append(asyncio.create_task(self.api_workers.run(stop)))
-        elif listener is not None:
-            ctx = ApiContext(
-                archive=ArchiveConnections(cfg.sqlite_path),
-                name=cfg.name,
-                token=cfg.api.token,
-                request_timeout=cfg.api.request_timeout,
-                max_body_bytes=cfg.api.max_body_bytes,
-                status=lambda: self.snapshot(point, writer),
-            )
-            app = create_app(ctx, metrics)
-            tasks.append(asyncio.create_task(serve(app, listener, stop)))
+        publisher = asyncio.create_task(self._publish(point, writer))
+        api = self._start_api(listener, workers, lambda: self.snapshot(point, writer), stop)
         log.info(
             "netsonde %s: %d test(s), archive %s, serving %s",
             os.getpid(),
@@ -123,14 +111,42 @@ class Daemon:
             await point.serve(stop, stop_timeout=cfg.stop_timeout)
         finally:
             stop.set()
-            tasks[0].cancel()
-            await asyncio.gather(*tasks[1:], return_exceptions=True)
+            publisher.cancel()
+            if api is not None:
+                await asyncio.gather(api, return_exceptions=True)
             await runner.close()
             writer.close()
             archive.close()
             with contextlib.suppress(FileNotFoundError):
                 status_path(cfg).unlink()
             log.info("stopped: %s", dict(point.counts))
+
+    def _start_api(
+        self,
+        listener: socket.socket | None,
+        workers: int,
+        status: Callable[[], dict[str, Any]],
+        stop: asyncio.Event,
+    ) -> asyncio.Task[None] | None:
+        """Serve HTTP until ``stop``: in this loop, or in ``workers`` processes."""
+        if listener is None:
+            return None
+        if workers:
+            settings = self._worker_settings()
+            ApiWorkers.prepare_multiprocess_dir(Path(settings["multiprocess_dir"]))
+            self.api_workers = ApiWorkers(workers, listener, settings)
+            return asyncio.create_task(self.api_workers.run(stop))
+        cfg = self.cfg
+        assert cfg.sqlite_path is not None and self.metrics is not None
+        ctx = ApiContext(
+            archive=ArchiveConnections(cfg.sqlite_path),
+            name=cfg.name,
+            token=cfg.api.token,
+            request_timeout=cfg.api.request_timeout,
+            max_body_bytes=cfg.api.max_body_bytes,
+            status=status,
+        )
+        return asyncio.create_task(serve(create_app(ctx, self.metrics), listener, stop))
 
     def _worker_settings(self) -> dict[str, Any]:
         cfg = self.cfg
