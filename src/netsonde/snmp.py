@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from pysnmp.error import PySnmpError
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
     ContextData,
@@ -81,6 +82,7 @@ class LinkReading:
     oper_raw: int | None = None  # the agent's ifOperStatus number, when it gave one
     admin_raw: int | None = None
     error: str | None = None
+    agent_answered: bool = True  # False: the agent said nothing (timeout, transport error)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,8 +100,10 @@ def admin_state(raw: int | None) -> AdminState:
     return ADMIN_STATES.get(raw, "unknown") if raw is not None else "unknown"
 
 
-def unknown_reading(interface: Interface, error: str, if_index: int | None = None) -> LinkReading:
-    return LinkReading(str(interface), if_index, "unknown", "unknown", error=error)
+def unknown_reading(interface: Interface, error: str, *, answered: bool = True) -> LinkReading:
+    return LinkReading(
+        str(interface), None, "unknown", "unknown", error=error, agent_answered=answered
+    )
 
 
 def _is_ipv6(host: str) -> bool:
@@ -126,8 +130,8 @@ class _Session:
             self.target = await kind.create(
                 (host, port), timeout=self.timeout, retries=self.retries
             )
-        except Exception as exc:  # pysnmp wraps resolver failures in its own error types
-            raise SnmpError(f"cannot reach {host}:{port}: {exc}") from None
+        except (PySnmpError, OSError) as exc:  # pysnmp wraps resolver failures in its own
+            raise SnmpError(f"cannot resolve {host}: {exc}") from None
 
     def close(self) -> None:
         self.engine.close_dispatcher()
@@ -173,9 +177,14 @@ def _raise_on_error(err_ind: Any, err_status: Any, err_index: Any) -> None:
 
 
 def _as_int(value: Any) -> int | None:
+    """The integer an agent sent, or None for no value (noSuch*, or a non-integer type from a
+    broken agent: that is unknown, not a crash)."""
     if value is None or isinstance(value, NoSuchInstance | NoSuchObject | EndOfMibView):
         return None
-    return int(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 async def _resolve(session: _Session, interfaces: Sequence[Interface]) -> dict[str, int | None]:
@@ -228,8 +237,8 @@ async def poll_interfaces(
             for column in (IF_OPER_STATUS, IF_ADMIN_STATUS)
         ]
         values = await session.get(oids) if oids else {}
-    except SnmpError as exc:
-        return {str(i): unknown_reading(i, str(exc)) for i in wanted}
+    except (SnmpError, PySnmpError, OSError) as exc:
+        return {str(i): unknown_reading(i, str(exc), answered=False) for i in wanted}
     finally:
         session.close()
     return _readings(indexes, values)
@@ -248,10 +257,9 @@ def poll_interfaces_sync(
     """``poll_interfaces`` for callers without an event loop; ``limit`` bounds the whole poll
     (seconds) so a slow agent turns into ``unknown`` readings rather than a killed run."""
     wanted = list(dict.fromkeys(interfaces))
-    poll = poll_interfaces(
-        host, community, wanted, port=port, timeout=timeout, retries=retries
-    )
+    poll = poll_interfaces(host, community, wanted, port=port, timeout=timeout, retries=retries)
     try:
         return asyncio.run(asyncio.wait_for(poll, limit))
     except TimeoutError:
-        return {str(i): unknown_reading(i, f"poll not done within {limit:g}s") for i in wanted}
+        why = f"poll not done within {limit:g}s"
+        return {str(i): unknown_reading(i, why, answered=False) for i in wanted}

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from netsonde.mp.tools import command, noop, ping
+from netsonde.mp.tools import command, noop, ping, snmp_link
 
-TOOLS: dict[str, ModuleType] = {m.NAME: m for m in (ping, command, noop)}
+TOOLS: dict[str, ModuleType] = {m.NAME: m for m in (ping, command, noop, snmp_link)}
 
 
 def get(name: str) -> ModuleType:

@@ -87,9 +87,8 @@ def _counts(readings: list[LinkReading]) -> dict[str, float | int | None]:
 
 def _agent_error(readings: list[LinkReading]) -> str | None:
     """The run's error when the agent told us nothing at all (every link unknown, one cause)."""
-    errors = {r.error for r in readings}
-    if len(errors) == 1 and None not in errors and all(r.if_index is None for r in readings):
-        return f"no answer from the SNMP agent: {errors.pop()}"
+    if readings and not any(r.agent_answered for r in readings):
+        return f"no answer from the SNMP agent: {readings[0].error}"
     return None
 
 
