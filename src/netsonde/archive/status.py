@@ -273,6 +273,10 @@ class LinkStatusStore:
         """Every range of one link, oldest first."""
         return [_row(r) for r in self._db.execute(_HISTORY, (link_id,))]
 
+    def __len__(self) -> int:
+        """How many ranges are stored, over all links."""
+        return self._db.execute("SELECT count(*) FROM link_status").fetchone()[0]
+
     def links(self) -> list[LinkState]:
         """Every link with its latest range, ordered by link id."""
         return [_row(r) for r in self._db.execute(_LINKS)]

@@ -1,0 +1,383 @@
+"""The link-state store: range semantics (extend, split, out of order), errors, and queries
+exact at the edges. Every expected history is written out by hand."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from netsonde.archive.status import LinkState, LinkStatusStore, StatusError, Update
+
+L1 = "urn:ogf:network:domain=example.net:host=r1:port=xe-0/0/0:link=1"
+L2 = "urn:ogf:network:domain=example.net:host=r1:port=xe-0/0/0:link=10"  # L1 is its prefix
+
+# Shorthands for observations of L1 and for the ranges expected.
+Range = tuple[int, int, str, str, str]  # (start, end, oper, admin, knowledge)
+
+
+def up(t: int, do_update: bool = True) -> Update:
+    return Update(L1, t, "up", "normaloperation", "full", do_update)
+
+
+def down(t: int, do_update: bool = True) -> Update:
+    return Update(L1, t, "down", "normaloperation", "full", do_update)
+
+
+def obs(t: int, oper: str, admin: str = "normaloperation", knowledge: str = "full") -> Update:
+    return Update(L1, t, oper, admin, knowledge)
+
+
+def U(s: int, e: int) -> Range:
+    return (s, e, "up", "normaloperation", "full")
+
+
+def D(s: int, e: int) -> Range:
+    return (s, e, "down", "normaloperation", "full")
+
+
+def ranges(store: LinkStatusStore, link: str = L1) -> list[Range]:
+    return [(r.start, r.end, r.oper, r.admin, r.knowledge) for r in store.history(link)]
+
+
+def store_of(updates: list[Update]) -> LinkStatusStore:
+    store = LinkStatusStore()
+    for u in updates:
+        store.update(*u)
+    return store
+
+
+# ---- range semantics ------------------------------------------------------------------------
+
+IN_ORDER = {
+    "first store opens [t, t]": ([up(10)], [U(10, 10)]),
+    "same state extends": ([up(10), up(20), up(30)], [U(10, 30)]),
+    "same state at the same second is a no-op": ([up(10), up(10)], [U(10, 10)]),
+    "new state opens a new range, old one stays closed": (
+        [up(10), up(20), down(30)],
+        [U(10, 20), D(30, 30)],
+    ),
+    "back to the old state opens a third": (
+        [up(10), up(20), down(30), down(40), up(50)],
+        [U(10, 20), D(30, 40), U(50, 50)],
+    ),
+    "admin change is a new state": (
+        [obs(10, "up"), obs(20, "up", "maintenance")],
+        [U(10, 10), (20, 20, "up", "maintenance", "full")],
+    ),
+    "knowledge change is a new state": (
+        [obs(10, "up"), obs(20, "up", knowledge="partial")],
+        [U(10, 10), (20, 20, "up", "normaloperation", "partial")],
+    ),
+    "aliases and case name the same state": (
+        [obs(10, "UP", "normal"), obs(20, "up", "NormalOperation", "FULL")],
+        [U(10, 20)],
+    ),
+    "under-construction is underrepair": (
+        [obs(10, "down", "under-construction")],
+        [(10, 10, "down", "underrepair", "full")],
+    ),
+}
+
+OUT_OF_ORDER = {
+    "other state inside the latest range splits it in three": (
+        [up(10), up(30), down(20)],
+        [U(10, 19), D(20, 20), U(21, 30)],
+    ),
+    "other state at the latest range's end second": (
+        [up(10), up(30), down(30)],
+        [U(10, 29), D(30, 30)],
+    ),
+    "other state at the latest range's start second": (
+        [up(10), up(30), down(10)],
+        [D(10, 10), U(11, 30)],
+    ),
+    "one-second range replaced, then joined with the same state after it": (
+        [up(10), down(20), up(30), down(10)],
+        [D(10, 20), U(30, 30)],
+    ),
+    "other state inside an older range splits it": (
+        [up(10), up(20), down(30), up(40), down(15)],
+        [U(10, 14), D(15, 15), U(16, 20), D(30, 30), U(40, 40)],
+    ),
+    "gap: joins the range before with the same state": (
+        [up(10), up(20), down(30), down(40), up(25)],
+        [U(10, 25), D(30, 40)],
+    ),
+    "gap: joins the range after with the same state": (
+        [up(10), up(20), down(30), down(40), up(50), down(25)],
+        [U(10, 20), D(25, 40), U(50, 50)],
+    ),
+    "gap: joins both neighbours into one range": (
+        [up(10, do_update=False), up(30, do_update=False), down(50), up(20)],
+        [U(10, 30), D(50, 50)],
+    ),
+    "gap between other states: a range of its own": (
+        [up(10), down(30), obs(50, "degraded"), obs(20, "unknown")],
+        [
+            U(10, 10),
+            (20, 20, "unknown", "normaloperation", "full"),
+            D(30, 30),
+            (50, 50, "degraded", "normaloperation", "full"),
+        ],
+    ),
+    "inside a range of the same state: already known, nothing changes": (
+        [up(10), up(20), down(30), up(15)],
+        [U(10, 20), D(30, 30)],
+    ),
+    "before the first range, same state as it: joins it": (
+        [down(10), down(20), up(30), down(5)],
+        [D(5, 20), U(30, 30)],
+    ),
+    "before the first range, other state: a range of its own": (
+        [down(10), up(30), obs(5, "unknown")],
+        [(5, 5, "unknown", "normaloperation", "full"), D(10, 10), U(30, 30)],
+    ),
+}
+
+NO_UPDATE = {
+    "no-update stores are never merged": (
+        [up(10, False), up(20, False)],
+        [U(10, 10), U(20, 20)],
+    ),
+    "no-update into a gap of the history": (
+        [up(10), up(20), down(40), up(30, False)],
+        [U(10, 20), U(30, 30), D(40, 40)],
+    ),
+    "update after no-update extends the latest": (
+        [up(10, False), up(20)],
+        [U(10, 20)],
+    ),
+}
+
+CASES = {**IN_ORDER, **OUT_OF_ORDER, **NO_UPDATE}
+
+
+@pytest.mark.parametrize(("updates", "expected"), CASES.values(), ids=CASES.keys())
+def test_range_semantics(updates: list[Update], expected: list[Range]) -> None:
+    assert ranges(store_of(updates)) == expected
+
+
+@pytest.mark.parametrize(("updates", "expected"), CASES.values(), ids=CASES.keys())
+def test_batch_equals_single_updates(updates: list[Update], expected: list[Range]) -> None:
+    store = LinkStatusStore()
+    assert store.update_many(updates) == len(updates)
+    assert ranges(store) == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_stores_keep_every_observation(seed: int) -> None:
+    """Random in- and out-of-order stores: ranges never overlap, and every second ever
+    observed still answers the newest state accepted for that very second."""
+    rnd = random.Random(seed)
+    store, seen = LinkStatusStore(), {}
+    for _ in range(300):
+        u = Update(
+            L1,
+            rnd.randrange(60),
+            rnd.choice(["up", "down"]),
+            "normaloperation",
+            do_update=rnd.random() < 0.9,
+        )
+        try:
+            store.update(*u)
+        except StatusError:
+            continue
+        seen[u.time] = u.oper
+        got = store.history(L1)
+        assert all(a.end < b.start for a, b in itertools.pairwise(got))
+        assert {t: store.at([L1], t)[L1].oper for t in seen} == seen
+
+
+# ---- refused stores -------------------------------------------------------------------------
+
+ERRORS = {
+    "update in the past, inside the latest range": (
+        [up(10), up(20)],
+        up(15),
+        "update in the past",
+    ),
+    "update in the past, before the latest range": (
+        [up(10), up(20)],
+        up(5),
+        "update in the past",
+    ),
+    "no-update duplicate inside a range": (
+        [up(10), up(20)],
+        down(15, False),
+        f"already have information on {L1} at 15",
+    ),
+    "no-update duplicate at the start edge": (
+        [up(10), up(20)],
+        down(10, False),
+        f"already have information on {L1} at 10",
+    ),
+    "no-update duplicate at the end edge": (
+        [up(10), up(20)],
+        up(20, False),
+        f"already have information on {L1} at 20",
+    ),
+    "invalid oper": ([up(10)], obs(20, "sideways"), "invalid operational state: 'sideways'"),
+    "invalid admin": (
+        [up(10)],
+        obs(20, "up", "broken"),
+        "invalid administrative state: 'broken'",
+    ),
+    "invalid knowledge": (
+        [up(10)],
+        obs(20, "up", knowledge="some"),
+        "invalid knowledge level: 'some'",
+    ),
+    "time as text": ([up(10)], Update(L1, "20", "up", "normal"), "invalid time: '20'"),
+    "time as float": ([up(10)], Update(L1, 20.5, "up", "normal"), "invalid time: 20.5"),
+    "time as bool": ([up(10)], Update(L1, True, "up", "normal"), "invalid time: True"),
+}
+
+
+@pytest.mark.parametrize(("before", "bad", "message"), ERRORS.values(), ids=ERRORS.keys())
+def test_refused_store_changes_nothing(before: list[Update], bad: Update, message: str) -> None:
+    store = store_of(before)
+    kept = ranges(store)
+    with pytest.raises(StatusError, match="^" + re.escape(message)):
+        store.update(*bad)
+    assert ranges(store) == kept
+
+
+@pytest.mark.parametrize(("before", "bad", "message"), ERRORS.values(), ids=ERRORS.keys())
+def test_batch_is_all_or_nothing(before: list[Update], bad: Update, message: str) -> None:
+    store = store_of(before)
+    kept = ranges(store)
+    later = Update(L2, 100, "up", "normal")
+    with pytest.raises(StatusError, match=re.escape(message)):
+        store.update_many([later, bad, later])
+    assert ranges(store) == kept
+    assert store.history(L2) == []
+
+
+# ---- queries, exact at the edges ------------------------------------------------------------
+
+R1 = LinkState(L1, 10, 20, "up", "normaloperation", "full")
+R2 = LinkState(L1, 30, 40, "down", "maintenance", "full")
+R3 = LinkState(L1, 50, 50, "up", "normaloperation", "partial")
+
+
+@pytest.fixture
+def edges() -> LinkStatusStore:
+    """L1: [10,20] up, [30,40] down, [50,50] up (latest); L2: [15,45] degraded."""
+    store = LinkStatusStore()
+    store.update_many(
+        [
+            (L1, 10, "up", "normal"),
+            (L1, 20, "up", "normal"),
+            (L1, 30, "down", "maintenance"),
+            (L1, 40, "down", "maintenance"),
+            (L1, 50, "up", "normal", "partial"),
+            (L2, 15, "degraded", "troubleshooting"),
+            (L2, 45, "degraded", "troubleshooting"),
+        ]
+    )
+    return store
+
+
+R_L2 = LinkState(L2, 15, 45, "degraded", "troubleshooting", "full")
+
+POINTS = {
+    "before everything": (9, None),
+    "start edge": (10, R1),
+    "inside": (15, R1),
+    "end edge": (20, R1),
+    "one past the end: not covered": (21, None),
+    "gap": (25, None),
+    "next start edge": (30, R2),
+    "next end edge": (40, R2),
+    "one-second range": (50, R3),
+    "after the latest": (51, None),
+    "now: the latest range": (None, R3),
+}
+
+
+@pytest.mark.parametrize(("t", "expected"), POINTS.values(), ids=POINTS.keys())
+def test_point_query(edges: LinkStatusStore, t: int | None, expected: LinkState | None) -> None:
+    assert edges.at([L1], t) == {L1: expected}
+
+
+RANGES = {
+    "before everything": (0, 9, []),
+    "touches the start edge": (0, 10, [R1]),
+    "end edge to next start edge": (20, 30, [R1, R2]),
+    "strictly inside a gap": (21, 29, []),
+    "gap to the next start edge": (21, 30, [R2]),
+    "across two ranges": (15, 35, [R1, R2]),
+    "inside one range": (15, 15, [R1]),
+    "a single second at the end edge": (40, 40, [R2]),
+    "end edge to the one-second range": (40, 50, [R2, R3]),
+    "after everything": (51, 100, []),
+    "everything": (0, 100, [R1, R2, R3]),
+}
+
+
+@pytest.mark.parametrize(("start", "end", "expected"), RANGES.values(), ids=RANGES.keys())
+def test_range_query(
+    edges: LinkStatusStore, start: int, end: int, expected: list[LinkState]
+) -> None:
+    assert edges.between([L1], start, end) == {L1: expected}
+
+
+def test_range_query_refuses_start_after_end(edges: LinkStatusStore) -> None:
+    with pytest.raises(StatusError, match="start 20 is after end 10"):
+        edges.between([L1], 20, 10)
+
+
+def test_history_and_links(edges: LinkStatusStore) -> None:
+    assert edges.history(L1) == [R1, R2, R3]
+    assert edges.history(L2) == [R_L2]
+    assert edges.history("urn:ogf:network:domain=nowhere") == []
+    assert edges.links() == [R3, R_L2]
+
+
+def test_many_links_are_isolated(edges: LinkStatusStore) -> None:
+    """Ids where one is a prefix of the other, queried together, answer independently."""
+    assert edges.at([L1, L2, "urn:x"], 15) == {L1: R1, L2: R_L2, "urn:x": None}
+    assert edges.at([L1, L2], 25) == {L1: None, L2: R_L2}
+    assert edges.between([L1, L2], 41, 49) == {L1: [], L2: [R_L2]}
+    # an out-of-order store into L1 leaves L2 alone
+    edges.update(L1, 25, "unknown", "unknown")
+    assert edges.history(L2) == [R_L2]
+    assert edges.at([L1], 25)[L1] == LinkState(L1, 25, 25, "unknown", "unknown", "full")
+
+
+def test_many_links_interleaved() -> None:
+    store = LinkStatusStore()
+    links = [f"urn:ogf:network:domain=d:host=h:port=p{i}:link=l{i}" for i in range(5)]
+    store.update_many(
+        Update(link, t, "down" if (i == 2 and t >= 30) else "up", "normal")
+        for t in (10, 20, 30)
+        for i, link in enumerate(links)
+    )
+    for i, link in enumerate(links):
+        expected = (
+            [
+                LinkState(link, 10, 20, "up", "normaloperation", "full"),
+                LinkState(link, 30, 30, "down", "normaloperation", "full"),
+            ]
+            if i == 2
+            else [LinkState(link, 10, 30, "up", "normaloperation", "full")]
+        )
+        assert store.history(link) == expected
+    assert [r.link_id for r in store.links()] == sorted(links)
+
+
+def test_file_store_uses_wal_and_persists(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "status.sqlite"
+    with LinkStatusStore(path) as store:
+        store.update(L1, 10, "up", "normal")
+        store.update(L1, 20, "up", "normal")
+    with LinkStatusStore(path) as store:
+        assert store.history(L1) == [LinkState(L1, 10, 20, "up", "normaloperation", "full")]
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
