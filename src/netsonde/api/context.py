@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from netsonde.archive.sqlite import SQLiteArchive
+from netsonde.archive.status import LinkStatusStore
 
 
 class ArchiveConnections:
@@ -28,6 +29,21 @@ class ArchiveConnections:
         return archive
 
 
+class StatusConnections:
+    """One link-status store connection per thread (same reason as ArchiveConnections)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+
+    def get(self) -> LinkStatusStore:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = LinkStatusStore(self.path)
+            self._local.store = store
+        return store
+
+
 @dataclass
 class ApiContext:
     archive: ArchiveConnections
@@ -41,6 +57,8 @@ class ApiContext:
     # True in an API worker process: small queries may run on its event loop (nothing else
     # shares it); False inside the daemon, whose loop also runs the scheduler.
     inline_queries: bool = False
+    # The link status store (Status MA); None when this server keeps no link states.
+    status_store: StatusConnections | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
