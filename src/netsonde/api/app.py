@@ -15,14 +15,17 @@ from netsonde.api.metrics import Metrics, MetricsMiddleware, metrics_route
 from netsonde.api.pinger import PINGER_MA
 from netsonde.api.rest import build_router
 from netsonde.api.soap import NMWGService, soap_routes
+from netsonde.api.status import STATUS_MA
 
 PINGER_MA_PATH = "/perfSONAR_PS/services/pinger/ma"
 PINGER_MP_PATH = "/perfSONAR_PS/services/pinger/mp"
+STATUS_PATH = "/perfSONAR_PS/services/status"
 
 # Later services (status, LS, realtime) add their paths here.
 ENDPOINTS: Mapping[str, Sequence[NMWGService]] = {
     PINGER_MA_PATH: [PINGER_MA],
     PINGER_MP_PATH: [],  # the MP answers Echo only, as the original did
+    STATUS_PATH: [STATUS_MA],
 }
 
 
