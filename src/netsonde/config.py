@@ -110,6 +110,13 @@ class ApiSection(_Strict):
     workers: int = Field(0, ge=0, le=64)  # 0: serve inside the daemon; N: N processes
 
 
+class StatusSection(_Strict):
+    """The Status MA's link-state store, fed by snmp_link tests."""
+
+    enabled: bool = True
+    db: str | None = Field(None, min_length=1)  # default: DATA_DIR/status.sqlite
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     enabled: bool = True
@@ -142,6 +149,7 @@ class FileShape(_Strict):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     archive: ArchiveSection = Field(default_factory=ArchiveSection)
     api: ApiSection = Field(default_factory=ApiSection)
+    status: StatusSection = Field(default_factory=StatusSection)
     test: list[TestSection] = Field(default_factory=list)
 
 
@@ -169,6 +177,7 @@ class Config:
     stop_timeout: float
     tests: tuple[TestSpec, ...]
     api: ApiSettings = ApiSettings()
+    status_db: Path | None = None  # the link status store; None: [status] enabled = false
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -284,6 +293,13 @@ def parse(
             errors.append((lines.line_of(("api", "token_file")), f"api.token_file: {e.strerror}"))
         if token is not None and len(token) < 16:
             errors.append((lines.line_of(("api", "token_file")), "api.token_file: token too short"))
+    status_db = None
+    if shape.status.enabled:
+        status_db = resolve(shape.status.db) if shape.status.db else data_dir / "status.sqlite"
+        if status_db.is_dir():
+            errors.append(
+                (lines.line_of(("status", "db")), f"status.db: {status_db} is a directory")
+            )
     _raise_first(name, errors)
     return Config(
         source=source,
@@ -307,6 +323,7 @@ def parse(
             max_body_bytes=shape.api.max_body_bytes,
             workers=shape.api.workers,
         ),
+        status_db=status_db,
     )
 
 

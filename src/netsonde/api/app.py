@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from netsonde import __version__
 from netsonde.api.context import ApiContext
+from netsonde.api.links import build_links_router
 from netsonde.api.metrics import Metrics, MetricsMiddleware, metrics_route
 from netsonde.api.pinger import PINGER_MA
 from netsonde.api.rest import build_router
@@ -42,6 +43,7 @@ def create_app(ctx: ApiContext, metrics: Metrics | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.include_router(build_router(ctx), prefix="/api/v1")
+    app.include_router(build_links_router(ctx), prefix="/api/v1")
     app.router.routes.extend(soap_routes(ctx, ENDPOINTS))
     app.router.routes.append(metrics_route(metrics))
 

@@ -22,7 +22,7 @@ import uvicorn
 import uvloop
 
 from netsonde.api.app import create_app
-from netsonde.api.context import ApiContext, ArchiveConnections
+from netsonde.api.context import ApiContext, ArchiveConnections, StatusConnections
 from netsonde.api.metrics import Metrics
 from netsonde.api.server import bind
 
@@ -54,6 +54,9 @@ def build(settings: dict[str, Any]) -> Any:
         max_body_bytes=settings["max_body_bytes"],
         status=lambda: _read_json(status_file),
         inline_queries=True,
+        status_store=(
+            StatusConnections(Path(settings["status_db"])) if settings.get("status_db") else None
+        ),
     )
     metrics = Metrics(
         runs=False,

@@ -24,11 +24,12 @@ import uvloop
 
 from netsonde import config as config_mod
 from netsonde.api.app import create_app
-from netsonde.api.context import ApiContext, ArchiveConnections
+from netsonde.api.context import ApiContext, ArchiveConnections, StatusConnections
 from netsonde.api.metrics import Metrics
 from netsonde.api.server import bind, serve
 from netsonde.api.workers import ApiWorkers
 from netsonde.archive.sqlite import SQLiteArchive
+from netsonde.archive.status import LinkStatusStore
 from netsonde.archive.writer import BatchWriter
 from netsonde.config import Config, ConfigError
 from netsonde.daemon.pidfile import PidFile
@@ -36,6 +37,7 @@ from netsonde.model import Run, to_us
 from netsonde.mp import tools
 from netsonde.mp.point import MeasurementPoint
 from netsonde.mp.runner import Runner
+from netsonde.mp.status_feed import StatusFeed
 
 log = logging.getLogger("netsonde")
 
@@ -80,13 +82,18 @@ class Daemon:
         archive = SQLiteArchive(cfg.sqlite_path)
         archive.register_tests(cfg.tests, to_us(time.time()))
         writer = BatchWriter(archive)
+        # The Status MA's link states, fed by snmp_link runs (from the feed's own thread).
+        feed = StatusFeed(LinkStatusStore(cfg.status_db)) if cfg.status_db else None
         runner = Runner()
         # With API workers the daemon keeps the run metrics; the workers count requests.
         self.metrics = metrics = Metrics(lambda: self.snapshot(point, writer), http=not workers)
 
         def sink(run: Run) -> None:
             writer.submit(run)
-            metrics.observe_run(run, point.scheduler.spec(run.test_id))
+            spec = point.scheduler.spec(run.test_id)
+            metrics.observe_run(run, spec)
+            if feed is not None:
+                feed.submit(run, spec)
 
         point = MeasurementPoint(
             cfg.tests, executor=runner, sink=sink, max_children=cfg.max_children
@@ -117,6 +124,8 @@ class Daemon:
             await runner.close()
             writer.close()
             archive.close()
+            if feed is not None:
+                feed.close()
             with contextlib.suppress(FileNotFoundError):
                 status_path(cfg).unlink()
             log.info("stopped: %s", dict(point.counts))
@@ -145,6 +154,7 @@ class Daemon:
             request_timeout=cfg.api.request_timeout,
             max_body_bytes=cfg.api.max_body_bytes,
             status=status,
+            status_store=StatusConnections(cfg.status_db) if cfg.status_db else None,
         )
         return asyncio.create_task(serve(create_app(ctx, self.metrics), listener, stop))
 
@@ -157,6 +167,7 @@ class Daemon:
             "request_timeout": cfg.api.request_timeout,
             "max_body_bytes": cfg.api.max_body_bytes,
             "status_file": str(status_path(cfg)),
+            "status_db": str(cfg.status_db) if cfg.status_db else None,
             "metrics_file": str(cfg.data_dir / METRICS_FILE),
             "multiprocess_dir": str(cfg.data_dir / "prometheus"),
             "host": cfg.listen_address[0],

@@ -1,0 +1,198 @@
+"""snmp_link runs → link status updates (the pure mapping), the feed's writer thread, and the
+``[status]`` config section."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netsonde.archive.status import LinkStatusStore, Update
+from netsonde.config import ConfigError, parse
+from netsonde.model import Result, Run, RunState, Schedule, TestSpec
+from netsonde.mp import tools
+from netsonde.mp.status_feed import StatusFeed, configured_link_ids, readings_from_run
+from netsonde.mp.tools import noop, snmp_link
+
+T0 = 1_700_000_000  # unix seconds
+TEMPLATE = "urn:ogf:network:domain=test:host={target}:port={interface}:index={if_index}"
+SPEC = TestSpec(
+    "sw1",
+    "snmp_link",
+    "192.0.2.7",
+    Schedule(interval=1),
+    snmp_link.Params(community="c", interfaces=["ge-0/0/1", 3], link_id=TEMPLATE),
+)
+ID_GE = "urn:ogf:network:domain=test:host=192.0.2.7:port=ge-0/0/1:index=5"
+ID_3 = "urn:ogf:network:domain=test:host=192.0.2.7:port=3:index=3"
+
+
+def link(link_id: str, oper: str, admin: str, **more: Any) -> dict[str, Any]:
+    return {"link_id": link_id, "oper": oper, "admin": admin, "error": None, **more}
+
+
+def run_of(
+    state: RunState, links: list[dict[str, Any]] | None, *, time_us: int | None = None, k: int = 0
+) -> Run:
+    start = (T0 + k) * 1_000_000
+    result = None
+    if links is not None:
+        extra: dict[str, Any] = {"port": 161, "links": links}
+        if time_us is not None:
+            extra["time_us"] = time_us
+        result = Result(tool="snmp_link", target=SPEC.target, extra=extra)
+    return Run.of(
+        SPEC, start, state=state, actual_us=start + 1000, end_us=start + 900_000, result=result
+    )
+
+
+def test_finished_run_gives_one_update_per_link_at_the_poll_second() -> None:
+    run = run_of(
+        RunState.FINISHED,
+        [link(ID_GE, "up", "normal"), link(ID_3, "down", "maintenance")],
+        time_us=T0 * 1_000_000 + 999_999,  # floored, not rounded
+    )
+    assert readings_from_run(run, SPEC) == [
+        Update(ID_GE, T0, "up", "normal", "full", True),
+        Update(ID_3, T0, "down", "maintenance", "full", True),
+    ]
+
+
+def test_failed_run_with_unknown_readings_is_unknown() -> None:
+    links = [
+        link(ID_GE.replace("=5", "="), "unknown", "unknown", error="No SNMP response"),
+        link(ID_3, "unknown", "unknown", error="No SNMP response"),
+    ]
+    run = run_of(RunState.FAILED, links, time_us=(T0 + 2) * 1_000_000)
+    run.error = "no answer from the SNMP agent: No SNMP response"
+    updates = readings_from_run(run, SPEC)
+    assert [(u.time, u.oper, u.admin) for u in updates] == [(T0 + 2, "unknown", "unknown")] * 2
+
+
+def test_poll_time_missing_falls_back_to_the_run_end() -> None:
+    run = run_of(RunState.FINISHED, [link(ID_3, "up", "normal")])
+    assert readings_from_run(run, None) == [Update(ID_3, T0, "up", "normal")]
+
+
+def test_timeout_without_result_is_unknown_for_every_configured_link() -> None:
+    run = run_of(RunState.TIMEOUT, None, k=10)
+    run.error = "killed at its 4s deadline"
+    # a name's ifIndex is not known without an answer; an index is its own
+    ids = ["urn:ogf:network:domain=test:host=192.0.2.7:port=ge-0/0/1:index=", ID_3]
+    assert configured_link_ids(SPEC) == ids
+    assert readings_from_run(run, SPEC) == [Update(i, T0 + 10, "unknown", "unknown") for i in ids]
+    assert readings_from_run(run, None) == []  # without the spec nobody knows the links
+
+
+@pytest.mark.parametrize("state", [RunState.MISSED, RunState.FAILED])
+def test_nobody_looked_nothing_recorded(state: RunState) -> None:
+    assert readings_from_run(run_of(state, None), SPEC) == []
+
+
+def test_other_tools_and_malformed_entries_are_ignored() -> None:
+    other = Run.of(
+        TestSpec("n", "noop", "x", Schedule(interval=1), noop.Params()),
+        T0 * 1_000_000,
+        state=RunState.FINISHED,
+        result=Result(tool="noop", target="x", extra={"links": [link(ID_3, "up", "normal")]}),
+    )
+    assert readings_from_run(other, None) == []
+    bad = run_of(
+        RunState.FINISHED,
+        [{"oper": "up"}, "junk", link(ID_GE, 1, "normal"), link(ID_3, "up", "normal")],
+    )  # type: ignore[list-item]
+    assert [u.link_id for u in readings_from_run(bad, SPEC)] == [ID_3]
+
+
+def _ranges(path: Path, link_id: str) -> list[tuple[int, int, str, str]]:
+    with LinkStatusStore(path) as store:
+        return [(r.start, r.end, r.oper, r.admin) for r in store.history(link_id)]
+
+
+def test_feed_writes_ranges_from_runs(tmp_path: Path) -> None:
+    db = tmp_path / "status.sqlite"
+    feed = StatusFeed(LinkStatusStore(db))
+    states = ["up", "up", "down", "down", "down", "up"]
+    for k, oper in enumerate(states):
+        admin = "maintenance" if oper == "down" else "normal"
+        run = run_of(RunState.FINISHED, [link(ID_3, oper, admin)], time_us=(T0 + k) * 1_000_000 + 5)
+        assert feed.submit(run, SPEC) == 1
+    assert feed.submit(run_of(RunState.MISSED, None), SPEC) == 0
+    feed.close()
+    assert _ranges(db, ID_3) == [
+        (T0, T0 + 1, "up", "normaloperation"),
+        (T0 + 2, T0 + 4, "down", "maintenance"),
+        (T0 + 5, T0 + 5, "up", "normaloperation"),
+    ]
+
+
+class FlakyStore(LinkStatusStore):
+    """Locked for the first ``failures`` writes, as another writer holding the file would."""
+
+    def __init__(self, path: Path, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+
+    def update_many(self, updates: Any) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().update_many(updates)
+
+
+def test_transient_sqlite_error_is_retried_not_lost(tmp_path: Path) -> None:
+    db = tmp_path / "status.sqlite"
+    feed = StatusFeed(FlakyStore(db, failures=2), max_delay=0.01)
+    feed.submit(run_of(RunState.FINISHED, [link(ID_3, "up", "normal")], time_us=T0 * 10**6), SPEC)
+    feed.close()
+    assert _ranges(db, ID_3) == [(T0, T0, "up", "normaloperation")]
+    assert feed.stats["stored"] == 1 and feed.stats["error"] is None
+
+
+def test_refused_update_is_dropped_alone(tmp_path: Path) -> None:
+    db = tmp_path / "status.sqlite"
+    with LinkStatusStore(db) as store:
+        store.update(ID_3, T0 + 5, "up", "normal")
+    feed = StatusFeed(LinkStatusStore(db), max_delay=0.5)  # both runs land in one batch
+    past = run_of(RunState.FINISHED, [link(ID_3, "up", "normal")], time_us=T0 * 10**6)
+    later = run_of(RunState.FINISHED, [link(ID_GE, "down", "normal")], time_us=T0 * 10**6)
+    feed.submit(past, SPEC)  # the clock went back: "update in the past"
+    feed.submit(later, SPEC)
+    feed.close()
+    assert feed.stats["rejected"] == 1 and feed.stats["stored"] == 1
+    assert _ranges(db, ID_3) == [(T0 + 5, T0 + 5, "up", "normaloperation")]
+    assert _ranges(db, ID_GE) == [(T0, T0, "down", "normaloperation")]
+
+
+# ---- [status] in the config --------------------------------------------------------------
+
+
+def _load(text: str, base: Path) -> Any:
+    return parse(text, base / "netsonde.toml", tools.TOOLS, base=base)  # type: ignore[arg-type]
+
+
+def test_status_db_defaults_to_the_data_dir(tmp_path: Path) -> None:
+    cfg = _load('[daemon]\ndata_dir = "d"\n', tmp_path)
+    assert cfg.status_db == tmp_path / "d" / "status.sqlite"
+
+
+def test_status_db_relative_to_the_file_and_disabled(tmp_path: Path) -> None:
+    assert _load('[status]\ndb = "s/links.db"\n', tmp_path).status_db == tmp_path / "s/links.db"
+    assert _load("[status]\nenabled = false\n", tmp_path).status_db is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('\n[status]\nenabled = "maybe"\n', ":3: status.enabled: Input should be a valid boolean"),
+        ("\n\n[status]\ndbb = 1\n", ":4: status.dbb: unknown key; did you mean 'db'?"),
+        ('[status]\ndb = ""\n', ":2: status.db: String should have at least 1 character"),
+        ('[status]\n\ndb = "."\n', ":3: status.db: {tmp} is a directory"),
+    ],
+)
+def test_status_errors_name_key_and_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        _load(text, tmp_path)
+    assert message.replace("{tmp}", str(tmp_path)) in str(e.value)
