@@ -140,6 +140,9 @@ class NMWGService:
     event_types: frozenset[str] | None = frozenset()
     event_type_pattern: re.Pattern[str] | None = None
     output_metadata: bool = True
+    # The lookup-service hook: what this service registers (one nmwg:metadata per thing it
+    # serves). The LS registrar (netsonde.ls) sends it in LSRegisterRequest data.
+    lookup_data: Callable[[ApiContext], list[etree._Element]] | None = None
 
     def accepts(self, event_type: str) -> bool:
         if self.event_types is None or event_type in self.event_types:

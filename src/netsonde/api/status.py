@@ -62,7 +62,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from netsonde.api.context import bearer, token_matches
+from netsonde.api.context import ApiContext, bearer, token_matches
 from netsonde.api.soap import NMWGService, RequestContext
 from netsonde.archive.status import LinkState, LinkStatusStore, StatusError, Update
 from netsonde.nmwg import build, codes, ns
@@ -743,8 +743,24 @@ def store(unit: Unit, message: Message, rctx: RequestContext) -> Sequence[etree.
     return build.result_pair(rctx.ids, codes.SUCCESS_MA_ADDED, text, unit.ref)
 
 
+def lookup_data(api: ApiContext) -> list[etree._Element]:
+    """What the Status MA registers with a lookup service: one metadata per stored link, a
+    topoid subject naming it and the link-status eventType, as the 2008 service did."""
+    if api.status_store is None:
+        return []
+    ids = build.IdGen()
+    out = []
+    for link in api.status_store.get().links():
+        md = build.metadata(ids)
+        build.element("topoid:subject", {"id": ids.new("subject")}, text=link.link_id, parent=md)
+        build.element("nmwg:eventType", text=LINK_STATUS, parent=md)
+        out.append(md)
+    return out
+
+
 STATUS_MA = NMWGService(
     name="status-ma",
+    lookup_data=lookup_data,
     handlers={
         "SetupDataRequest": setup_data,
         "MetadataKeyRequest": metadata_key,

@@ -1,0 +1,1 @@
+"""Lookup service: who serves what (registry with leases, and the registrar client)."""
