@@ -32,6 +32,7 @@ format: $(STAMP)
 bench: $(STAMP) sysdeps
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/status.py --links 10000 --rounds 1000
 
 clean:
 	rm -rf $(VENV) netsonde-data .pytest_cache
