@@ -4,44 +4,45 @@ from __future__ import annotations
 
 import hmac
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from netsonde.archive.sqlite import SQLiteArchive
 from netsonde.archive.status import LinkStatusStore
 
+T = TypeVar("T")
 
-class ArchiveConnections:
-    """One SQLite connection per thread: request handlers run in a thread pool, and a
+
+class _PerThread(ABC, Generic[T]):
+    """One connection per thread: request handlers run in a thread pool, and an SQLite
     connection must not be shared between threads that use it at the same time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
 
-    def get(self) -> SQLiteArchive:
-        archive = getattr(self._local, "archive", None)
-        if archive is None:
-            archive = SQLiteArchive(self.path)  # read-write: store requests write through it
-            self._local.archive = archive
-        return archive
+    @abstractmethod
+    def _open(self) -> T:
+        """A new connection for the calling thread."""
+
+    def get(self) -> T:
+        conn: T | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._open()
+        return conn
 
 
-class StatusConnections:
-    """One link-status store connection per thread (same reason as ArchiveConnections)."""
+class ArchiveConnections(_PerThread[SQLiteArchive]):
+    def _open(self) -> SQLiteArchive:
+        return SQLiteArchive(self.path)  # read-write: store requests write through it
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
 
-    def get(self) -> LinkStatusStore:
-        store = getattr(self._local, "store", None)
-        if store is None:
-            store = LinkStatusStore(self.path)
-            self._local.store = store
-        return store
+class StatusConnections(_PerThread[LinkStatusStore]):
+    def _open(self) -> LinkStatusStore:
+        return LinkStatusStore(self.path)
 
 
 @dataclass
