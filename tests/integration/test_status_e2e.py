@@ -21,7 +21,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -144,25 +143,8 @@ def _both(latest: dict[str, dict[str, Any]], oper: str) -> dict[str, dict[str, A
     return latest if both else None
 
 
-def _links_routed() -> bool:
-    """Whether the app the daemon serves routes /api/v1/links (app.py mounts the router)."""
-    from netsonde.api.app import create_app
-    from netsonde.api.context import ApiContext, ArchiveConnections
-
-    with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-
-    app = create_app(ApiContext(archive=ArchiveConnections(Path("unused.sqlite"))))
-    # Without a status store the links router answers 404 with its own error.
-    return TestClient(app).get("/api/v1/links").json() != {"error": "Not Found"}
-
-
 def test_link_down_up_shows_as_new_ranges(snmp_agent: SnmpAgent, tmp_path: Path) -> None:
-    if not _links_routed():
-        pytest.skip("app.py does not mount build_links_router at /api/v1 yet")
-    if not NETSONDE.exists():
-        pytest.skip(f"no netsonde entry point next to {sys.executable}")
+    assert NETSONDE.exists(), f"no netsonde entry point next to {sys.executable}"
     port = snmp_agent.inside(_free_port)
     config = tmp_path / "netsonde.toml"
     config.write_text(
@@ -218,6 +200,8 @@ def test_link_down_up_shows_as_new_ranges(snmp_agent: SnmpAgent, tmp_path: Path)
         # the down range, asked for by a point inside it, as ISO and as epoch seconds
         code, body = api.get(f"/api/v1/links/{ID_B}/status?at={ranges[1]['start_iso']}")
         assert code == 200 and body["ranges"] == [ranges[1]]
+        feed = json.loads((tmp_path / "data" / "status.json").read_text())["status_feed"]
+        assert feed["stored"] >= 3 and feed["error"] is None  # the daemon reports its feed
         os.killpg(daemon.pid, signal.SIGTERM)  # a clean stop flushes and closes the store
         assert daemon.wait(timeout=10) == 0, log.read_text()
         assert time.monotonic() - started < 40

@@ -72,6 +72,7 @@ class Daemon:
         self.last_reload_error: str | None = None
         self.api_workers: ApiWorkers | None = None
         self.metrics: Metrics | None = None
+        self.feed: StatusFeed | None = None
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
@@ -83,7 +84,7 @@ class Daemon:
         archive.register_tests(cfg.tests, to_us(time.time()))
         writer = BatchWriter(archive)
         # The Status MA's link states, fed by snmp_link runs (from the feed's own thread).
-        feed = StatusFeed(LinkStatusStore(cfg.status_db)) if cfg.status_db else None
+        self.feed = feed = StatusFeed(LinkStatusStore(cfg.status_db)) if cfg.status_db else None
         runner = Runner()
         # With API workers the daemon keeps the run metrics; the workers count requests.
         self.metrics = metrics = Metrics(lambda: self.snapshot(point, writer), http=not workers)
@@ -193,6 +194,7 @@ class Daemon:
             "archive_error": writer.last_error,
             "api_workers": self.api_workers.pids if self.api_workers else None,
             "api_worker_restarts": self.api_workers.restarts if self.api_workers else 0,
+            "status_feed": self.feed.stats if self.feed else None,
             **point.snapshot(),
         }
 
