@@ -23,7 +23,7 @@ from netsonde import __version__
 from netsonde.api.server import ListenError
 from netsonde.archive.sqlite import ArchiveError, SQLiteArchive
 from netsonde.config import Config, ConfigError, parse_duration, parse_time
-from netsonde.daemon import service
+from netsonde.daemon import control, service
 from netsonde.daemon.detach import StartupReport, detach
 from netsonde.daemon.pidfile import AlreadyRunning, running_pid
 from netsonde.model import from_us, to_us
@@ -114,6 +114,33 @@ def _run_detached(cfg: Config, config: Path | None, report: StartupReport) -> No
         report.send(str(e))
         os._exit(1)
     os._exit(0)
+
+
+@app.command()
+def start(config: ConfigOpt = None) -> None:
+    """Start the daemon in the background (the same as `run --daemon`)."""
+    run(config=config, daemon=True)
+
+
+@app.command()
+def stop(
+    config: ConfigOpt = None,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds before SIGKILL")] = 30.0,
+) -> None:
+    """Stop the daemon and wait until it has flushed and exited."""
+    cfg = service.load_config(config)
+    pid = control.stop(cfg.pidfile, timeout)
+    out.print("netsonde was not running" if pid is None else f"netsonde stopped (pid {pid})")
+
+
+@app.command()
+def restart(
+    config: ConfigOpt = None,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds before SIGKILL")] = 30.0,
+) -> None:
+    """Stop the daemon (if it runs) and start it again in the background."""
+    stop(config=config, timeout=timeout)
+    start(config=config)
 
 
 @app.command()
@@ -351,7 +378,15 @@ def _version(
 def main() -> None:
     try:
         app()
-    except (UserError, ConfigError, ArchiveError, AlreadyRunning, ListenError, ClientError) as e:
+    except (
+        UserError,
+        ConfigError,
+        ArchiveError,
+        AlreadyRunning,
+        ListenError,
+        ClientError,
+        control.StopFailed,
+    ) as e:
         print(f"netsonde: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
