@@ -126,6 +126,18 @@ class SQLiteArchive:
 
     # ---- reading -------------------------------------------------------------------------
 
+    def last_slots(self, keys: Iterable[str]) -> dict[str, int]:
+        """The highest stored slot (of a run in any state) by test key; keys without runs are
+        left out. What a restarted scheduler resumes from."""
+        out: dict[str, int] = {}
+        for key in dict.fromkeys(keys):
+            row = self._db.execute(
+                "SELECT max(slot) FROM runs WHERE test_key = ?", (key,)
+            ).fetchone()
+            if row[0] is not None:
+                out[key] = row[0]
+        return out
+
     def tests(self) -> list[dict[str, Any]]:
         rows = self._db.execute(
             "SELECT t.*, (SELECT count(*) FROM runs r WHERE r.test_key = t.key) AS runs,"

@@ -96,8 +96,15 @@ class Daemon:
             if feed is not None:
                 feed.submit(run, spec)
 
+        # Crash recovery: continue each periodic test after its last stored slot (so no slot
+        # runs twice) and record the slots that passed while down as missed, through ``sink``.
+        resume = archive.last_slots(t.key for t in cfg.tests if not t.schedule.poisson)
         point = MeasurementPoint(
-            cfg.tests, executor=runner, sink=sink, max_children=cfg.max_children
+            cfg.tests,
+            executor=runner,
+            sink=sink,
+            max_children=cfg.max_children,
+            resume=resume,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ import bisect
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from netsonde.model import Run, RunState, TestSpec, to_us
@@ -62,9 +62,12 @@ class MeasurementPoint:
         sink: Callable[[Run], None],
         max_children: int = 32,
         clock: Callable[[], float] = time.time,
+        resume: Mapping[str, int] | None = None,
     ) -> None:
+        """``resume``: the last stored slot by test key, to continue after a restart (see
+        ``Scheduler``); the slots missed while down go to ``sink`` when ``serve`` starts."""
         self._clock = clock
-        self.scheduler = Scheduler(specs, now=clock(), max_children=max_children)
+        self.scheduler = Scheduler(specs, now=clock(), max_children=max_children, resume=resume)
         self._executor = executor
         self._sink = sink
         self._wake = asyncio.Event()
@@ -79,6 +82,7 @@ class MeasurementPoint:
     async def serve(self, stop: asyncio.Event, *, stop_timeout: float = 10.0) -> None:
         """Run until ``stop`` is set, then let in-flight runs end (or kill them after
         ``stop_timeout``) so that nothing is left running."""
+        self._record_recovered()
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
@@ -95,6 +99,17 @@ class MeasurementPoint:
         finally:
             stopping.cancel()
             await self._drain(stop_timeout)
+
+    def _record_recovered(self) -> None:
+        missed = self.scheduler.recovered()
+        if missed:
+            log.warning(
+                "recording %d slot(s) of %d test(s) missed while the daemon was down",
+                len(missed),
+                len({r.test_key for r in missed}),
+            )
+        for run in missed:
+            self._record(run)
 
     async def _drain(self, stop_timeout: float) -> None:
         if not self._tasks:

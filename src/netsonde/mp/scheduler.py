@@ -13,7 +13,7 @@ import heapq
 import math
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -56,6 +56,10 @@ class _Pending:
     blocked_by: str = ""
 
 
+MAX_RECOVERED = 1000  # missed runs recorded per test for one down time, at most
+DOWN_REASON = "not run: the daemon was down"
+
+
 def default_slip(spec: TestSpec) -> float:
     return spec.schedule.slip if spec.schedule.slip is not None else spec.schedule.interval / 2
 
@@ -75,7 +79,18 @@ class Scheduler:
         now: float,
         max_children: int = 32,
         rng: random.Random | None = None,
+        resume: Mapping[str, int] | None = None,
+        max_recovered: int = MAX_RECOVERED,
     ) -> None:
+        """``resume``: by test key, the highest slot the archive holds for a periodic test
+        (see ``SQLiteArchive.last_slots``). Such a test never plans a slot at or below it
+        again, and the slots between it and the first one planned now become missed runs,
+        handed out once by ``recovered`` (at most ``max_recovered`` per test). It applies to
+        the tests given here only, i.e. at the daemon's start: a test added by a later
+        ``set_tests`` (a reload) was not configured in between, not down, so it starts afresh.
+        Poisson tests have no grid of slots, so nothing "would have run" while down: they
+        just restart their (memoryless) process from ``now``.
+        """
         if max_children < 1:
             raise ValueError("max_children must be >= 1")
         self.max_children = max_children
@@ -88,7 +103,11 @@ class Scheduler:
         self._running: dict[str, tuple[str, SchedClass]] = {}  # run_id → (test_id, class)
         self._running_tests: Counter[str] = Counter()  # what _blocked asks, kept up to date
         self._running_classes: Counter[SchedClass] = Counter()
+        self._resume = dict(resume or {})
+        self._max_recovered = max_recovered
+        self._recovered: list[Run] = []
         self.set_tests(specs, now=now)
+        self._resume = {}  # only at start: see above
 
     # ---- configuration -------------------------------------------------------------------
 
@@ -131,12 +150,46 @@ class Scheduler:
                 # Same grid (e.g. only the offset changed): a slot the old spec already handed
                 # out (possibly early, by -offset) must not be planned again under its run id.
                 state.next_slot = max(state.next_slot, old.next_slot)
+            resumed = self._resume.get(spec.key)
+            if resumed is not None:
+                self._resume_from(state, resumed, now)
         else:
             state.last_planned = (
                 sched.start if sched.start is not None and sched.start > now else now
             )
         self._tests[spec.id] = state
         self._plan_next(state)
+
+    def _resume_from(self, state: _TestState, resumed: int, now: float) -> None:
+        """Continue after slot ``resumed`` (the last one in the archive), recording the ones
+        that passed while the daemon was down as missed."""
+        spec, sched = state.spec, state.spec.schedule
+        if state.anchor + resumed * sched.interval > now + sched.offset + sched.interval:
+            # Not a slot this grid could have handed out yet: the archive's slot numbers
+            # belong to another grid (the interval or start changed while down). Ignore them.
+            return
+        first_now = state.next_slot
+        state.next_slot = max(state.next_slot, resumed + 1)
+        passed = range(resumed + 1, first_now)
+        if sched.until is not None:
+            last = math.ceil((sched.until - state.anchor) / sched.interval)  # first slot >= until
+            passed = passed[: max(0, last - passed.start)]
+        kept = passed[: self._max_recovered]
+        for slot in kept:
+            nominal_us = to_us(state.anchor + slot * sched.interval)
+            run = Run.of(spec, nominal_us, slot=slot, state=RunState.MISSED, error=DOWN_REASON)
+            self._recovered.append(run)
+        if len(passed) > len(kept):
+            self._recovered[-1].error = (
+                f"{DOWN_REASON} ({len(passed) - len(kept)} later slot(s) until"
+                f" {first_now - 1} not recorded)"
+            )
+
+    def recovered(self) -> list[Run]:
+        """The missed runs of the down time before this start (see ``resume``), by test and
+        slot; each is handed out once, so a second call returns []."""
+        runs, self._recovered = self._recovered, []
+        return runs
 
     def _plan_next(self, state: _TestState) -> None:
         sched = state.spec.schedule
