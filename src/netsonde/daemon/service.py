@@ -120,6 +120,7 @@ class Daemon:
             cfg.archive_url,
             self.url if listener else "nothing (api disabled)",
         )
+        await runner.start()
         if on_ready:
             on_ready()
         try:
