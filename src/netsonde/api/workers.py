@@ -56,7 +56,7 @@ class ApiWorkers:
             await self._stop_all()
 
     async def _keep(self, i: int, stop: asyncio.Event) -> None:
-        delay = 0.5
+        backoff = 0.0
         while not stop.is_set():
             started = time.monotonic()
             proc = await self._spawn(i)
@@ -68,13 +68,15 @@ class ApiWorkers:
                 exited.cancel()
                 return
             self.restarts += 1
-            # A worker that ran a while is restarted at once; one that dies at start backs off.
-            delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 30.0)
+            # One that ran a while is restarted at once; one that keeps dying at start backs
+            # off (1, 2, 4 … 30 s) instead of burning the CPU in a restart loop.
+            ran = time.monotonic() - started
+            backoff = 0.0 if ran > 30 else min(max(backoff * 2, 1.0), 30.0)
             log.error(
                 "API worker %d (pid %d) exited with %s; restarting", i, proc.pid, proc.returncode
             )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay if delay > 0.5 else 0.1)
+                await asyncio.wait_for(stop.wait(), backoff or 0.1)
 
     async def _stop_all(self) -> None:
         live = [p for p in self._procs if p is not None and p.returncode is None]
