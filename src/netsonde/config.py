@@ -9,7 +9,9 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
+import shutil
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -95,6 +97,12 @@ class DaemonSection(_Strict):
     log_file: str | None = None
     max_children: int = Field(32, ge=1, le=4096)
     stop_timeout: Duration = Field(10.0, le=3600)
+    log_max_bytes: int = Field(10 * 1024 * 1024, ge=0)  # rotate beyond this size; 0: never
+    log_backups: int = Field(5, ge=0, le=1000)
+    # A worker whose heartbeat is older than this is restarted.
+    heartbeat_timeout: Duration = Field(10.0, ge=1.0, le=3600)
+    # The nightly restart IEPM-BW did, for sites that want it: a graceful re-exec.
+    restart_every: Duration | None = Field(None, ge=1.0)
 
 
 class ArchiveSection(_Strict):
@@ -110,11 +118,70 @@ class ApiSection(_Strict):
     workers: int = Field(0, ge=0, le=64)  # 0: serve inside the daemon; N: N processes
 
 
+class SpoolSection(_Strict):
+    """Deliver every result to a remote netsonde archive through a durable local outbox."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    protocol: Literal["rest", "nmwg"] = "rest"
+    token: str | None = Field(None, min_length=16)
+    token_file: str | None = None
+    batch_size: int = Field(500, ge=1, le=10_000)
+    timeout: Duration = Field(10.0, gt=0, le=600)
+    max_backoff: Duration = Field(60.0, ge=1, le=86400)
+
+
+class ServerSection(_Strict):
+    """A helper server kept alive by the daemon (IEPM-BW's servers.alive): iperf3 -s, …"""
+
+    id: str = Field(pattern=TEST_ID)
+    command: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    restart: Literal["always", "on-failure", "never"] = "always"
+    env: dict[str, str] = Field(default_factory=dict)
+    stop_timeout: Duration = Field(5.0, le=600)
+
+
+class CleanupSection(_Strict):
+    """Kill our own descendants whose command line matches ``pattern`` (a regular expression)
+    once older than ``max_minutes`` (IEPM-BW's cleanup-list)."""
+
+    pattern: str = Field(min_length=1)
+    max_minutes: float = Field(gt=0, allow_inf_nan=False)
+
+
 class StatusSection(_Strict):
     """The Status MA's link-state store, fed by snmp_link tests."""
 
     enabled: bool = True
     db: str | None = Field(None, min_length=1)  # default: DATA_DIR/status.sqlite
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    url: str
+    protocol: str = "rest"
+    token: str | None = None
+    batch_size: int = 500
+    timeout: float = 10.0
+    max_backoff: float = 60.0
+
+    def __repr__(self) -> str:  # never show the token
+        return f"SpoolSettings(url={self.url!r}, protocol={self.protocol!r})"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    id: str
+    argv: tuple[str, ...]  # argv[0] resolved to an absolute path at load
+    restart: str = "always"
+    env: tuple[tuple[str, str], ...] = ()
+    stop_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class CleanupRule:
+    pattern: str  # a valid regular expression, checked at load
+    max_minutes: float
 
 
 @dataclass(frozen=True)
@@ -150,6 +217,9 @@ class FileShape(_Strict):
     archive: ArchiveSection = Field(default_factory=ArchiveSection)
     api: ApiSection = Field(default_factory=ApiSection)
     status: StatusSection = Field(default_factory=StatusSection)
+    spool: SpoolSection | None = None
+    server: list[ServerSection] = Field(default_factory=list)
+    cleanup: list[CleanupSection] = Field(default_factory=list)
     test: list[TestSection] = Field(default_factory=list)
 
 
@@ -178,6 +248,13 @@ class Config:
     tests: tuple[TestSpec, ...]
     api: ApiSettings = ApiSettings()
     status_db: Path | None = None  # the link status store; None: [status] enabled = false
+    spool: SpoolSettings | None = None  # deliver to a remote archive too
+    servers: tuple[ServerSpec, ...] = ()
+    cleanup: tuple[CleanupRule, ...] = ()
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5
+    heartbeat_timeout: float = 10.0
+    restart_every: float | None = None
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -285,14 +362,34 @@ def parse(
         split_listen(shape.daemon.listen)
     except ValueError as e:
         errors.append((lines.line_of(("daemon", "listen")), f"daemon.listen: {e}"))
-    token = shape.api.token
-    if shape.api.token_file:
+
+    def read_token(section: str, token: str | None, token_file: str | None) -> str | None:
+        if not token_file:
+            return token
+        where = lines.line_of((section, "token_file"))
         try:
-            token = resolve(shape.api.token_file).read_text().strip()
+            token = resolve(token_file).read_text().strip()
         except OSError as e:
-            errors.append((lines.line_of(("api", "token_file")), f"api.token_file: {e.strerror}"))
-        if token is not None and len(token) < 16:
-            errors.append((lines.line_of(("api", "token_file")), "api.token_file: token too short"))
+            errors.append((where, f"{section}.token_file: {e.strerror}"))
+            return None
+        if len(token) < 16:
+            errors.append((where, f"{section}.token_file: token too short"))
+        return token
+
+    token = read_token("api", shape.api.token, shape.api.token_file)
+    spool = None
+    if shape.spool is not None:
+        sp = shape.spool
+        spool = SpoolSettings(
+            url=sp.url.rstrip("/"),
+            protocol=sp.protocol,
+            token=read_token("spool", sp.token, sp.token_file),
+            batch_size=sp.batch_size,
+            timeout=sp.timeout,
+            max_backoff=sp.max_backoff,
+        )
+    servers = _build_servers(shape.server, error, resolve)
+    cleanup = _build_cleanup(shape.cleanup, error)
     status_db = None
     if shape.status.enabled:
         status_db = resolve(shape.status.db) if shape.status.db else data_dir / "status.sqlite"
@@ -324,6 +421,13 @@ def parse(
             workers=shape.api.workers,
         ),
         status_db=status_db,
+        spool=spool,
+        servers=tuple(servers),
+        cleanup=tuple(cleanup),
+        log_max_bytes=shape.daemon.log_max_bytes,
+        log_backups=shape.daemon.log_backups,
+        heartbeat_timeout=shape.daemon.heartbeat_timeout,
+        restart_every=shape.daemon.restart_every,
     )
 
 
@@ -402,6 +506,57 @@ def _build_tests(
                 )
             )
     return specs
+
+
+def _build_servers(
+    sections: list[ServerSection],
+    error: Callable[[tuple[str | int, ...], str], None],
+    resolve: Callable[[str], Path],
+) -> list[ServerSpec]:
+    servers: list[ServerSpec] = []
+    seen: set[str] = set()
+    for i, sv in enumerate(sections):
+        here: tuple[str | int, ...] = ("server", i)
+        if sv.id in seen:
+            error((*here, "id"), f"duplicate server id {sv.id!r}")
+            continue
+        seen.add(sv.id)
+        # No shell ever: the command is one program, found now so a typo fails the load.
+        if "/" in sv.command:
+            program = resolve(sv.command)
+            found = str(program) if os.access(program, os.X_OK) and program.is_file() else None
+        else:
+            found = shutil.which(sv.command)
+        if found is None:
+            error((*here, "command"), f"no executable program {sv.command!r}")
+            continue
+        if any("\x00" in a for a in sv.args):
+            error((*here, "args"), "arguments cannot contain NUL")
+            continue
+        servers.append(
+            ServerSpec(
+                id=sv.id,
+                argv=(found, *sv.args),
+                restart=sv.restart,
+                env=tuple(sorted(sv.env.items())),
+                stop_timeout=sv.stop_timeout,
+            )
+        )
+    return servers
+
+
+def _build_cleanup(
+    sections: list[CleanupSection], error: Callable[[tuple[str | int, ...], str], None]
+) -> list[CleanupRule]:
+    rules = []
+    for i, c in enumerate(sections):
+        try:
+            re.compile(c.pattern)
+        except re.error as e:
+            error(("cleanup", i, "pattern"), f"invalid regular expression: {e}")
+            continue
+        rules.append(CleanupRule(pattern=c.pattern, max_minutes=c.max_minutes))
+    return rules
 
 
 def _raise_first(name: str, errors: list[tuple[int, str]]) -> None:

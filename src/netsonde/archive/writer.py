@@ -3,6 +3,9 @@
 The event loop only enqueues; this thread commits up to ``max_batch`` runs per transaction
 (or whatever arrived within ``max_delay``). When a write fails (disk full, locked database)
 the batch is kept and retried with backoff, and the error is visible in ``stats``.
+
+The thread beats a heartbeat at least once a second, idle or retrying, and ``start`` starts a
+new one when it died (the queue survives it), so the daemon's supervisor can keep it alive.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from netsonde.model import Run
@@ -30,8 +34,36 @@ class BatchWriter:
         self._queue: queue.Queue[Run | None] = queue.Queue()
         self.stored = 0
         self.last_error: str | None = None
-        self._thread = threading.Thread(target=self._loop, name="archive-writer", daemon=True)
+        self._beat = time.monotonic()
+        self._generation = 0
+        self._thread: threading.Thread | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start the writing thread, or a new one if it died or was abandoned; a no-op while it
+        runs."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._generation += 1
+        self._beat = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._loop, args=(self._generation,), name="archive-writer", daemon=True
+        )
         self._thread.start()
+
+    def abandon(self) -> None:
+        """Give up on a stuck thread: it stops at its next turn (its generation is old) and
+        the next ``start`` starts another. What it holds is still written if it wakes up."""
+        self._generation += 1
+        self._thread = None
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def beat(self) -> float:
+        """Monotonic time of the thread's last heartbeat."""
+        return self._beat
 
     def submit(self, run: Run) -> None:
         self._queue.put(run)
@@ -43,12 +75,17 @@ class BatchWriter:
     def close(self, timeout: float = 30.0) -> None:
         """Write everything submitted so far, then stop."""
         self._queue.put(None)
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
 
-    def _loop(self) -> None:
+    def _loop(self, generation: int) -> None:
         closing = False
-        while not closing:
-            first = self._queue.get()
+        while not closing and generation == self._generation:
+            self._beat = time.monotonic()
+            try:
+                first = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                continue
             if first is None:
                 break
             batch = [first]
@@ -77,5 +114,18 @@ class BatchWriter:
                 if give_up_after is not None and time.monotonic() - started > give_up_after:
                     log.error("giving up on %d runs at shutdown", len(batch))
                     return
-                time.sleep(delay)
+                _sleep_beating(delay, self._beating)
                 delay = min(delay * 2, 10.0)
+
+    def _beating(self) -> None:
+        self._beat = time.monotonic()
+
+
+def _sleep_beating(seconds: float, beat: Callable[[], None]) -> None:
+    """Sleep in slices of at most a second, beating between them (a long backoff is not a
+    hang)."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        beat()
+        time.sleep(min(left, 1.0))
+    beat()

@@ -10,7 +10,9 @@ daemon avoids forking a process that has threads (the archive writer).
 
 Protocol over one Unix stream socket, each message a 4-byte length and a pickle:
     daemon → server   ("run", token, spec, deadline)
-    server → daemon   ("started", token, pid)
+                      ("ping", token)        the supervisor's heartbeat: is the loop turning?
+    server → daemon   ("pong", token)
+                      ("started", token, pid)
                       ("done", token, wait_status, payload)  payload: pickled (start, Result)
                                                              or b"" if the child sent nothing
 The child makes itself a process-group leader before running the tool. The server lives in a
@@ -199,6 +201,8 @@ def serve(sock: socket.socket) -> None:
                         for message in frames.feed(data):
                             if message[0] == "run":
                                 start(*message[1:])
+                            elif message[0] == "ping":
+                                send(("pong", message[1]))
                 elif tag[0] == "pipe" and tag[1] in children:
                     read_pipe(tag[1])
                 elif tag[0] == "exit" and tag[1] in children:
