@@ -7,6 +7,7 @@ NETSONDE_DEBUG=1 to see the traceback of an unexpected error.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -80,12 +81,21 @@ def run(
     daemon: Annotated[
         bool, typer.Option("--daemon", help="detach and run in the background")
     ] = False,
+    detached: Annotated[
+        bool, typer.Option("--detached", hidden=True, help="already detached: log to the file")
+    ] = False,
 ) -> None:
     """Run the measurement point (foreground unless --daemon)."""
     cfg = service.load_config(config)
     pid = running_pid(cfg.pidfile)
     if pid is not None:
         raise AlreadyRunning(cfg.pidfile, pid)
+    if detached:  # a restart_every re-execution of a detached daemon
+        os.chdir("/")  # as detach() does; paths were resolved by the load
+        _log_to_file(cfg)
+        if service.run_foreground(cfg, config):
+            _reexec(config, detached=True)
+        return
     if not daemon:
         service.setup_logging(None)
         host, port = cfg.listen_address
@@ -95,7 +105,8 @@ def run(
             f"{serving}, pidfile {cfg.pidfile}. Stop with Ctrl-C.",
             style="bold",
         )
-        service.run_foreground(cfg, config)
+        if service.run_foreground(cfg, config):
+            _reexec(config, detached=False)
         return
     report = detach(cfg.log_file)
     if isinstance(report, str):
@@ -106,14 +117,40 @@ def run(
     _run_detached(cfg, config, report)
 
 
+def _log_to_file(cfg: Config) -> None:
+    service.setup_logging(
+        cfg.log_file, max_bytes=cfg.log_max_bytes, backups=cfg.log_backups, stdio=True
+    )
+
+
 def _run_detached(cfg: Config, config: Path | None, report: StartupReport) -> None:
-    service.setup_logging(cfg.log_file)
+    _log_to_file(cfg)
     try:
-        service.run_foreground(cfg, config, on_ready=report.ready)
+        restart = service.run_foreground(cfg, config, on_ready=report.ready)
     except (AlreadyRunning, ArchiveError, ListenError, OSError) as e:
         report.send(str(e))
         os._exit(1)
+    if restart:
+        _reexec(config, detached=True)
     os._exit(0)
+
+
+# Relative paths (the embedded default's data dir) resolve against where netsonde was started.
+_STARTED_IN = os.getcwd()
+
+
+def _reexec(config: Path | None, *, detached: bool) -> None:
+    """restart_every: the same process (pid, pidfile, systemd's view) runs a fresh image."""
+    logging.shutdown()
+    os.chdir(_STARTED_IN)
+    argv = [sys.executable, "-m", "netsonde", "run"]
+    if config is not None:
+        argv += ["--config", str(Path(_STARTED_IN, config))]
+    if detached:
+        argv.append("--detached")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 @app.command()

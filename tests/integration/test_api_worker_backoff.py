@@ -7,7 +7,8 @@ import socket
 import time
 from pathlib import Path
 
-from netsonde.api.workers import ApiWorkers
+from netsonde.daemon.api_workers import ApiWorkers
+from netsonde.daemon.supervisor import Supervisor
 
 
 def test_crashing_worker_backs_off(tmp_path: Path) -> None:
@@ -27,11 +28,13 @@ def test_crashing_worker_backs_off(tmp_path: Path) -> None:
 
     async def for_a_while() -> float:
         stop = asyncio.Event()
-        task = asyncio.create_task(workers.run(stop))
+        supervisor = Supervisor()
+        workers.supervise(supervisor)
+        supervisor.start(stop)
         started = time.monotonic()
         await asyncio.sleep(4.5)
         stop.set()
-        await asyncio.wait_for(task, 15)
+        await asyncio.wait_for(workers.stop(), 15)
         return time.monotonic() - started
 
     try:

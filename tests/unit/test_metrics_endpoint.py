@@ -165,12 +165,42 @@ def test_status_is_read_at_scrape_time() -> None:
     }
     assert lateness == {"p50": 0.5, "p99": 7.25, "max": 12.0}
     assert ("netsonde_spool_backlog", frozenset()) not in found  # no spool in this status
-    status.update(stored=41, archive_error="disk full", spool_backlog=5, lateness=None)
+    status.update(
+        stored=41,
+        archive_error="disk full",
+        spool={"backlog": 5, "oldest_age_s": 61.5, "dead_letters": 1, "delivered": 9},
+        lateness=None,
+    )
     found = scrape(m)
     assert value(found, "netsonde_archive_stored_total") == 41
     assert value(found, "netsonde_archive_write_failing") == 1
     assert value(found, "netsonde_spool_backlog") == 5
+    assert value(found, "netsonde_spool_oldest_age_seconds") == 61.5
+    assert value(found, "netsonde_spool_dead_letters") == 1
+    assert value(found, "netsonde_spool_delivered_total") == 9
     assert not any(name == "netsonde_scheduler_lateness_ms" for name, _ in found)
+
+
+def test_supervised_workers_reaper_and_loop_stalls_are_exported() -> None:
+    status = {
+        **STATUS,
+        "workers": {
+            "runner": {"state": "running", "restarts": 2, "heartbeat_age_s": 0.25},
+            "server:iperf3": {"state": "backoff", "restarts": 7, "heartbeat_age_s": 3.0},
+        },
+        "reaper": {"kills_term": 3, "kills_kill": 1, "reaped": 4},
+        "loop_stalls": 1,
+    }
+    found = scrape(Metrics(status=lambda: status))
+    assert value(found, "netsonde_worker_restarts_total", worker="runner") == 2
+    assert value(found, "netsonde_worker_restarts_total", worker="server:iperf3") == 7
+    assert value(found, "netsonde_worker_up", worker="runner") == 1
+    assert value(found, "netsonde_worker_up", worker="server:iperf3") == 0
+    assert value(found, "netsonde_worker_heartbeat_age_seconds", worker="server:iperf3") == 3.0
+    assert value(found, "netsonde_reaper_kills_total", signal="TERM") == 3
+    assert value(found, "netsonde_reaper_kills_total", signal="KILL") == 1
+    assert value(found, "netsonde_reaper_reaped_total") == 4
+    assert value(found, "netsonde_event_loop_stalls_total") == 1
 
 
 def test_a_failing_status_does_not_break_the_scrape() -> None:

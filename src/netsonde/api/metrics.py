@@ -159,7 +159,6 @@ _STATUS_GAUGES = {
     "in_progress": ("netsonde_runs_in_progress", "Runs in progress"),
     "waiting": ("netsonde_runs_waiting", "Runs due but waiting for a free slot"),
     "archive_backlog": ("netsonde_archive_backlog", "Runs waiting for the archive writer"),
-    "spool_backlog": ("netsonde_spool_backlog", "Runs waiting in the spool for delivery"),
 }
 
 
@@ -200,12 +199,75 @@ def _status_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
         yield CounterMetricFamily(
             "netsonde_archive_stored", "Runs stored in the archive", value=status["stored"]
         )
+    yield from _supervision_metrics(status)
     if "archive_error" in status:
         yield GaugeMetricFamily(
             "netsonde_archive_write_failing",
             "1 while the last archive write failed (it is retried)",
             value=0 if status["archive_error"] is None else 1,
         )
+
+
+def _supervision_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
+    """Workers (restarts, heartbeat age, up), the spool, the reaper and loop stalls."""
+    workers = status.get("workers")
+    if isinstance(workers, Mapping):
+        restarts = CounterMetricFamily(
+            "netsonde_worker_restarts",
+            "Restarts of a supervised worker (died or stopped beating)",
+            labels=["worker"],
+        )
+        age = GaugeMetricFamily(
+            "netsonde_worker_heartbeat_age_seconds",
+            "Seconds since a worker's last heartbeat",
+            labels=["worker"],
+        )
+        up = GaugeMetricFamily(
+            "netsonde_worker_up",
+            "1 while a worker runs (0: backing off or exited)",
+            labels=["worker"],
+        )
+        for name, w in workers.items():
+            restarts.add_metric([name], w.get("restarts", 0))
+            age.add_metric([name], w.get("heartbeat_age_s", 0.0))
+            up.add_metric([name], 1 if w.get("state") == "running" else 0)
+        yield from (restarts, age, up)
+    spool = status.get("spool")
+    if isinstance(spool, Mapping):
+        for key, name, doc in _SPOOL_GAUGES:
+            value = spool.get(key)
+            if isinstance(value, int | float):
+                yield GaugeMetricFamily(name, doc, value=value)
+        if isinstance(spool.get("delivered"), int):
+            yield CounterMetricFamily(
+                "netsonde_spool_delivered",
+                "Results delivered to the remote archive",
+                value=spool["delivered"],
+            )
+    reaper = status.get("reaper")
+    if isinstance(reaper, Mapping):
+        kills = CounterMetricFamily(
+            "netsonde_reaper_kills", "Processes signalled by the cleanup list", labels=["signal"]
+        )
+        kills.add_metric(["TERM"], reaper.get("kills_term", 0))
+        kills.add_metric(["KILL"], reaper.get("kills_kill", 0))
+        yield kills
+        yield CounterMetricFamily(
+            "netsonde_reaper_reaped", "Orphaned children reaped", value=reaper.get("reaped", 0)
+        )
+    if isinstance(status.get("loop_stalls"), int):
+        yield CounterMetricFamily(
+            "netsonde_event_loop_stalls",
+            "Times the daemon's event loop did not turn for heartbeat_timeout",
+            value=status["loop_stalls"],
+        )
+
+
+_SPOOL_GAUGES = (
+    ("backlog", "netsonde_spool_backlog", "Results in the spool waiting for delivery"),
+    ("oldest_age_s", "netsonde_spool_oldest_age_seconds", "Age of the oldest undelivered result"),
+    ("dead_letters", "netsonde_spool_dead_letters", "Results refused for good (dead-letter table)"),
+)
 
 
 # ---- HTTP ------------------------------------------------------------------------------------

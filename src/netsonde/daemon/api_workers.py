@@ -1,34 +1,35 @@
-"""The daemon's side of API workers: start N, restart the ones that die (with backoff), stop
-them all with the daemon."""
+"""API worker processes (``[api] workers = N``), each a supervised worker of the daemon:
+started with the settings on stdin, restarted when it dies (with backoff: 1, 2, 4 … 30 s for
+one that keeps dying at start), stopped with the daemon."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
 import os
 import shutil
-import signal
 import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from netsonde.daemon.supervisor import Backoff, Heartbeat, Supervisor, stop_process, watch_process
+
+# A worker that served for 10 s is healthy: restart it at once; one that dies at start waits.
+BACKOFF = {"first": 1.0, "cap": 30.0, "healthy_after": 10.0}
 
 
 class ApiWorkers:
     def __init__(self, count: int, probe: socket.socket, settings: dict[str, Any]) -> None:
         """``probe``: the daemon's SO_REUSEPORT socket on the address, bound only to report a
-        busy address at start-up; it is closed once the workers bind theirs, or it would get
-        a share of the connections and never accept them."""
+        busy address at start-up; it is closed once the workers start, or it would get a share
+        of the connections and never accept them."""
         self.count = count
         self.probe = probe
         self.settings = settings
-        self.restarts = 0
         self._procs: list[asyncio.subprocess.Process | None] = [None] * count
+        self._names = [f"api-{i}" for i in range(count)]
+        self._supervisor: Supervisor | None = None
 
     @staticmethod
     def prepare_multiprocess_dir(path: Path) -> None:
@@ -36,61 +37,47 @@ class ApiWorkers:
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
 
-    async def _spawn(self, i: int) -> asyncio.subprocess.Process:
+    def supervise(self, supervisor: Supervisor) -> None:
+        """Add the workers to ``supervisor`` (they start with it)."""
+        self.probe.close()
+        self._supervisor = supervisor
+        for i, name in enumerate(self._names):
+            supervisor.add(
+                name,
+                lambda hb, i=i: self._body(i, hb),
+                pid=lambda i=i: self._pid(i),
+                backoff=Backoff(**BACKOFF),
+            )
+
+    async def stop(self) -> None:
+        assert self._supervisor is not None
+        for name in self._names:
+            await self._supervisor.stop_worker(name)
+
+    async def _body(self, i: int, hb: Heartbeat) -> None:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.settings["multiprocess_dir"]}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "netsonde.api.worker", stdin=asyncio.subprocess.PIPE, env=env
         )
+        self._procs[i] = proc
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(self.settings).encode())
         proc.stdin.close()
-        self._procs[i] = proc
-        return proc
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Keep ``count`` workers alive until ``stop``; then stop them."""
-        self.probe.close()
         try:
-            await asyncio.gather(*(self._keep(i, stop) for i in range(self.count)))
+            await watch_process(proc, hb, f"API worker {i} (pid {proc.pid})")
         finally:
-            await self._stop_all()
+            await stop_process(proc, 10.0)
 
-    async def _keep(self, i: int, stop: asyncio.Event) -> None:
-        backoff = 0.0
-        while not stop.is_set():
-            started = time.monotonic()
-            proc = await self._spawn(i)
-            stopping = asyncio.ensure_future(stop.wait())
-            exited = asyncio.ensure_future(proc.wait())
-            await asyncio.wait({stopping, exited}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if stop.is_set():
-                exited.cancel()
-                return
-            self.restarts += 1
-            # One that ran a while is restarted at once; one that keeps dying at start backs
-            # off (1, 2, 4 … 30 s) instead of burning the CPU in a restart loop.
-            ran = time.monotonic() - started
-            backoff = 0.0 if ran > 30 else min(max(backoff * 2, 1.0), 30.0)
-            log.error(
-                "API worker %d (pid %d) exited with %s; restarting", i, proc.pid, proc.returncode
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff or 0.1)
-
-    async def _stop_all(self) -> None:
-        live = [p for p in self._procs if p is not None and p.returncode is None]
-        for p in live:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in live:
-            try:
-                await asyncio.wait_for(p.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-                await p.wait()
+    def _pid(self, i: int) -> int | None:
+        proc = self._procs[i]
+        return proc.pid if proc is not None and proc.returncode is None else None
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self._procs if p is not None and p.returncode is None]
+        return [pid for i in range(self.count) if (pid := self._pid(i)) is not None]
+
+    @property
+    def restarts(self) -> int:
+        if self._supervisor is None:
+            return 0
+        return sum(self._supervisor.workers[n].restarts for n in self._names)

@@ -12,10 +12,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 
 from netsonde.config import ServerSpec
-from netsonde.daemon.supervisor import Exited, Heartbeat
+from netsonde.daemon.supervisor import Heartbeat, stop_process, watch_process
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +54,10 @@ class KeptServer:
         log.info("server %s started (pid %d): %s", spec.id, proc.pid, " ".join(spec.argv))
         relay = asyncio.create_task(self._relay(proc))
         try:
-            while proc.returncode is None:
-                hb.beat()  # its heartbeat is being alive
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(proc.wait()), 0.25)
-            code = proc.returncode
-            raise Exited(f"server exited with {_describe(code)}", code)
+            await watch_process(proc, hb, "server")
         finally:
-            await self._stop(proc)
+            if not await stop_process(proc, spec.stop_timeout, group=True):
+                log.warning("server %s ignored SIGTERM; killed", spec.id)
             relay.cancel()
             self.pid = None
 
@@ -73,28 +68,3 @@ class KeptServer:
                 text = line.decode(errors="replace").rstrip()
                 if text:
                     log.info("server %s: %s", self.spec.id, text[:MAX_LINE])
-
-    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
-        """SIGTERM its whole session's group, SIGKILL after ``stop_timeout``; then reap."""
-        if proc.returncode is None:
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), self.spec.stop_timeout)
-            except TimeoutError:
-                log.warning("server %s ignored SIGTERM; killing it", self.spec.id)
-        # Also for a server that exited by itself: what it started may still run.
-        _signal_group(proc.pid, signal.SIGKILL)
-        await proc.wait()
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _describe(code: int | None) -> str:
-    if code is None:
-        return "an unknown status"
-    if code < 0:
-        return f"signal {signal.Signals(-code).name}"
-    return f"exit code {code}"

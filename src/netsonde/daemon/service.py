@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import logging.handlers
 import os
 import signal
 import socket
@@ -27,22 +28,33 @@ from netsonde.api.app import create_app
 from netsonde.api.context import ApiContext, ArchiveConnections, StatusConnections
 from netsonde.api.metrics import Metrics
 from netsonde.api.server import bind, serve
-from netsonde.api.workers import ApiWorkers
 from netsonde.archive.sqlite import SQLiteArchive
 from netsonde.archive.status import LinkStatusStore
 from netsonde.archive.writer import BatchWriter
-from netsonde.config import Config, ConfigError
+from netsonde.config import Config, ConfigError, ServerSpec
+from netsonde.daemon.api_workers import ApiWorkers
 from netsonde.daemon.pidfile import PidFile
+from netsonde.daemon.reaper import Reaper
+from netsonde.daemon.servers import KeptServer, should_restart
+from netsonde.daemon.supervisor import (
+    Exited,
+    Heartbeat,
+    LoopWatchdog,
+    Supervisor,
+    watch_task,
+)
 from netsonde.model import Run, to_us
 from netsonde.mp import tools
 from netsonde.mp.point import MeasurementPoint
-from netsonde.mp.runner import Runner
+from netsonde.mp.runner import ForkServerGone, Runner
+from netsonde.mp.spool import Spool
 from netsonde.mp.status_feed import StatusFeed
 
 log = logging.getLogger("netsonde")
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.prom"
+SPOOL_FILE = "spool.sqlite"
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -50,7 +62,13 @@ def load_config(path: str | Path | None) -> Config:
 
 
 def status_path(cfg: Config) -> Path:
-    return cfg.data_dir / STATUS_FILE
+    """Beside the pidfile: with both on a runtime directory (/run), status stays readable
+    when the data directory's disk is full or read-only."""
+    return cfg.pidfile.parent / STATUS_FILE
+
+
+def metrics_path(cfg: Config) -> Path:
+    return cfg.pidfile.parent / METRICS_FILE
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
@@ -64,15 +82,24 @@ def write_bytes_atomically(path: Path, data: bytes) -> None:
 
 
 class Daemon:
+    """One measurement point's process: every part of it a supervised worker (see
+    ``supervisor.py``), stopped in the order that loses nothing."""
+
     def __init__(self, cfg: Config, config_path: str | Path | None) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.started = time.time()
         self.reloads = 0
         self.last_reload_error: str | None = None
+        self.restart_requested = False
+        self.supervisor = Supervisor(stale_after=cfg.heartbeat_timeout)
+        self.watchdog = LoopWatchdog(stall_after=cfg.heartbeat_timeout)
         self.api_workers: ApiWorkers | None = None
         self.metrics: Metrics | None = None
         self.feed: StatusFeed | None = None
+        self.spool: Spool | None = None
+        self.reaper: Reaper | None = None
+        self.servers: list[KeptServer] = []
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
@@ -80,11 +107,15 @@ class Daemon:
         workers = cfg.api.workers if cfg.api.enabled else 0
         # First, so that a busy address fails the start before anything else is set up.
         listener = bind(*cfg.listen_address, reuse_port=bool(workers)) if cfg.api.enabled else None
+        # First too: as a child subreaper the daemon gets the orphans of runs and servers (not
+        # init), and the reaper finds and reaps them.
+        self.reaper = reaper = Reaper(cfg.cleanup, keep=self._children, exempt=self._children)
         archive = SQLiteArchive(cfg.sqlite_path)
         archive.register_tests(cfg.tests, to_us(time.time()))
         writer = BatchWriter(archive)
         # The Status MA's link states, fed by snmp_link runs (from the feed's own thread).
         self.feed = feed = StatusFeed(LinkStatusStore(cfg.status_db)) if cfg.status_db else None
+        self.spool = spool = self._open_spool()
         runner = Runner()
         # With API workers the daemon keeps the run metrics; the workers count requests.
         self.metrics = metrics = Metrics(lambda: self.snapshot(point, writer), http=not workers)
@@ -95,6 +126,8 @@ class Daemon:
             metrics.observe_run(run, spec)
             if feed is not None:
                 feed.submit(run, spec)
+            if spool is not None and spec is not None:
+                spool.submit(spec, run)
 
         # Crash recovery: continue each periodic test after its last stored slot (so no slot
         # runs twice) and record the slots that passed while down as missed, through ``sink``.
@@ -111,49 +144,133 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(point, archive))
-        publisher = asyncio.create_task(self._publish(point, writer))
-        api = self._start_api(listener, workers, lambda: self.snapshot(point, writer), stop)
+
+        sup = self.supervisor
+        sup.add("scheduler", lambda hb: point.run(stop, hb.beat))
+        sup.add(
+            "runner",
+            lambda hb: runner_body(runner, hb),
+            pid=lambda: runner.fork_server_pid,
+            on_stale=runner.kill_fork_server,
+        )
+        sup.add_thread("archive-writer", writer)
+        if feed is not None:
+            sup.add_thread("status-feed", feed.writer)
+        if spool is not None:
+            sup.add_thread("spool", spool)
+        sup.add("publisher", lambda hb: self._publish(point, writer, hb))
+        sup.add("reaper", lambda hb: reap_forever(reaper, hb))
+        for spec in cfg.servers:
+            self._keep_server(spec)
+        self._add_api(listener, workers, lambda: self.snapshot(point, writer), stop)
+        watching = asyncio.create_task(self.watchdog.beat_forever())
+        self.watchdog.start()
+        restarting = self._schedule_restart(stop)
         log.info(
-            "netsonde %s: %d test(s), archive %s, serving %s",
+            "netsonde %s: %d test(s), %d server(s), archive %s%s, serving %s",
             os.getpid(),
             len(cfg.tests),
+            len(cfg.servers),
             cfg.archive_url,
+            f", spool to {cfg.spool.url}" if cfg.spool else "",
             self.url if listener else "nothing (api disabled)",
         )
         await runner.start()
+        sup.start(stop)
         if on_ready:
             on_ready()
         try:
-            await point.serve(stop, stop_timeout=cfg.stop_timeout)
+            await stop.wait()
         finally:
             stop.set()
-            publisher.cancel()
-            if api is not None:
-                await asyncio.gather(api, return_exceptions=True)
-            await runner.close()
+            await self._stop_in_order(point, runner)
             writer.close()
             archive.close()
             if feed is not None:
                 feed.close()
+            if spool is not None:
+                spool.close()
+            await asyncio.to_thread(reaper.final_sweep, 5.0)
+            watching.cancel()
+            self.watchdog.stop()
+            if restarting is not None:
+                restarting.cancel()
             with contextlib.suppress(FileNotFoundError):
                 status_path(cfg).unlink()
             log.info("stopped: %s", dict(point.counts))
 
-    def _start_api(
+    async def _stop_in_order(self, point: MeasurementPoint, runner: Runner) -> None:
+        """Nothing new starts, the runs in progress end (they need the fork server), then the
+        rest; the writer threads are flushed by the caller after this."""
+        sup = self.supervisor
+        await sup.stop_worker("scheduler")
+        await point.drain(self.cfg.stop_timeout)
+        await sup.stop_worker("runner")
+        await runner.close()
+        await sup.stop_worker("http", wait=10.0)
+        if self.api_workers is not None:
+            await self.api_workers.stop()
+        await sup.stop_all()  # servers, publisher, reaper; threads are left to their close()
+
+    def _children(self) -> set[int]:
+        """Our direct children that others wait for: never reaped nor killed by the reaper."""
+        pids = {w.pid() for w in self.supervisor.workers.values() if w.pid is not None}
+        return {p for p in pids if p is not None}
+
+    def _open_spool(self) -> Spool | None:
+        sp = self.cfg.spool
+        if sp is None:
+            return None
+        return Spool(
+            self.cfg.data_dir / SPOOL_FILE,
+            sp.url,
+            protocol=sp.protocol,  # type: ignore[arg-type]
+            token=sp.token,
+            batch_size=sp.batch_size,
+            timeout=sp.timeout,
+            max_backoff=sp.max_backoff,
+        )
+
+    def _keep_server(self, spec: ServerSpec) -> None:
+        kept = KeptServer(spec)
+        self.servers.append(kept)
+        self.supervisor.add(
+            f"server:{spec.id}",
+            kept.body,
+            pid=lambda: kept.pid,
+            restart=lambda code: should_restart(spec, code),
+        )
+
+    def _schedule_restart(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
+        """``restart_every``: stop gracefully after that long; ``run_foreground`` re-executes."""
+        every = self.cfg.restart_every
+        if every is None:
+            return None
+
+        async def later() -> None:
+            await asyncio.sleep(every)
+            log.info("restart_every %gs reached: restarting", every)
+            self.restart_requested = True
+            stop.set()
+
+        return asyncio.create_task(later())
+
+    def _add_api(
         self,
         listener: socket.socket | None,
         workers: int,
         status: Callable[[], dict[str, Any]],
         stop: asyncio.Event,
-    ) -> asyncio.Task[None] | None:
+    ) -> None:
         """Serve HTTP until ``stop``: in this loop, or in ``workers`` processes."""
         if listener is None:
-            return None
+            return
         if workers:
             settings = self._worker_settings()
             ApiWorkers.prepare_multiprocess_dir(Path(settings["multiprocess_dir"]))
             self.api_workers = ApiWorkers(workers, listener, settings)
-            return asyncio.create_task(self.api_workers.run(stop))
+            self.api_workers.supervise(self.supervisor)
+            return
         cfg = self.cfg
         assert cfg.sqlite_path is not None and self.metrics is not None
         ctx = ApiContext(
@@ -165,7 +282,8 @@ class Daemon:
             status=status,
             status_store=StatusConnections(cfg.status_db) if cfg.status_db else None,
         )
-        return asyncio.create_task(serve(create_app(ctx, self.metrics), listener, stop))
+        app = create_app(ctx, self.metrics)
+        self.supervisor.add("http", lambda hb: watch_task(serve(app, listener, stop), hb))
 
     def _worker_settings(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -177,7 +295,7 @@ class Daemon:
             "max_body_bytes": cfg.api.max_body_bytes,
             "status_file": str(status_path(cfg)),
             "status_db": str(cfg.status_db) if cfg.status_db else None,
-            "metrics_file": str(cfg.data_dir / METRICS_FILE),
+            "metrics_file": str(metrics_path(cfg)),
             "multiprocess_dir": str(cfg.data_dir / "prometheus"),
             "host": cfg.listen_address[0],
             "port": cfg.listen_address[1],
@@ -203,6 +321,12 @@ class Daemon:
             "api_workers": self.api_workers.pids if self.api_workers else None,
             "api_worker_restarts": self.api_workers.restarts if self.api_workers else 0,
             "status_feed": self.feed.stats if self.feed else None,
+            "workers": self.supervisor.snapshot(),
+            "worker_restarts": self.supervisor.restarts,
+            "loop_stalls": self.watchdog.stalls,
+            "spool": self.spool.stats if self.spool else None,
+            "reaper": self.reaper.stats if self.reaper else None,
+            "restart_every_s": self.cfg.restart_every,
             **point.snapshot(),
         }
 
@@ -220,26 +344,73 @@ class Daemon:
         self.last_reload_error = None
         log.info("reloaded %s: %d test(s)", self.config_path or "embedded default", len(new.tests))
 
-    async def _publish(self, point: MeasurementPoint, writer: BatchWriter) -> None:
+    async def _publish(self, point: MeasurementPoint, writer: BatchWriter, hb: Heartbeat) -> None:
+        """Write status.json (and the run metrics for API workers) every second."""
+        failing: str | None = None
         while True:
+            hb.beat()
             try:
                 write_json_atomically(status_path(self.cfg), self.snapshot(point, writer))
-                if self.api_workers is not None:  # the workers serve these at /metrics
-                    write_bytes_atomically(
-                        self.cfg.data_dir / METRICS_FILE, self.metrics.exposition()[0]
-                    )
+                if self.api_workers is not None and self.metrics is not None:
+                    write_bytes_atomically(metrics_path(self.cfg), self.metrics.exposition()[0])
+                if failing:
+                    log.info("status file written again")
+                failing = None
             except OSError as e:
-                log.error("cannot write %s: %s", status_path(self.cfg), e)
+                if str(e) != failing:  # once per new error, not every second
+                    log.error("cannot write %s: %s", status_path(self.cfg), e)
+                failing = str(e)
             await asyncio.sleep(1.0)
 
 
-def setup_logging(log_file: Path | None) -> None:
+async def runner_body(runner: Runner, hb: Heartbeat) -> None:
+    """The fork server as a worker: (re)started and pinged every half second. One that died
+    ends the body (ForkServerGone); one that stops answering stops the heartbeat, and the
+    supervisor kills it (``on_stale``) and starts another."""
+    await runner.start()
+    pid = runner.fork_server_pid
+    while True:
+        try:
+            await runner.ping(timeout=2.0)
+            hb.beat()
+        except TimeoutError:
+            pass  # no beat: stale after heartbeat_timeout
+        except ForkServerGone:
+            raise Exited(f"fork server (pid {pid}) died", None) from None
+        await asyncio.sleep(0.5)
+
+
+async def reap_forever(reaper: Reaper, hb: Heartbeat, every: float = 1.0) -> None:
+    while True:
+        hb.beat()
+        reaper.scan()
+        await asyncio.sleep(every)
+
+
+class _RotatingLog(logging.handlers.RotatingFileHandler):
+    """Rotates by size; with ``stdio``, also points stdout and stderr (where a detached daemon
+    sends them, and its children inherit them) at the new file."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int, stdio: bool) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups)
+        self.stdio = stdio
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        if self.stdio and self.stream is not None:
+            for fd in (1, 2):
+                os.dup2(self.stream.fileno(), fd)
+
+
+def setup_logging(
+    log_file: Path | None, *, max_bytes: int = 0, backups: int = 0, stdio: bool = False
+) -> None:
     handler: logging.Handler
     if log_file is None:
         handler = logging.StreamHandler(sys.stderr)
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
+        handler = _RotatingLog(log_file, max_bytes, backups, stdio)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -248,12 +419,15 @@ def setup_logging(log_file: Path | None) -> None:
 
 def run_foreground(
     cfg: Config, config_path: str | Path | None, on_ready: Callable[[], None] | None = None
-) -> None:
-    """Lock the pidfile and run until stopped. Raises AlreadyRunning before doing anything."""
+) -> bool:
+    """Lock the pidfile and run until stopped. Raises AlreadyRunning before doing anything.
+    Returns True when the daemon stopped to restart itself (``restart_every``)."""
     pidfile = PidFile(cfg.pidfile)
     pidfile.acquire()
+    daemon = Daemon(cfg, config_path)
     try:
         # uvloop (installed with uvicorn[standard]) serves HTTP with less overhead per request
-        uvloop.run(Daemon(cfg, config_path).main(on_ready))
+        uvloop.run(daemon.main(on_ready))
     finally:
         pidfile.release()
+    return daemon.restart_requested

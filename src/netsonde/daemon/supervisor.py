@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import faulthandler
 import logging
+import os
+import signal
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +140,14 @@ class Supervisor:
             if w.name not in self._tasks:
                 self._tasks[w.name] = asyncio.create_task(self._keep(w, stop), name=w.name)
 
-    async def stop_worker(self, name: str, timeout: float = 10.0) -> None:
-        """Stop one worker for good (its body is cancelled and awaited)."""
+    async def stop_worker(self, name: str, timeout: float = 10.0, *, wait: float = 0.0) -> None:
+        """Stop one worker for good: give it ``wait`` seconds to end by itself (it watches the
+        stop event), then cancel and await it."""
         task = self._tasks.pop(name, None)
         if task is None:
             return
+        if wait:
+            await asyncio.wait({task}, timeout=wait)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(task, timeout)
@@ -255,6 +260,71 @@ def thread_body(component: Restartable, poll: float = 0.25) -> Body:
         raise Exited("thread died", None)
 
     return body
+
+
+async def watch_task(work: Awaitable[None], hb: Heartbeat) -> None:
+    """A body for work that cannot beat itself (a server's task): beat while it runs; it
+    ending before the daemon stops is a death."""
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done():
+            hb.beat()
+            await asyncio.wait({task}, timeout=0.5)
+    finally:
+        task.cancel()
+    task.result()  # raises what it raised
+
+
+# ---- bodies for processes --------------------------------------------------------------------
+
+
+async def watch_process(proc: asyncio.subprocess.Process, hb: Heartbeat, what: str) -> NoReturn:
+    """Beat while ``proc`` lives (a process's heartbeat is being alive); raise ``Exited``
+    with its exit status when it ends."""
+    while proc.returncode is None:
+        hb.beat()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), 0.25)
+    code = proc.returncode
+    raise Exited(f"{what} exited with {describe_exit(code)}", code)
+
+
+async def stop_process(
+    proc: asyncio.subprocess.Process, timeout: float, *, group: bool = False
+) -> bool:
+    """SIGTERM ``proc`` (its whole process group with ``group``), SIGKILL after ``timeout``,
+    then reap it. Returns False when it had to be killed."""
+    polite = True
+    if proc.returncode is None:
+        _signal(proc, signal.SIGTERM, group)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
+        except TimeoutError:
+            polite = False
+    if group or proc.returncode is None:
+        # With ``group``, also after a clean exit: what it started may still run.
+        _signal(proc, signal.SIGKILL, group)
+    await proc.wait()
+    return polite
+
+
+def _signal(proc: asyncio.subprocess.Process, sig: int, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "an unknown status"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
 
 
 # ---- the event loop itself --------------------------------------------------------------------

@@ -20,6 +20,8 @@ from netsonde.mp.scheduler import Dispatch, Scheduler
 
 log = logging.getLogger(__name__)
 
+MAX_SLEEP = 1.0  # the loop turns at least this often, to beat its heartbeat
+
 
 class Executor(Protocol):
     async def execute(self, spec: TestSpec, run: Run) -> Run: ...
@@ -74,6 +76,7 @@ class MeasurementPoint:
         self._tasks: set[asyncio.Task[None]] = set()
         self.counts: Counter[str] = Counter()
         self.lateness = LatenessWindow()
+        self._recovered_recorded = False
 
     def reload(self, specs: Iterable[TestSpec]) -> None:
         self.scheduler.set_tests(specs, now=self._clock())
@@ -82,23 +85,33 @@ class MeasurementPoint:
     async def serve(self, stop: asyncio.Event, *, stop_timeout: float = 10.0) -> None:
         """Run until ``stop`` is set, then let in-flight runs end (or kill them after
         ``stop_timeout``) so that nothing is left running."""
-        self._record_recovered()
+        try:
+            await self.run(stop)
+        finally:
+            await self.drain(stop_timeout)
+
+    async def run(self, stop: asyncio.Event, beat: Callable[[], None] = lambda: None) -> None:
+        """Dispatch what is due until ``stop`` is set; calls ``beat`` at least once a second
+        (the supervisor's heartbeat). Called again after a crash, it continues the calendar."""
+        if not self._recovered_recorded:
+            self._recovered_recorded = True
+            self._record_recovered()
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
+                beat()
                 for decision in self.scheduler.poll(self._clock()):
                     self._dispatch(decision)
                 wake = self.scheduler.next_wakeup()
-                timeout = None if wake is None else max(0.0, wake - self._clock())
+                timeout = MAX_SLEEP if wake is None else min(MAX_SLEEP, wake - self._clock())
                 self._wake.clear()
                 woken = asyncio.ensure_future(self._wake.wait())
                 await asyncio.wait(
-                    {woken, stopping}, timeout=timeout, return_when="FIRST_COMPLETED"
+                    {woken, stopping}, timeout=max(0.0, timeout), return_when="FIRST_COMPLETED"
                 )
                 woken.cancel()
         finally:
             stopping.cancel()
-            await self._drain(stop_timeout)
 
     def _record_recovered(self) -> None:
         missed = self.scheduler.recovered()
@@ -111,7 +124,8 @@ class MeasurementPoint:
         for run in missed:
             self._record(run)
 
-    async def _drain(self, stop_timeout: float) -> None:
+    async def drain(self, stop_timeout: float) -> None:
+        """Let the runs in progress end; kill those still running after ``stop_timeout``."""
         if not self._tasks:
             return
         log.info("waiting for %d run(s) in progress", len(self._tasks))

@@ -114,7 +114,7 @@ class StatusFeed:
     def __init__(self, store: LinkStatusStore, *, max_delay: float = 0.1) -> None:
         self.store = store
         self._updates = _StoreUpdates(store)
-        self._writer = BatchWriter(self._updates, max_delay=max_delay)  # type: ignore[arg-type]
+        self.writer = BatchWriter(self._updates, max_delay=max_delay)  # type: ignore[arg-type]
 
     def submit(self, run: Run, spec: TestSpec | None) -> int:
         """Queue what ``run`` says about its links; returns how many updates (0: not ours)."""
@@ -122,19 +122,19 @@ class StatusFeed:
             return 0
         updates = readings_from_run(run, spec)
         if updates:
-            self._writer.submit(updates)  # type: ignore[arg-type]
+            self.writer.submit(updates)  # type: ignore[arg-type]
         return len(updates)
 
     @property
     def stats(self) -> dict[str, Any]:
         return {
-            "stored": self._writer.stored,
-            "backlog": self._writer.backlog,
+            "stored": self.writer.stored,
+            "backlog": self.writer.backlog,
             "rejected": self._updates.rejected,
-            "error": self._writer.last_error,
+            "error": self.writer.last_error,
         }
 
     def close(self) -> None:
         """Write everything submitted, stop the thread and close the store."""
-        self._writer.close()
+        self.writer.close()
         self.store.close()
