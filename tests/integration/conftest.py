@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from procs import descendants
+
 
 class DaemonProcess:
     """A real `netsonde run` in its own session, plus the CLI pointed at the same config."""
@@ -20,14 +23,21 @@ class DaemonProcess:
         self.config = config
         self.proc: subprocess.Popen[str] | None = None
 
+    @property
+    def log(self) -> Path:
+        """The daemon's stdout and stderr (a file, not a pipe: a pipe nobody reads fills up
+        and blocks a chatty daemon)."""
+        return self.config.with_suffix(".out")
+
     def start(self) -> subprocess.Popen[str]:
-        self.proc = subprocess.Popen(
-            [str(self.netsonde), "run", "--config", str(self.config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen(
+                [str(self.netsonde), "run", "--config", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
         return self.proc
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -59,9 +69,10 @@ class DaemonProcess:
         )
 
     def output(self) -> str:
-        if self.proc is None or self.proc.poll() is None:
-            return "(still running)"
-        return self.proc.stdout.read() if self.proc.stdout else ""
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def stop(self) -> float:
         """SIGTERM the daemon; returns how long it took to exit."""
@@ -72,8 +83,14 @@ class DaemonProcess:
         return time.monotonic() - started
 
     def kill(self) -> None:
+        """SIGKILL the daemon and everything below it (kept servers and the fork server live
+        in sessions of their own: the daemon's group does not reach them)."""
         if self.proc is not None and self.proc.poll() is None:
+            tree = descendants(self.proc.pid)
             os.killpg(self.proc.pid, signal.SIGKILL)
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.proc.wait()
 
 

@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from netsonde.daemon.supervisor import Backoff, Heartbeat, Supervisor, stop_process, watch_process
+from netsonde.daemon.supervisor import (
+    Backoff,
+    Heartbeat,
+    Supervisor,
+    die_with_parent,
+    stop_process,
+    watch_process,
+)
 
 # A worker that served for 10 s is healthy: restart it at once; one that dies at start waits.
 BACKOFF = {"first": 1.0, "cap": 30.0, "healthy_after": 10.0}
@@ -57,7 +64,12 @@ class ApiWorkers:
     async def _body(self, i: int, hb: Heartbeat) -> None:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.settings["multiprocess_dir"]}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "netsonde.api.worker", stdin=asyncio.subprocess.PIPE, env=env
+            sys.executable,
+            "-m",
+            "netsonde.api.worker",
+            stdin=asyncio.subprocess.PIPE,
+            env=env,
+            preexec_fn=die_with_parent,
         )
         self._procs[i] = proc
         assert proc.stdin is not None

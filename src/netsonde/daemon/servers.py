@@ -14,7 +14,12 @@ import logging
 import os
 
 from netsonde.config import ServerSpec
-from netsonde.daemon.supervisor import Heartbeat, stop_process, watch_process
+from netsonde.daemon.supervisor import (
+    Heartbeat,
+    die_with_parent,
+    stop_process,
+    watch_process,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ class KeptServer:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
             env={**os.environ, **dict(spec.env)},
         )
         self.pid = proc.pid

@@ -377,6 +377,8 @@ async def runner_body(runner: Runner, hb: Heartbeat) -> None:
             pass  # no beat: stale after heartbeat_timeout
         except ForkServerGone:
             raise Exited(f"fork server (pid {pid}) died", None) from None
+        if runner.fork_server_pid != pid:  # a run found it dead and started another
+            raise Exited(f"fork server (pid {pid}) died", None)
         await asyncio.sleep(0.5)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import faulthandler
 import logging
 import os
@@ -276,6 +277,20 @@ async def watch_task(work: Awaitable[None], hb: Heartbeat) -> None:
 
 
 # ---- bodies for processes --------------------------------------------------------------------
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """A ``preexec_fn`` for supervised processes: SIGKILL them when the daemon dies (kill -9,
+    the OOM killer) so that a restarted daemon does not find the old ones still holding their
+    ports. Called between fork and exec, in the child."""
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the daemon died before the prctl took effect
+        os._exit(1)
 
 
 async def watch_process(proc: asyncio.subprocess.Process, hb: Heartbeat, what: str) -> NoReturn:
