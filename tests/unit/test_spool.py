@@ -4,6 +4,7 @@ and kill -9, backoff, a wrong token, dead letters, and the NMWG (PingER MA) prot
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -281,6 +282,23 @@ def test_committed_runs_survive_kill_9(
     )
 
 
+def test_abandoned_threads_are_replaced_and_nothing_is_lost(
+    tmp_path: Path, remote: Remote, spools: Callable[..., Spool]
+) -> None:
+    spool = spools(tmp_path / "outbox.sqlite", remote.url, batch_size=5)
+    old = {t.name: t for t in threading.enumerate() if t.name.startswith("spool-")}
+    for k in range(20):
+        spool.submit(PING, finished(PING, k))
+    spool.abandon()  # what the supervisor does when the heartbeat goes stale
+    spool.start()
+    for k in range(20, 40):
+        spool.submit(PING, finished(PING, k))
+    wait_until(drained(spool, 40))
+    assert spool.is_alive() and len(remote.runs()) == 40
+    wait_until(lambda: not any(t.is_alive() for t in old.values()), 5)  # the old ones ended
+    assert spool.stats["backlog"] == 0 and spool.stats["delivered"] == 40
+
+
 # ---- failures ----------------------------------------------------------------------------------
 
 
@@ -407,3 +425,51 @@ def test_nmwg_delivers_ping_runs_to_the_pinger_ma_and_dead_letters_others(
         spool.submit(PING, run)
     wait_until(drained(spool, 20))
     assert len(remote.runs()) == 10
+
+
+# ---- a full disk -------------------------------------------------------------------------------
+
+FULL_DISK_CHILD = """
+import json, resource, signal, sys, time
+from pathlib import Path
+sys.path[:0] = [{tests!r}]
+from netsonde.mp.spool import Spool
+from test_spool import PING, finished
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail (EFBIG) instead
+path = Path({path!r})
+spool = Spool(path, {url!r}, token="x")
+spool.start()
+while spool.stats["queued"] or not path.exists():
+    time.sleep(0.01)
+time.sleep(0.3)  # the outbox exists: from now on it cannot grow by a byte
+resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size, resource.RLIM_INFINITY))
+for k in range(200):
+    spool.submit(PING, finished(PING, k))
+time.sleep(1.5)
+print(json.dumps([spool.stats, spool.is_alive(), time.monotonic() - spool.beat]), flush=True)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+end = time.monotonic() + 15
+while spool.stats["backlog"] < 200 and time.monotonic() < end:
+    time.sleep(0.05)
+print(json.dumps([spool.stats, spool.is_alive(), time.monotonic() - spool.beat]), flush=True)
+spool.close()
+"""
+
+
+def test_a_full_disk_keeps_runs_in_memory_until_the_outbox_can_grow(tmp_path: Path) -> None:
+    script = FULL_DISK_CHILD.format(
+        tests=str(Path(__file__).parent),
+        path=str(tmp_path / "outbox.sqlite"),
+        url=f"http://127.0.0.1:{free_port()}",  # nothing listens: only the outbox matters
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    (full, alive, age), (freed, alive_after, _) = (
+        json.loads(x) for x in done.stdout.split("\n")[:2]
+    )
+    assert (full["queued"], full["backlog"], alive) == (200, 0, True)
+    assert full["last_error"].startswith("outbox: OperationalError"), full["last_error"]
+    assert age < 1.5  # still beating
+    assert (freed["queued"], freed["backlog"], alive_after) == (0, 200, True)

@@ -366,6 +366,9 @@ class Spool:
         self._closing = threading.Event()  # ingest: commit what is queued, then stop
         self._stop = threading.Event()  # deliver: stop
         self._threads: dict[str, threading.Thread] = {}
+        self._generation = 0  # abandon() bumps it: threads of an older one end
+        self._ingest_lock = threading.Lock()  # _pending is one thread's at a time
+        self._open_lock = threading.Lock()
         self._beats: dict[str, float] = {}
         self._busy_until: dict[str, float] = {}  # inside a call bounded by this deadline
         self._counts_loaded = False
@@ -395,9 +398,18 @@ class Spool:
                 continue
             self._beats[name] = time.monotonic()
             self._busy_until.pop(name, None)
-            thread = threading.Thread(target=target, name=f"spool-{name}", daemon=True)
+            thread = threading.Thread(
+                target=target, args=(self._generation,), name=f"spool-{name}", daemon=True
+            )
             self._threads[name] = thread
             thread.start()
+
+    def abandon(self) -> None:
+        """Give up on the current threads (their heartbeat went stale: hung somewhere); the
+        next start() makes fresh ones. An abandoned thread that wakes up ends at its next
+        step; what it delivered meanwhile is at worst delivered again (idempotent)."""
+        self._generation += 1
+        self._threads.clear()
 
     def is_alive(self) -> bool:
         return len(self._threads) == 2 and all(t.is_alive() for t in self._threads.values())
@@ -476,6 +488,19 @@ class Spool:
             event.wait(min(left, TICK))
             self._beat(name)
 
+    def _connect(self) -> sqlite3.Connection:
+        """This thread's connection. One thread at a time: two connections switching a new
+        file to WAL at once make one fail with "database is locked" at once, no waiting."""
+        with self._open_lock:
+            db = _open(self.path)
+            try:
+                self._check_protocol(db)
+                self._load_counts(db)
+            except BaseException:
+                db.close()
+                raise
+            return db
+
     def _load_counts(self, db: sqlite3.Connection) -> None:
         with self._lock:
             if self._counts_loaded:
@@ -507,34 +532,51 @@ class Spool:
 
     # ---- ingest: memory → outbox -----------------------------------------------------------
 
-    def _ingest_loop(self) -> None:
+    def _ingest_loop(self, generation: int | None = None) -> None:
         db: sqlite3.Connection | None = None
         delay = 0.1
-        self._written_tests.clear()  # a new connection: write each test once again
-        while True:
-            self._beat("ingest")
-            try:
-                if db is None:
-                    db = _open(self.path)
-                    self._check_protocol(db)
-                    self._load_counts(db)
-                closing = self._gather()
-                if self._pending or self._pending_tests:
-                    self._commit(db)
-                self._ingest_error = None
-                delay = 0.1
-                if closing and self._queue.empty():
+        while not self._ingest_lock.acquire(timeout=TICK):  # an abandoned one is still in it
+            if generation is not None and generation != self._generation:
+                return
+            if time.monotonic() > self._close_deadline:
+                log.error(
+                    "spool: the outbox writer is stuck; %d run(s) not committed", self._queued
+                )
+                return
+        try:
+            self._written_tests.clear()  # a new connection: write each test once again
+            while generation is None or generation == self._generation:
+                self._beat("ingest")
+                db, delay, done = self._ingest_step(db, delay)
+                if done:
                     return
-            except Exception as e:  # disk full, read-only, locked: keep the runs and retry
-                self._ingest_error = f"outbox: {type(e).__name__}: {e}"
-                log.error("spool ingest failed, will retry: %s", self._ingest_error)
-                if isinstance(e, sqlite3.Error) and db is not None:
-                    db.close()
-                    db = None
-                if self._closing.is_set() and time.monotonic() > self._close_deadline:
-                    return  # close() has given up waiting: the runs stay in memory
-                self._sleep("ingest", delay, threading.Event())
-                delay = min(delay * 2, 5.0)
+        finally:
+            self._ingest_lock.release()
+            if db is not None:
+                db.close()
+
+    def _ingest_step(
+        self, db: sqlite3.Connection | None, delay: float
+    ) -> tuple[sqlite3.Connection | None, float, bool]:
+        """One gather-and-commit; (connection, next retry delay, whether to stop)."""
+        try:
+            if db is None:
+                db = self._connect()
+            closing = self._gather()
+            if self._pending or self._pending_tests:
+                self._commit(db)
+            self._ingest_error = None
+            return db, 0.1, closing and self._queue.empty()
+        except Exception as e:  # disk full, read-only, locked: keep the runs and retry
+            self._ingest_error = f"outbox: {type(e).__name__}: {e}"
+            log.error("spool ingest failed, will retry: %s", self._ingest_error)
+            if isinstance(e, sqlite3.Error) and db is not None:
+                db.close()
+                db = None
+            if self._closing.is_set() and time.monotonic() > self._close_deadline:
+                return db, delay, True  # close() has given up waiting: the runs stay in memory
+            self._sleep("ingest", delay, threading.Event())
+            return db, min(delay * 2, 5.0), False
 
     def _gather(self) -> bool:
         """Move runs from the queue to ``_pending`` (encoded) for up to INGEST_WINDOW after
@@ -610,11 +652,11 @@ class Spool:
 
     # ---- deliver: outbox → remote ----------------------------------------------------------
 
-    def _deliver_loop(self) -> None:
+    def _deliver_loop(self, generation: int) -> None:
         db: sqlite3.Connection | None = None
         client: httpx.Client | None = None
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and generation == self._generation:
                 self._beat("deliver")
                 wait = self._next_attempt - time.monotonic()
                 if wait > 0:
@@ -622,9 +664,7 @@ class Spool:
                     continue
                 try:
                     if db is None:
-                        db = _open(self.path)
-                        self._check_protocol(db)
-                        self._load_counts(db)
+                        db = self._connect()
                     if client is None:
                         client = self._client()
                     if not self._deliver_some(db, client):
@@ -728,22 +768,27 @@ class Spool:
             return
         by_id = {r.id: r for r in rows}
         failed = now_us()
-        dead = [
-            (r.run_id, r.test_key, r.planned_us, r.payload, reason, failed)
-            for r, reason in ((by_id[i], why) for i, why in outcome.dead.items())
-        ]
         with db:
-            db.executemany("INSERT INTO dead_letter VALUES (?, ?, ?, ?, ?, ?)", dead)
-            gone = [(i,) for i in [*outcome.delivered, *outcome.dead]]
-            db.executemany("DELETE FROM outbox WHERE id = ?", gone)
+            # From the outbox row itself: a row another thread settled already moves nowhere.
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO dead_letter SELECT run_id, test_key, planned_us, payload, ?, ?"
+                " FROM outbox WHERE id = ?",
+                [(why, failed, i) for i, why in outcome.dead.items()],
+            )
+            dead = db.total_changes - before
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in outcome.dead])
+            before = db.total_changes
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in outcome.delivered])
+            delivered = db.total_changes - before
             oldest = db.execute("SELECT min(queued_us) FROM outbox").fetchone()[0]
         for row_id, reason in outcome.dead.items():
             log.error("spool: run %s dead-lettered: %s", by_id[row_id].run_id, reason)
         with self._lock:
-            self._backlog -= len(gone)
+            self._backlog -= dead + delivered
             self._oldest_us = oldest
-            self._delivered += len(outcome.delivered)
-            self._dead_letters += len(dead)
+            self._delivered += delivered
+            self._dead_letters += dead
             if outcome.delivered:
                 self._last_delivery_us = now_us()
 
