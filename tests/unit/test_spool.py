@@ -427,6 +427,22 @@ def test_nmwg_delivers_ping_runs_to_the_pinger_ma_and_dead_letters_others(
     assert len(remote.runs()) == 10
 
 
+def test_rows_encoded_for_the_other_protocol_are_dead_lettered_not_dropped(
+    tmp_path: Path, spools: Callable[..., Spool]
+) -> None:
+    path = tmp_path / "outbox.sqlite"
+    rest = Spool(path, f"http://127.0.0.1:{free_port()}", token=TOKEN)
+    for k in range(3):
+        rest.submit(PING, finished(PING, k))
+    rest.close()
+    nmwg = spools(path, f"http://127.0.0.1:{free_port()}", protocol="nmwg")
+    wait_until(lambda: nmwg.stats["dead_letters"] == 3)
+    assert nmwg.stats["backlog"] == 0
+    assert {d["reason"] for d in nmwg.dead_letters()} == {
+        "encoded for protocol rest; the spool now delivers nmwg"
+    }
+
+
 # ---- a full disk -------------------------------------------------------------------------------
 
 FULL_DISK_CHILD = """

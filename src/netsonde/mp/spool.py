@@ -392,6 +392,7 @@ class Spool:
         """Start the threads that are not running (again, after one died)."""
         self._closing.clear()
         self._stop.clear()
+        self._close_deadline = float("inf")
         for name, target in (("ingest", self._ingest_loop), ("deliver", self._deliver_loop)):
             thread = self._threads.get(name)
             if thread is not None and thread.is_alive():
@@ -725,7 +726,7 @@ class Spool:
             else:
                 log.info("spool: batch of %d refused (%s); bisecting", len(rows), outcome.split)
         self._settle(db, rows, outcome)
-        if outcome.split is not None and len(rows) > 1:
+        if outcome.split is not None and len(rows) > 1 and not self._stop.is_set():
             half = len(rows) // 2
             self._deliver(db, client, rows[:half])
             self._deliver(db, client, rows[half:])
