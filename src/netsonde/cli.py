@@ -108,7 +108,10 @@ def run(
         if service.run_foreground(cfg, config):
             _reexec(config, detached=False)
         return
-    report = detach(cfg.log_file)
+    try:
+        report = detach(cfg.log_file)
+    except OSError as e:
+        raise UserError(f"cannot open the log file {cfg.log_file}: {e.strerror}") from None
     if isinstance(report, str):
         if not report.startswith("ok "):
             raise UserError(report)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -58,6 +59,19 @@ class ArchiveError(Exception):
     """The archive cannot be opened or used; the message says why, in one line."""
 
 
+def _why(path: Path) -> str:
+    """What SQLite's "unable to open database file" leaves out, when the disk is the cause."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return ""
+    if st.f_flag & os.ST_RDONLY:
+        return f" ({path.parent} is on a read-only file system)"
+    if st.f_bavail == 0:
+        return f" (no space left on the file system of {path.parent})"
+    return ""
+
+
 class SQLiteArchive:
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -87,7 +101,7 @@ class SQLiteArchive:
                 )
                 self._db.commit()
         except sqlite3.Error as e:
-            raise ArchiveError(f"cannot open archive {self.path}: {e}") from None
+            raise ArchiveError(f"cannot open archive {self.path}: {e}{_why(self.path)}") from None
         self._db.row_factory = sqlite3.Row
 
     def summaries(

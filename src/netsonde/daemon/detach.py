@@ -29,9 +29,14 @@ class StartupReport:
 def detach(log_file: Path) -> StartupReport | str:
     """In the parent, returns the daemon's report ("ok PID" or an error line) once it is
     ready or has failed. In the daemon, returns the StartupReport to answer with."""
+    # Opened here, before forking, so that a log that cannot be written (read-only or full
+    # disk, permissions) is reported by the command itself (OSError), not lost in a child.
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     read_end, write_end = os.pipe()
     first = os.fork()
     if first > 0:
+        os.close(log)
         os.close(write_end)
         os.waitpid(first, 0)
         chunks = []
@@ -44,11 +49,9 @@ def detach(log_file: Path) -> StartupReport | str:
     if os.fork() > 0:
         os._exit(0)
     os.chdir("/")
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     null = os.open(os.devnull, os.O_RDONLY)
-    log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(null, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
