@@ -9,14 +9,16 @@ What is measured
                       commit, POST /api/v1/store in batches, delete)
       spool, outage   the remote is down while every run is submitted and committed to the
                       outbox (the fill rate); then the remote starts and the backlog drains
-                      (the drain rate, timed from the moment the remote listens)
+                      (the drain rate, timed from the first delivery after the remote listens)
+      spool, NMWG     the same as live through protocol "nmwg" to the PingER MA; ``--nmwg``
+                      results
     Side by side, in the same run:
       BatchWriter     the local path: archive/writer.py into raw SQLite, no HTTP at all
       naive HTTP      one POST /api/v1/store per result over one keep-alive connection (the
                       test inline), what a sender without a spool would do; ``--naive`` results
 
 Usage: python bench/spool.py [--results 50000] [--tests 100] [--batch 500] [--naive 5000]
-       [--workers 0] [--write BENCHMARKS.md]
+       [--nmwg 10000] [--workers 0] [--write BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -162,6 +164,29 @@ def spool_live(runs: list[tuple[TestSpec, Run]], work: Path, args: argparse.Name
     return {"n": len(runs), "s": elapsed, "note": "submit → stored at the remote"}
 
 
+def spool_nmwg(runs: list[tuple[TestSpec, Run]], work: Path, args: argparse.Namespace) -> dict:
+    remote = Remote(work / "nmwg-remote", free_port(), args.workers)
+    remote.start()
+    spool = Spool(
+        work / "nmwg-outbox.sqlite", remote.url, protocol="nmwg", token=TOKEN,
+        batch_size=args.batch,
+    )  # fmt: skip
+    spool.start()
+    sample = runs[: args.nmwg]
+    try:
+        started = time.monotonic()
+        for spec, run in sample:
+            spool.submit(spec, run)
+        wait_until(lambda: spool.stats["delivered"] >= len(sample) and spool.stats["backlog"] == 0)
+        elapsed = time.monotonic() - started
+        stored = remote.count()
+    finally:
+        spool.close()
+        remote.stop()
+    assert stored == len(sample), (stored, len(sample))
+    return {"n": len(sample), "s": elapsed, "note": "PingER MeasurementArchiveStoreRequest"}
+
+
 def spool_outage(runs: list[tuple[TestSpec, Run]], work: Path, args: argparse.Namespace) -> list:
     remote = Remote(work / "outage-remote", free_port(), args.workers)
     spool = Spool(
@@ -280,6 +305,7 @@ def main() -> int:
     ap.add_argument("--tests", type=int, default=100)
     ap.add_argument("--batch", type=int, default=500, help="spool batch_size")
     ap.add_argument("--naive", type=int, default=5_000, help="results for the naive sender")
+    ap.add_argument("--nmwg", type=int, default=10_000, help="results for the NMWG protocol")
     ap.add_argument("--workers", type=int, default=0, help="the remote's [api] workers")
     ap.add_argument("--write", type=Path, help="put the section into this file (BENCHMARKS.md)")
     args = ap.parse_args()
@@ -291,6 +317,8 @@ def main() -> int:
         work = Path(tmp)
         print("spool, live…", file=sys.stderr)
         rows.append(("spool → remote REST store, remote up", spool_live(runs, work, args)))
+        print("spool, nmwg…", file=sys.stderr)
+        rows.append(("spool → remote PingER MA (NMWG), remote up", spool_nmwg(runs, work, args)))
         print("spool, outage…", file=sys.stderr)
         fill, drain = spool_outage(runs, work, args)
         rows.append(("spool, outage: submit → outbox (fill)", fill))
