@@ -4,6 +4,7 @@ and kill -9, backoff, a wrong token, dead letters, and the NMWG (PingER MA) prot
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
@@ -336,6 +337,36 @@ def test_backs_off_while_the_remote_is_down(tmp_path: Path, spools: Callable[...
     assert 0 < stats["next_attempt_in_s"] <= 8.0
     assert spool.is_alive()
     broken.sock.close()
+
+
+class _Always200(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        body = b"<html>welcome</html>"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_200_that_is_not_a_store_reply_keeps_the_rows(
+    tmp_path: Path, spools: Callable[..., Spool]
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Always200)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"  # a wrong URL: not an archive
+        spool = spools(tmp_path / "outbox.sqlite", url, max_backoff=1.0)
+        for k in range(5):
+            spool.submit(PING, finished(PING, k))
+        wait_until(lambda: "not a store reply" in (spool.stats["last_error"] or ""))
+        assert spool.stats["backlog"] == 5 and spool.stats["delivered"] == 0
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_wrong_token_keeps_the_backlog(

@@ -258,7 +258,18 @@ def _remote_error(response: httpx.Response) -> str:
 
 def rest_outcome(rows: Sequence[Row], response: httpx.Response) -> Outcome:
     if response.is_success:
-        return Outcome(delivered=[r.id for r in rows])
+        # Only a StoreReply that counts every run means stored: a 200 from something that is
+        # not a netsonde archive (a wrong URL) must not make the spool drop the rows.
+        try:
+            reply = response.json()
+            stored = reply["runs"] == len(rows) == reply["new"] + reply["duplicates"]
+        except (ValueError, KeyError, TypeError):
+            stored = False
+        if stored:
+            return Outcome(delivered=[r.id for r in rows])
+        return Outcome(
+            retry=f"HTTP {response.status_code} but not a store reply: {response.text[:200]!r}"
+        )
     error = _remote_error(response)
     if response.status_code in PERMANENT_HTTP:
         return Outcome(split=error)
@@ -369,6 +380,9 @@ class Spool:
         self._generation = 0  # abandon() bumps it: threads of an older one end
         self._ingest_lock = threading.Lock()  # _pending is one thread's at a time
         self._open_lock = threading.Lock()
+        # Held over a commit and the counters' update, so that they change in commit order
+        # (stats itself only takes _lock, never waits for a disk).
+        self._write_lock = threading.Lock()
         self._beats: dict[str, float] = {}
         self._busy_until: dict[str, float] = {}  # inside a call bounded by this deadline
         self._counts_loaded = False
@@ -626,7 +640,7 @@ class Spool:
             for e in self._pending
             if e.reason is not None
         ]
-        with db:
+        with self._write_lock, db:
             db.executemany(
                 "INSERT OR REPLACE INTO tests VALUES (?, ?)", self._pending_tests.items()
             )
@@ -638,14 +652,15 @@ class Spool:
             )
             inserted = db.total_changes - before
             db.executemany("INSERT INTO dead_letter VALUES (?, ?, ?, ?, ?, ?)", dead)
+            db.commit()
+            with self._lock:
+                self._backlog += inserted
+                self._dead_letters += len(dead)
+                self._queued -= len(self._pending)
+                if inserted and self._oldest_us is None:
+                    self._oldest_us = min(r[3] for r in rows)
         for reason in {d[4] for d in dead}:
             log.warning("spool: run(s) dead-lettered at ingest: %s", reason)
-        with self._lock:
-            self._backlog += inserted
-            self._dead_letters += len(dead)
-            self._queued -= len(self._pending)
-            if inserted and self._oldest_us is None:
-                self._oldest_us = min(r[3] for r in rows)
         self._written_tests.update(self._pending_tests)
         self._pending.clear()
         self._pending_tests.clear()
@@ -669,7 +684,6 @@ class Spool:
                     if client is None:
                         client = self._client()
                     if not self._deliver_some(db, client):
-                        self._wake.clear()
                         self._sleep("deliver", TICK, self._wake)
                 except Exception as e:
                     if isinstance(e, sqlite3.Error) and db is not None:
@@ -698,6 +712,7 @@ class Spool:
 
     def _deliver_some(self, db: sqlite3.Connection, client: httpx.Client) -> bool:
         """Deliver the oldest batch; False when the outbox is empty."""
+        self._wake.clear()  # before looking: a commit from now on wakes the idle wait
         rows = [
             Row(*r)
             for r in db.execute(
@@ -750,11 +765,11 @@ class Spool:
     def _body(self, db: sqlite3.Connection, rows: list[Row]) -> bytes:
         if self.protocol == "nmwg":
             return nmwg_message([r.payload for r in rows])
-        keys = sorted({r.test_key for r in rows})
+        keys = json.dumps(sorted({r.test_key for r in rows}))
         tests = [
             t[0]
             for t in db.execute(
-                f"SELECT payload FROM tests WHERE key IN ({','.join('?' * len(keys))})", keys
+                "SELECT payload FROM tests WHERE key IN (SELECT value FROM json_each(?))", (keys,)
             )
         ]
         return b'{"tests":[%s],"runs":[%s]}' % (
@@ -769,7 +784,7 @@ class Spool:
             return
         by_id = {r.id: r for r in rows}
         failed = now_us()
-        with db:
+        with self._write_lock, db:
             # From the outbox row itself: a row another thread settled already moves nowhere.
             before = db.total_changes
             db.executemany(
@@ -783,15 +798,16 @@ class Spool:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in outcome.delivered])
             delivered = db.total_changes - before
             oldest = db.execute("SELECT min(queued_us) FROM outbox").fetchone()[0]
+            db.commit()
+            with self._lock:
+                self._backlog -= dead + delivered
+                self._oldest_us = oldest
+                self._delivered += delivered
+                self._dead_letters += dead
+                if outcome.delivered:
+                    self._last_delivery_us = now_us()
         for row_id, reason in outcome.dead.items():
             log.error("spool: run %s dead-lettered: %s", by_id[row_id].run_id, reason)
-        with self._lock:
-            self._backlog -= dead + delivered
-            self._oldest_us = oldest
-            self._delivered += delivered
-            self._dead_letters += dead
-            if outcome.delivered:
-                self._last_delivery_us = now_us()
 
     def _failed(self, error: str) -> None:
         with self._lock:
