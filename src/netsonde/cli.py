@@ -215,11 +215,39 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             for key in ("archive_error", "reload_error"):
                 if snap.get(key):
                     out.print(f"{key.replace('_', ' ')}: {snap[key]}", style="red")
+            _print_supervision(snap)
             table = Table("next run (UTC)", "test")
             for item in snap["upcoming"]:
                 table.add_row(_when(item["planned_us"]), item["test_id"])
             out.print(table)
     raise typer.Exit(0 if pid is not None else 3)  # 3: "not running", as LSB init scripts say
+
+
+def _print_supervision(snap: dict[str, Any]) -> None:
+    """Workers (a line for each that restarted or is not running), spool and reaper."""
+    workers = snap.get("workers") or {}
+    if workers:
+        restarts = sum(w["restarts"] for w in workers.values())
+        out.print(f"workers: {len(workers)}, restarts {restarts}")
+    for name, w in workers.items():
+        if w["restarts"] or w["state"] != "running":
+            pid = f" pid {w['pid']}" if w.get("pid") else ""
+            last = f"; last: {w['last_exit']}" if w.get("last_exit") else ""
+            style = None if w["state"] == "running" else "yellow"
+            out.print(f"  {name}: {w['state']}{pid}, restarts {w['restarts']}{last}", style=style)
+    if sp := snap.get("spool"):
+        age = sp.get("oldest_age_s")
+        out.print(
+            f"spool ({sp.get('protocol')}): delivered {sp['delivered']}, backlog {sp['backlog']}"
+            + (f" (oldest {_duration(age)} old)" if age else "")
+            + f", dead letters {sp['dead_letters']}"
+        )
+        if sp.get("last_error"):
+            out.print(f"spool error: {sp['last_error']}", style="red")
+    if (rp := snap.get("reaper")) and (rp.get("kills_term") or rp.get("kills_kill")):
+        out.print(f"cleanup: {rp['kills_term']} SIGTERM, {rp['kills_kill']} SIGKILL sent")
+    if snap.get("loop_stalls"):
+        out.print(f"event loop stalls: {snap['loop_stalls']}", style="red")
 
 
 def _duration(seconds: float) -> str:
