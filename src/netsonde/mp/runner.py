@@ -5,6 +5,10 @@ imported. The child makes itself a process-group leader, so everything the tool 
 iperf3, a script's children) is in that group: at the deadline the whole group gets SIGTERM,
 then SIGKILL after a grace period, and the run is recorded as ``timeout``. After any outcome the
 group is killed once more so a tool can never leave a straggler behind.
+
+A process group does not reach a child that called setsid(), and once the run's child is dead
+its children are reparented, so at the deadline the run's tree is read from /proc *before* the
+first signal and every process in it is signalled along with the group (``proctree``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import subprocess
 import sys
 import time
 
+from netsonde import proctree
 from netsonde.model import Result, Run, RunState, TestSpec, to_us
 from netsonde.mp.forkserver import encode
 
@@ -105,6 +110,31 @@ def kill_group(pid: int, sig: int) -> None:
         pass
 
 
+def kill_stragglers(pid: int) -> None:
+    """SIGKILL what is left of a run that has ended: its group, and what members of the group
+    started in sessions of their own. Cheap when nothing is left (the usual case): no scan."""
+    try:
+        os.killpg(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return  # the group is empty; orphans that left it are the reaper's (daemon/reaper.py)
+    tree = proctree.group_tree(pid)
+    kill_group(pid, signal.SIGKILL)
+    proctree.signal_all(tree, signal.SIGKILL)
+
+
+def _kill_tree(pid: int, seen: list[proctree.ProcInfo]) -> None:
+    """SIGKILL ``seen`` (the tree as it was at the deadline) and whatever its survivors or the
+    group have started since."""
+    table = proctree.snapshot(cmdline=False)
+    now = {p.pid: p for p in proctree.group_tree(pid, table)}
+    for p in seen:
+        if proctree.same_process(p):
+            now.setdefault(p.pid, p)
+            for d in proctree.descendants(p.pid, table):
+                now.setdefault(d.pid, d)
+    proctree.signal_all(now.values(), signal.SIGKILL)
+
+
 class Runner:
     def __init__(self, grace: float = 2.0) -> None:
         self.grace = grace
@@ -147,11 +177,11 @@ class Runner:
                     run, RunState.TIMEOUT, error=f"killed at its {spec.timeout:g}s deadline"
                 )
         except ForkServerGone as e:
-            kill_group(pid, signal.SIGKILL)
+            kill_stragglers(pid)
             return _ended(run, RunState.FAILED, error=str(e))
         finally:
             self._live.discard(pid)
-        kill_group(pid, signal.SIGKILL)  # stragglers the tool left behind
+        kill_stragglers(pid)  # what the tool left behind
         if not payload:
             why = "killed: the daemon is stopping" if self._stopping else "run process died"
             return _ended(run, RunState.FAILED, error=f"{why} ({_describe(status)})")
@@ -163,18 +193,30 @@ class Runner:
         return _ended(run, RunState.FINISHED)
 
     async def _terminate(self, pid: int, done: asyncio.Future[_Done]) -> None:
+        # The snapshot must come first: the SIGTERM kills the run's child, and its children
+        # (a setsid()'d one among them) are then no longer below it. A scan costs ~3 ms per 500
+        # processes; it blocks the loop, but only when a run hits its deadline.
+        tree = proctree.group_tree(pid)
         kill_group(pid, signal.SIGTERM)
+        proctree.signal_all(tree, signal.SIGTERM)
+        end = time.monotonic() + self.grace
         with contextlib.suppress(TimeoutError, ForkServerGone):
             await asyncio.wait_for(asyncio.shield(done), self.grace)
+        # The grace period is for the whole tree, not only for the run's child.
+        while time.monotonic() < end and any(map(proctree.is_alive, tree)):
+            await asyncio.sleep(0.05)
         kill_group(pid, signal.SIGKILL)  # the child, or what it left in its group
+        _kill_tree(pid, tree)
         with contextlib.suppress(TimeoutError, ForkServerGone):
             await asyncio.wait_for(asyncio.shield(done), self.grace)
 
     def kill_all(self) -> None:
         """Kill every run in progress (the daemon is stopping and cannot wait any longer)."""
         self._stopping = True
+        table = proctree.snapshot(cmdline=False) if self._live else {}
         for pid in list(self._live):
             kill_group(pid, signal.SIGKILL)
+            proctree.signal_all(proctree.group_tree(pid, table), signal.SIGKILL)
 
     async def close(self) -> None:
         """Stop the fork server (it kills any run it still has)."""

@@ -1,0 +1,154 @@
+"""Hung probes against a real daemon: a `command` probe that ignores SIGTERM and leaves a
+grandchild that ignores it too — in the run's process group, or in a session of its own
+(setsid) where no group signal reaches it. Both must be gone within the grace period (+1 s)
+after the deadline, the run recorded as ``timeout``, and, the daemon being a child subreaper,
+neither left as a zombie. A probe that ends normally but leaves a daemonized (setsid) child is
+the cleanup list's case: the reaper kills that child once it is older than the rule allows."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from integration.conftest import DaemonProcess
+from netsonde import proctree
+from netsonde.proctree import ProcInfo
+
+TIMEOUT = 2.0
+GRACE = 2.0  # the daemon's Runner() default
+
+# argv: pidfile, "group" | "setsid". Both processes ignore SIGTERM; the grandchild is a plain
+# fork (no exec), so it inherits SIG_IGN.
+HUNG_PROBE = """\
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = os.fork()
+if child == 0:
+    if sys.argv[2] == "setsid":
+        os.setsid()
+    time.sleep(600)
+    os._exit(0)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(f"{os.getpid()} {child}")
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(600)
+"""
+
+# argv: pidfile, marker. Leaves a daemonized child (setsid, stdio closed so that the command
+# tool does not wait for it) and succeeds.
+LEAVES_A_DAEMON = """\
+import json, os, sys, time
+child = os.fork()
+if child == 0:
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)", sys.argv[2]])
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(child))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+print(json.dumps({"ok": 1}))
+"""
+
+
+def config(script: Path, args: list[str], extra: str = "") -> str:
+    quoted = ", ".join(f'"{a}"' for a in [str(script), *args])
+    return f"""
+[daemon]
+data_dir = "data"
+
+[api]
+enabled = false
+
+[status]
+enabled = false
+
+[[test]]
+id = "probe"
+tool = "command"
+target = "127.0.0.1"
+interval = "2s"
+timeout = "{TIMEOUT:g}s"
+max_runs = 1
+params = {{ program = "{sys.executable}", args = [{quoted}] }}
+{extra}"""
+
+
+def pids_of(d: DaemonProcess, pidfile: Path) -> list[ProcInfo]:
+    d.wait_for(pidfile.exists, 15, step=0.02)
+    infos = [proctree.read_proc(int(p)) for p in pidfile.read_text().split()]
+    assert all(infos), "the probe's processes must be running when they write their pids"
+    return [i for i in infos if i is not None]
+
+
+def wait_gone(procs: list[ProcInfo], timeout: float) -> float:
+    """Poll until none of ``procs`` runs; returns the time (epoch) they were seen gone."""
+    end = time.monotonic() + timeout
+    while any(proctree.is_alive(p) for p in procs):
+        assert time.monotonic() < end, f"still running after {timeout}s: {procs}"
+        time.sleep(0.02)
+    return time.time()
+
+
+def wait_reaped(procs: list[ProcInfo], timeout: float) -> None:
+    """Not even a zombie is left (the daemon, their subreaper, has reaped them)."""
+    end = time.monotonic() + timeout
+    while any(proctree.same_process(p) for p in procs):
+        assert time.monotonic() < end, f"not reaped after {timeout}s: {procs}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("escape", ["group", "setsid"])
+def test_hung_probe_and_its_grandchild_are_killed_at_the_deadline(
+    daemon_factory: Callable[[str], DaemonProcess], tmp_path: Path, escape: str
+) -> None:
+    script = tmp_path / "hung.py"
+    script.write_text(HUNG_PROBE)
+    pidfile = tmp_path / "pids"
+    d = daemon_factory(config(script, [str(pidfile), escape]))
+    d.start()
+    probe, grandchild = procs = pids_of(d, pidfile)
+    if escape == "setsid":
+        d.wait_for(lambda: proctree.read_proc(grandchild.pid).sid == grandchild.pid, 5, 0.02)
+        assert probe.sid != grandchild.pid, "the grandchild is out of the probe's session"
+    else:
+        assert grandchild.pgid == probe.pgid
+    gone_at = wait_gone(procs, TIMEOUT + GRACE + 10)
+
+    rows = d.wait_for(lambda: d.cli_json("results", "probe", missing=[]), 15)
+    (row,) = rows
+    assert row["state"] == "timeout", row
+    assert "deadline" in row["error"]
+    deadline = row["actual_us"] / 1e6 + TIMEOUT  # the run's start is a hair after its deadline
+    assert gone_at <= deadline + GRACE + 1, f"gone {gone_at - deadline:.2f}s after the deadline"
+    # The daemon is their subreaper: its reaper reaps them (it scans once a second).
+    wait_reaped(procs, 5)
+    d.stop()
+
+
+def test_cleanup_rule_kills_a_daemonized_leftover_of_a_finished_probe(
+    daemon_factory: Callable[[str], DaemonProcess], tmp_path: Path
+) -> None:
+    marker = f"leftover-{uuid.uuid4().hex[:12]}"
+    script = tmp_path / "leaves.py"
+    script.write_text(LEAVES_A_DAEMON)
+    pidfile = tmp_path / "pid"
+    rule = f'\n[[cleanup]]\npattern = "{marker}$"\nmax_minutes = 0.02\n'  # 1.2 s
+    d = daemon_factory(config(script, [str(pidfile), marker], rule))
+    d.start()
+    rows = d.wait_for(lambda: d.cli_json("results", "probe", missing=[]), 15)
+    assert rows[0]["state"] == "finished", rows
+    (leftover,) = pids_of(d, pidfile)
+    assert d.proc is not None and leftover.sid == leftover.pid
+    assert leftover.ppid == d.proc.pid, "orphaned, it is adopted by the daemon (a subreaper)"
+    wait_gone([leftover], 10)
+    assert time.time() - leftover.start >= 0.02 * 60
+    wait_reaped([leftover], 5)
+    d.stop()
+    assert f"cleanup: SIGTERM pid {leftover.pid}" in d.output()
