@@ -17,6 +17,7 @@ import errno
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
@@ -117,19 +118,12 @@ def descendants(root: int, table: dict[int, ProcInfo] | None = None) -> list[Pro
     """Every process below ``root`` (not root itself), parents before their children."""
     if table is None:
         table = snapshot()
-    children: dict[int, list[ProcInfo]] = {}
-    for info in table.values():
-        children.setdefault(info.ppid, []).append(info)
-    found: list[ProcInfo] = []
-    seen = {root}
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(0), ()):
-            if child.pid not in seen:  # pid 0 is its own "parent" (the idle task)
-                seen.add(child.pid)
-                found.append(child)
-                todo.append(child.pid)
-    return found
+    return _below([root], _children(table))
+
+
+def descendants_of(roots: Iterable[int], table: dict[int, ProcInfo]) -> list[ProcInfo]:
+    """Every process below any of ``roots`` (roots excluded), each once."""
+    return _below(list(roots), _children(table))
 
 
 def group_tree(pgid: int, table: dict[int, ProcInfo] | None = None) -> list[ProcInfo]:
@@ -138,11 +132,28 @@ def group_tree(pgid: int, table: dict[int, ProcInfo] | None = None) -> list[Proc
     if table is None:
         table = snapshot(cmdline=False)
     members = [p for p in table.values() if p.pgid == pgid]
-    found = {p.pid: p for p in members}
-    for member in members:
-        for p in descendants(member.pid, table):
-            found.setdefault(p.pid, p)
-    return list(found.values())
+    return members + _below([m.pid for m in members], _children(table))
+
+
+def _children(table: dict[int, ProcInfo]) -> dict[int, list[ProcInfo]]:
+    index: dict[int, list[ProcInfo]] = {}
+    for info in table.values():
+        index.setdefault(info.ppid, []).append(info)
+    return index
+
+
+def _below(roots: list[int], children: dict[int, list[ProcInfo]]) -> list[ProcInfo]:
+    """Breadth first below ``roots`` (roots excluded), each process once."""
+    found: list[ProcInfo] = []
+    seen = set(roots)
+    todo = deque(roots)
+    while todo:
+        for child in children.get(todo.popleft(), ()):
+            if child.pid not in seen:  # pid 0 is its own "parent" (the idle task)
+                seen.add(child.pid)
+                found.append(child)
+                todo.append(child.pid)
+    return found
 
 
 def same_process(info: ProcInfo) -> bool:
@@ -225,8 +236,7 @@ def kill_tree(
     # or below a survivor: rescan rather than trust the first picture.
     table = snapshot(cmdline=False)
     again = [p for p in descendants(root, table) if p.pid not in exclude]
-    for s in survivors:
-        again.extend(descendants(s.pid, table))
+    again.extend(descendants_of([s.pid for s in survivors], table))
     for p in signal_all([*survivors, *again], signal.SIGKILL):
         hit.setdefault(p.pid, p)
     return list(hit.values())

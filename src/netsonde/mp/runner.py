@@ -127,11 +127,9 @@ def _kill_tree(pid: int, seen: list[proctree.ProcInfo]) -> None:
     group have started since."""
     table = proctree.snapshot(cmdline=False)
     now = {p.pid: p for p in proctree.group_tree(pid, table)}
-    for p in seen:
-        if proctree.same_process(p):
-            now.setdefault(p.pid, p)
-            for d in proctree.descendants(p.pid, table):
-                now.setdefault(d.pid, d)
+    survivors = [p for p in seen if proctree.same_process(p)]
+    for p in [*survivors, *proctree.descendants_of([s.pid for s in survivors], table)]:
+        now.setdefault(p.pid, p)
     proctree.signal_all(now.values(), signal.SIGKILL)
 
 
