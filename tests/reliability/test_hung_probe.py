@@ -57,11 +57,12 @@ print(json.dumps({"ok": 1}))
 """
 
 
-def config(script: Path, args: list[str], extra: str = "") -> str:
+def config(script: Path, args: list[str], extra: str = "", timeout: float = TIMEOUT) -> str:
     quoted = ", ".join(f'"{a}"' for a in [str(script), *args])
     return f"""
 [daemon]
 data_dir = "data"
+stop_timeout = "1s"
 
 [api]
 enabled = false
@@ -74,7 +75,7 @@ id = "probe"
 tool = "command"
 target = "127.0.0.1"
 interval = "2s"
-timeout = "{TIMEOUT:g}s"
+timeout = "{timeout:g}s"
 max_runs = 1
 params = {{ program = "{sys.executable}", args = [{quoted}] }}
 {extra}"""
@@ -130,6 +131,21 @@ def test_hung_probe_and_its_grandchild_are_killed_at_the_deadline(
     # The daemon is their subreaper: its reaper reaps them (it scans once a second).
     wait_reaped(procs, 5)
     d.stop()
+
+
+def test_stop_during_a_hung_run_leaves_neither_process_nor_zombie(
+    daemon_factory: Callable[[str], DaemonProcess], tmp_path: Path
+) -> None:
+    script = tmp_path / "hung.py"
+    script.write_text(HUNG_PROBE)
+    pidfile = tmp_path / "pids"
+    d = daemon_factory(config(script, [str(pidfile), "setsid"], timeout=60))
+    d.start()
+    procs = pids_of(d, pidfile)
+    d.wait_for(lambda: proctree.read_proc(procs[1].pid).sid == procs[1].pid, 5, 0.02)
+    d.stop()  # the run is killed after stop_timeout (1 s); the daemon reaps before it exits
+    assert not [p for p in procs if proctree.same_process(p)], d.output()
+    assert "final sweep" not in d.output(), "the runner itself must have killed the tree"
 
 
 def test_cleanup_rule_kills_a_daemonized_leftover_of_a_finished_probe(
