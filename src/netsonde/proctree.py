@@ -235,9 +235,8 @@ def kill_tree(
     # A survivor's new children, or an escapee whose parent just died, are below root still
     # or below a survivor: rescan rather than trust the first picture.
     table = snapshot(cmdline=False)
-    again = [p for p in descendants(root, table) if p.pid not in exclude]
-    again.extend(descendants_of([s.pid for s in survivors], table))
-    for p in signal_all([*survivors, *again], signal.SIGKILL):
+    again = descendants_of([root, *(s.pid for s in survivors)], table)
+    for p in signal_all([*survivors, *(p for p in again if p.pid not in exclude)], signal.SIGKILL):
         hit.setdefault(p.pid, p)
     return list(hit.values())
 
