@@ -42,6 +42,7 @@ class _ForkServer:
         self._tokens = itertools.count(1)
         self._started: dict[int, asyncio.Future[int]] = {}
         self._done: dict[int, asyncio.Future[_Done]] = {}
+        self._pongs: dict[int, asyncio.Future[None]] = {}
         self.closed = False
 
     async def start(self) -> None:
@@ -78,17 +79,40 @@ class _ForkServer:
                 elif message[0] == "done":
                     _, token, status, payload = message
                     self._done.pop(token).set_result((status, payload))
+                elif message[0] == "pong":
+                    fut = self._pongs.pop(message[1], None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         finally:
             self.closed = True
-            for fut in [*self._started.values(), *self._done.values()]:
+            for fut in [*self._started.values(), *self._done.values(), *self._pongs.values()]:
                 if not fut.done():
                     fut.set_exception(ForkServerGone("the fork server died"))
             self._started.clear()
             self._done.clear()
+            self._pongs.clear()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=1)
+
+    async def ping(self) -> None:
+        """Returns when the server answers: its loop is turning. Raises ForkServerGone."""
+        if self.closed:
+            raise ForkServerGone("the fork server is not running")
+        token = next(self._tokens)
+        pong = self._pongs[token] = asyncio.get_running_loop().create_future()
+        self._writer.write(encode(("ping", token)))
+        await pong
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL it (wedged); its read loop then fails what waits on it."""
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.kill()
 
     async def close(self) -> None:
         self._writer.close()
@@ -207,6 +231,24 @@ class Runner:
         _kill_tree(pid, tree)
         with contextlib.suppress(TimeoutError, ForkServerGone):
             await asyncio.wait_for(asyncio.shield(done), self.grace)
+
+    @property
+    def fork_server_pid(self) -> int | None:
+        server = self._server
+        return server.pid if server is not None and not server.closed else None
+
+    async def ping(self, timeout: float) -> None:
+        """Check the fork server answers within ``timeout`` (TimeoutError), or raise
+        ForkServerGone if it died."""
+        if self._server is None:
+            raise ForkServerGone("the fork server is not running")
+        await asyncio.wait_for(self._server.ping(), timeout)
+
+    def kill_fork_server(self) -> None:
+        """For the supervisor: kill a fork server that stopped answering; the next start
+        (or run) starts a new one."""
+        if self._server is not None:
+            self._server.kill()
 
     def kill_all(self) -> None:
         """Kill every run in progress (the daemon is stopping and cannot wait any longer)."""
