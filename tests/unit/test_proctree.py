@@ -11,13 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from netsonde import proctree
-from netsonde.proctree import ProcInfo
 
 PY = sys.executable
 SLEEP = "import time; time.sleep(60)"
@@ -42,18 +41,6 @@ def wait_until(what: Callable[[], object], timeout: float = 5.0) -> None:
 def read_pid(path: Path) -> int:
     wait_until(path.exists)
     return int(path.read_text())
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[ProcInfo]]:
-    """Kill, after the test, every process it left below us and those it lists here."""
-    extra: list[ProcInfo] = []
-    yield extra
-    left = proctree.descendants(os.getpid(), proctree.snapshot(cmdline=False))
-    proctree.signal_all([*left, *extra], signal.SIGKILL)
-    for p in left:
-        if p.ppid == os.getpid():
-            os.waitpid(p.pid, 0)
 
 
 def test_read_proc_parses_ids_start_time_comm_and_cmdline(tmp_path: Path, cleanup: object) -> None:

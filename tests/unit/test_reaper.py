@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,17 +49,6 @@ def proc_of(pid: int) -> ProcInfo:
 def marker() -> str:
     """A word in the command lines of this test's processes, and nobody else's."""
     return f"reaper-test-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[ProcInfo]]:
-    extra: list[ProcInfo] = []
-    yield extra
-    left = proctree.descendants(os.getpid(), proctree.snapshot(cmdline=False))
-    proctree.signal_all([*left, *extra], signal.SIGKILL)
-    for p in left:
-        if p.ppid == os.getpid():
-            os.waitpid(p.pid, 0)
 
 
 def not_our_descendant(marker: str) -> ProcInfo:
