@@ -28,6 +28,7 @@ from netsonde.daemon import control, service
 from netsonde.daemon.detach import StartupReport, detach
 from netsonde.daemon.pidfile import AlreadyRunning, running_pid
 from netsonde.model import from_us, to_us
+from netsonde.mp.spool import read_dead_letters
 from netsonde.mp.tools import ping as ping_tool
 from netsonde.nmwg.client import ClientError, exchange, render
 
@@ -248,6 +249,25 @@ def _print_supervision(snap: dict[str, Any]) -> None:
         out.print(f"cleanup: {rp['kills_term']} SIGTERM, {rp['kills_kill']} SIGKILL sent")
     if snap.get("loop_stalls"):
         out.print(f"event loop stalls: {snap['loop_stalls']}", style="red")
+
+
+@app.command("dead-letters")
+def dead_letters(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Results the remote archive refused for good ([spool]), with the reason."""
+    cfg = service.load_config(config)
+    rows = read_dead_letters(cfg.data_dir / service.SPOOL_FILE)
+    for r in rows:
+        r.pop("payload", None)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no dead letters")
+        return
+    table = Table("failed (UTC)", "run planned (UTC)", "run id", "reason")
+    for r in rows:
+        table.add_row(_when(r["failed_us"]), _when(r["planned_us"]), r["run_id"], r["reason"])
+    out.print(table)
 
 
 def _duration(seconds: float) -> str:

@@ -520,3 +520,27 @@ def test_a_full_disk_keeps_runs_in_memory_until_the_outbox_can_grow(tmp_path: Pa
     assert full["last_error"].startswith("outbox: OperationalError"), full["last_error"]
     assert age < 1.5  # still beating
     assert (freed["queued"], freed["backlog"], alive_after) == (0, 200, True)
+
+
+def test_the_cli_lists_dead_letters_without_their_payload(tmp_path: Path) -> None:
+    from netsonde.mp.spool import _open
+
+    (tmp_path / "netsonde.toml").write_text('[daemon]\ndata_dir = "data"\n')
+    db = _open(tmp_path / "data" / "spool.sqlite")
+    db.execute(
+        "INSERT INTO dead_letter VALUES (?, ?, ?, ?, ?, ?)",
+        ("run-1", "0123456789abcdef", 1_700_000_000_000_000, b"{}", "HTTP 422: runs.0.slot", 1),
+    )
+    db.commit()
+    db.close()
+    netsonde = Path(sys.executable).parent / "netsonde"
+    done = subprocess.run(
+        [str(netsonde), "dead-letters", "--json", "--config", str(tmp_path / "netsonde.toml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["run_id"] == "run-1" and row["reason"] == "HTTP 422: runs.0.slot"
+    assert "payload" not in row

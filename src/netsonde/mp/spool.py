@@ -338,6 +338,21 @@ class _Retry(Exception):
     """Delivery must wait and try again; the message goes to last_error."""
 
 
+def read_dead_letters(path: Path) -> list[dict[str, Any]]:
+    """The runs refused for good, oldest first, from an outbox file (read-only)."""
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=DB_BUSY_MS / 1000)
+    try:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT * FROM dead_letter ORDER BY rowid").fetchall()
+        return [dict(r) for r in rows]
+    except sqlite3.OperationalError:  # no table yet
+        return []
+    finally:
+        db.close()
+
+
 def _open(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=DB_BUSY_MS / 1000, check_same_thread=False)
@@ -483,13 +498,7 @@ class Spool:
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """The dead-letter table, oldest first (for the CLI and tests; reads the file)."""
-        db = sqlite3.connect(self.path, timeout=DB_BUSY_MS / 1000)
-        try:
-            db.row_factory = sqlite3.Row
-            rows = db.execute("SELECT * FROM dead_letter ORDER BY rowid").fetchall()
-            return [dict(r) for r in rows]
-        finally:
-            db.close()
+        return read_dead_letters(self.path)
 
     # ---- shared helpers --------------------------------------------------------------------
 
