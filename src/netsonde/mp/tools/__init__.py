@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from netsonde.mp.tools import command, noop, ping, snmp_link
+from netsonde.mp.tools import command, noop, ping, snmp_link, twamp
 
-TOOLS: dict[str, ModuleType] = {m.NAME: m for m in (ping, command, noop, snmp_link)}
+TOOLS: dict[str, ModuleType] = {m.NAME: m for m in (ping, command, noop, snmp_link, twamp)}
 
 
 def get(name: str) -> ModuleType:

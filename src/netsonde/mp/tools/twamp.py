@@ -1,0 +1,193 @@
+"""TWAMP-Light Session-Sender (RFC 5357 Appendix I): UDP test packets to a reflector.
+
+Each packet carries its send time T1; the reflector answers with its receive time T2 and its
+send time T3; T4 is the kernel's receive time of the answer here. The RTT of a packet is the
+two-way delay without the reflector's own time, (T4 − T1) − (T3 − T2), which needs no clock
+synchronisation. The one-way delays T2 − T1 (forward) and T4 − T3 (backward) in ``extra`` do:
+they mean something only when both clocks are synchronised (or on one host, one clock).
+
+The target must be an IP address: a host name would need a DNS lookup in the probe. Packets
+are numbered from 0; a send error (no route, link down) counts as a lost packet, not a failed
+run, and a late answer (after ``timeout``) is lost too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import select
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from netsonde.metrics import pinger_summary
+from netsonde.model import PacketSample, Result
+from netsonde.twamp.packets import (
+    SENDER_SIZE,
+    SYMMETRIC_PADDING,
+    ErrorEstimate,
+    ReflectorPacket,
+    SenderPacket,
+)
+from netsonde.twamp.udp import Datagram, family_for, open_udp, receive
+
+NAME = "twamp"
+_ERROR_ESTIMATE = ErrorEstimate.for_seconds(0.001).pack()  # unsynchronised, ≤ 1 ms
+_DEADLINE_MARGIN = 0.5  # seconds kept free before the runner's hard deadline
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    count: int = Field(10, ge=1, le=10_000, description="test packets per run")
+    interval: float = Field(1.0, ge=0.001, le=60, description="seconds between packets")
+    padding: int = Field(
+        SYMMETRIC_PADDING,
+        ge=0,
+        le=65_000,
+        description="padding octets per packet (27 and up: the answers are the same size)",
+    )
+    port: int = Field(862, ge=1, le=65_535, description="the reflector's UDP port")
+    timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for the last answer")
+    ttl: int = Field(255, ge=1, le=255, description="IP TTL / hop limit (RFC 5357: 255)")
+    dscp: int = Field(0, ge=0, le=63, description="DiffServ code point of the test packets")
+
+
+def check_target(target: str) -> str:
+    try:
+        ipaddress.ip_address(target)
+    except ValueError:
+        raise ValueError(f"target {target!r} must be an IP address (no DNS lookups)") from None
+    return target
+
+
+def default_timeout(params: Params) -> float:
+    return (params.count - 1) * params.interval + params.timeout + 5.0
+
+
+@dataclass
+class _Session:
+    """What one run sent and got back."""
+
+    sent_ns: dict[int, int] = field(default_factory=dict)  # seq → T1
+    replies: list[PacketSample] = field(default_factory=list)
+    packets: list[dict[str, Any]] = field(default_factory=list)  # per answer, arrival order
+    send_errors: dict[str, int] = field(default_factory=dict)
+    ignored: int = 0  # datagrams that answer nothing we sent
+    icmp_errors: int = 0
+    user_stamps: int = 0  # answers without a kernel receive time
+
+    def take(self, got: Datagram) -> None:
+        try:
+            answer = ReflectorPacket.unpack(got.data)
+        except ValueError:
+            self.ignored += 1
+            return
+        t1 = self.sent_ns.get(answer.sender_seq)
+        if t1 is None or answer.sender_timestamp_ns != t1:
+            self.ignored += 1  # not ours, or from an earlier run that reused the port
+            return
+        t2, t3, t4 = answer.receive_ns, answer.timestamp_ns, got.received_ns
+        self.user_stamps += not got.kernel_stamp
+        rtt_ns = (t4 - t1) - (t3 - t2)
+        self.replies.append(
+            PacketSample(
+                seq=answer.sender_seq,
+                rtt_ms=rtt_ns / 1e6,
+                ttl=got.ttl,
+                size=len(got.data),
+                recv_us=t4 // 1000,
+            )
+        )
+        self.packets.append(
+            {
+                "seq": answer.sender_seq,
+                "t1_ns": t1,
+                "t2_ns": t2,
+                "t3_ns": t3,
+                "t4_ns": t4,
+                "rtt_ms": rtt_ns / 1e6,
+                "forward_ms": (t2 - t1) / 1e6,
+                "backward_ms": (t4 - t3) / 1e6,
+                "reflector_ms": (t3 - t2) / 1e6,
+                "reflector_seq": answer.seq,
+                "sender_ttl": answer.sender_ttl,  # our packet's TTL on arrival there
+                "reply_ttl": got.ttl,
+                "size": len(got.data),
+            }
+        )
+
+
+def _drain(sock: socket.socket, session: _Session, until: float, want: int) -> None:
+    """Take answers until the monotonic time ``until`` or until ``want`` distinct seqs came."""
+    while True:
+        left = until - time.monotonic()
+        if left <= 0 or len({r.seq for r in session.replies}) >= want:
+            return
+        ready, _, _ = select.select([sock], [], [], left)
+        if not ready:
+            return
+        try:
+            got = receive(sock)
+        except ConnectionRefusedError:
+            session.icmp_errors += 1  # port unreachable: nothing listens there
+            continue
+        except OSError:
+            session.icmp_errors += 1
+            continue
+        if got is not None:
+            session.take(got)
+
+
+def run(target: str, params: Params, deadline: float) -> Result:
+    try:
+        sock = open_udp(family_for(target), ttl=params.ttl, dscp=params.dscp)
+    except OSError as e:
+        return Result(tool=NAME, target=target, error=f"cannot open a UDP socket: {e.strerror}")
+    session = _Session()
+    # Random padding (RFC 4656 §4.1.2) so that link compression cannot shrink the packets.
+    padding = os.urandom(params.padding)
+    with sock:
+        try:
+            sock.connect((target, params.port))  # answers from anyone else never reach us
+        except OSError as e:
+            return Result(tool=NAME, target=target, error=f"cannot reach {target}: {e.strerror}")
+        # The runner kills us at `deadline` (epoch); translate it to the monotonic clock.
+        last = time.monotonic() + (deadline - time.time()) - _DEADLINE_MARGIN
+        start = time.monotonic()
+        sent = 0
+        for seq in range(params.count):
+            _drain(sock, session, min(start + seq * params.interval, last), params.count)
+            if time.monotonic() >= last:
+                break
+            t1 = time.time_ns()
+            session.sent_ns[seq] = t1
+            sent += 1
+            try:
+                sock.send(SenderPacket(seq, t1, _ERROR_ESTIMATE, padding).pack())
+            except OSError as e:  # no route, link down, pending ICMP error: a lost packet
+                name = type(e).__name__ if e.errno is None else os.strerror(e.errno)
+                session.send_errors[name] = session.send_errors.get(name, 0) + 1
+        _drain(sock, session, min(time.monotonic() + params.timeout, last), sent)
+    values = pinger_summary(sent, session.replies, first_seq=0)
+    return Result(
+        tool=NAME,
+        target=target,
+        sent=sent,
+        replies=session.replies,
+        values={k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()},
+        extra={
+            "port": params.port,
+            "packet_size": SENDER_SIZE + params.padding,
+            "ttl": params.ttl,
+            "dscp": params.dscp,
+            "packets": session.packets,
+            "one_way_delays": "forward_ms/backward_ms need synchronised clocks (exact on one host)",
+            "send_errors": session.send_errors,
+            "icmp_errors": session.icmp_errors,
+            "ignored": session.ignored,
+            "user_space_receive_stamps": session.user_stamps,
+        },
+    )

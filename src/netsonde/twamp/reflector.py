@@ -1,0 +1,140 @@
+"""A stateless TWAMP-Light Session-Reflector (RFC 5357 Appendix I) on UDP.
+
+    python -m netsonde.twamp.reflector --listen 127.0.0.1:862 [--listen [::1]:862]
+
+Every datagram of at least 14 octets is answered at once, to where it came from: the sender's
+seq, timestamp and error estimate and the TTL it arrived with are copied in, T2 is the kernel's
+receive time (SO_TIMESTAMPNS), T3 is read just before the answer is sent, and the Sequence
+Number is the reflector's own count of packets it answered (one counter for all senders: no
+per-session state is kept). The answer is sent with TTL 255 (RFC 5357 §4.2.1) and is at most
+27 octets longer than the question (only for senders padding by less than 27), so a spoofed
+source gains little. It binds 127.0.0.1 unless told otherwise and exits 0 on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from netsonde.twamp.packets import SENDER_SIZE, ErrorEstimate, reflect
+from netsonde.twamp.udp import family_for, open_udp, parse_hostport, receive
+
+DEFAULT_LISTEN = "127.0.0.1:862"  # 862: the TWAMP-Test port (RFC 8545)
+# What we claim for our timestamps when nothing better is known: not synchronised, ≤ 1 ms.
+ERROR_ESTIMATE = ErrorEstimate.for_seconds(0.001).pack()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+class Reflector:
+    """Answers on every bound socket until ``serve`` is interrupted."""
+
+    def __init__(self, listen: Sequence[tuple[str, int]]) -> None:
+        self.sockets: list[socket.socket] = []
+        self.answered = 0
+        try:
+            for host, port in listen:
+                sock = open_udp(family_for(host), ttl=255)
+                self.sockets.append(sock)
+                sock.bind((host, port))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [s.getsockname()[:2] for s in self.sockets]
+
+    def handle(self, sock: socket.socket) -> None:
+        try:
+            got = receive(sock)
+        except OSError:  # e.g. an ICMP error queued for an earlier answer
+            return
+        if got is None or len(got.data) < SENDER_SIZE:
+            return
+        answer_seq = self.answered
+        reply = reflect(
+            got.data,
+            seq=answer_seq,
+            receive_ns=got.received_ns,
+            send_ns=time.time_ns(),
+            ttl=255 if got.ttl is None else got.ttl,
+            error=ERROR_ESTIMATE,
+        )
+        try:
+            sock.sendto(reply, got.peer)
+        except OSError:
+            return  # unreachable sender, full buffer: a lost packet, not our failure
+        self.answered += 1
+
+    def serve(self) -> None:
+        with selectors.DefaultSelector() as sel:
+            for sock in self.sockets:
+                sel.register(sock, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select():
+                    self.handle(key.fileobj)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m netsonde.twamp.reflector", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR:PORT",
+        help=f"IP:PORT or [IPv6]:PORT to answer on; repeatable (default {DEFAULT_LISTEN})",
+    )
+    args = parser.parse_args(argv)
+    try:
+        listen = [parse_hostport(a) for a in args.listen or [DEFAULT_LISTEN]]
+    except ValueError as e:
+        parser.error(str(e))
+    return serve(listen)
+
+
+def serve(listen: Sequence[tuple[str, int]]) -> int:
+    """Run a reflector in the foreground until SIGTERM or SIGINT; the exit status."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    try:
+        reflector = Reflector(listen)
+    except _Stop:
+        return 0
+    except OSError as e:
+        hint = " (ports below 1024 need root)" if e.errno == 13 else ""
+        print(f"twamp-reflector: cannot listen: {e.strerror}{hint}", file=sys.stderr)
+        return 1
+    try:
+        for host, port in reflector.addresses:
+            shown = f"[{host}]" if ":" in host else host
+            print(f"twamp-reflector: listening on {shown}:{port}", flush=True)
+        reflector.serve()
+    except _Stop:
+        pass
+    finally:
+        reflector.close()
+    print(f"twamp-reflector: stopped after {reflector.answered} packets", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

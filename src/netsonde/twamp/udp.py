@@ -1,0 +1,112 @@
+"""UDP sockets for TWAMP-Test: kernel receive timestamps and the arriving TTL / hop limit.
+
+The kernel stamps a datagram when it reaches the socket layer (SO_TIMESTAMPNS, CLOCK_REALTIME),
+which keeps the time our process took to get scheduled out of the measurement. Python's socket
+module does not export these Linux constants, so they are spelled out here (x86-64, arm64 and
+most other architectures share these values).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+SO_TIMESTAMPNS = 35  # also SCM_TIMESTAMPNS, the control message type
+IP_RECVTTL = 12
+IP_TTL = 2  # the control message type that carries the TTL
+_TIMESPEC = struct.Struct("@qq")
+_INT = struct.Struct("@i")
+MAX_DATAGRAM = 65_535
+_ANC = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_INT.size)
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    data: bytes
+    peer: tuple[str, int]
+    received_ns: int  # kernel receive time (epoch ns); user-space time if the kernel gave none
+    ttl: int | None  # the IP TTL / IPv6 hop limit it arrived with
+    kernel_stamp: bool
+
+
+def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """``127.0.0.1:862``, ``[::1]:862`` (or a bare address with ``default_port``) → (ip, port).
+
+    IP literals only: a host name would need a DNS lookup.
+    """
+    host, port_text = text, None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad address {text!r}: use [IPv6]:PORT")
+        port_text = rest[1:] or None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"bad address {text!r}: the host must be an IP address") from None
+    if port_text is None:
+        if default_port is None:
+            raise ValueError(f"bad address {text!r}: no port")
+        port = default_port
+    else:
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"bad address {text!r}: port must be 0..65535")
+        port = int(port_text)
+    return str(ip), port
+
+
+def family_for(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+
+
+def open_udp(family: socket.AddressFamily, *, ttl: int = 255, dscp: int = 0) -> socket.socket:
+    """A UDP socket that reports kernel receive times and arriving TTLs, sending with ``ttl``
+    and the DSCP ``dscp`` (ECN bits left 0)."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, dscp << 2)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def receive(sock: socket.socket) -> Datagram | None:
+    """One datagram with its receive time and TTL; None for a truncated one (larger than any
+    TWAMP-Test packet we would send or answer)."""
+    data, ancdata, flags, peer = sock.recvmsg(MAX_DATAGRAM, _ANC)
+    fallback_ns = time.time_ns()
+    if flags & socket.MSG_TRUNC:
+        return None
+    stamp_ns: int | None = None
+    ttl: int | None = None
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            sec, nsec = _TIMESPEC.unpack_from(payload)
+            stamp_ns = sec * 1_000_000_000 + nsec
+        elif (level, kind) in (
+            (socket.IPPROTO_IP, IP_TTL),
+            (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT),
+        ):
+            ttl = _INT.unpack_from(payload)[0]
+    return Datagram(
+        data=data,
+        peer=(peer[0], peer[1]),
+        received_ns=fallback_ns if stamp_ns is None else stamp_ns,
+        ttl=ttl,
+        kernel_stamp=stamp_ns is not None,
+    )
