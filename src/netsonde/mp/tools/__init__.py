@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from netsonde.mp.tools import command, noop, ping, snmp_link, twamp
+from netsonde.mp.tools import command, dns, http, noop, ping, snmp_link, tcp, twamp
 
-TOOLS: dict[str, ModuleType] = {m.NAME: m for m in (ping, command, noop, snmp_link, twamp)}
+TOOLS: dict[str, ModuleType] = {
+    m.NAME: m for m in (ping, command, noop, snmp_link, twamp, dns, http, tcp)
+}
 
 
 def get(name: str) -> ModuleType:
