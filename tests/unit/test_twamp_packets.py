@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 
 import pytest
@@ -229,6 +230,9 @@ def test_answers_to_nothing_we_sent_are_ignored() -> None:
     session.take(_answer(5, T_HALF, 0, 0, 0))  # a seq we never sent
     session.take(Datagram(b"short", ("127.0.0.1", 862), 0, None, True))
     assert session.replies == [] and session.ignored == 3
+    ours = tool._Session(sent_ns={0: T_HALF}, peer=(ipaddress.ip_address("::1"), 862))
+    ours.take(_answer(0, T_HALF, T_HALF, T_HALF, T_HALF))  # right packet, from 127.0.0.1
+    assert ours.replies == [] and ours.ignored == 1
     session.take(_answer(0, T_HALF, T_HALF, T_HALF, T_HALF))
     session.take(_answer(0, T_HALF, T_HALF, T_HALF, T_HALF))  # a duplicate is kept
     assert [r.seq for r in session.replies] == [0, 0]

@@ -71,6 +71,7 @@ def default_timeout(params: Params) -> float:
 class _Session:
     """What one run sent and got back."""
 
+    peer: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None = None  # the reflector
     sent_ns: dict[int, int] = field(default_factory=dict)  # seq → T1
     replies: list[PacketSample] = field(default_factory=list)
     packets: list[dict[str, Any]] = field(default_factory=list)  # per answer, arrival order
@@ -80,6 +81,9 @@ class _Session:
     user_stamps: int = 0  # answers without a kernel receive time
 
     def take(self, got: Datagram) -> None:
+        if self.peer is not None and _source(got) != self.peer:
+            self.ignored += 1
+            return
         try:
             answer = ReflectorPacket.unpack(got.data)
         except ValueError:
@@ -120,6 +124,10 @@ class _Session:
         )
 
 
+def _source(got: Datagram) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    return ipaddress.ip_address(got.peer[0].partition("%")[0]), got.peer[1]
+
+
 def _drain(sock: socket.socket, session: _Session, until: float, want: int) -> None:
     """Take answers until the monotonic time ``until`` or until ``want`` distinct seqs came."""
     while True:
@@ -131,10 +139,7 @@ def _drain(sock: socket.socket, session: _Session, until: float, want: int) -> N
             return
         try:
             got = receive(sock)
-        except ConnectionRefusedError:
-            session.icmp_errors += 1  # port unreachable: nothing listens there
-            continue
-        except OSError:
+        except OSError:  # a queued ICMP error
             session.icmp_errors += 1
             continue
         if got is not None:
@@ -146,14 +151,13 @@ def run(target: str, params: Params, deadline: float) -> Result:
         sock = open_udp(family_for(target), ttl=params.ttl, dscp=params.dscp)
     except OSError as e:
         return Result(tool=NAME, target=target, error=f"cannot open a UDP socket: {e.strerror}")
-    session = _Session()
     # Random padding (RFC 4656 §4.1.2) so that link compression cannot shrink the packets.
     padding = os.urandom(params.padding)
+    # Not connect()ed: with no route connect() fails at once, and an unreachable reflector is
+    # a measurement (every packet lost), not a failed run. take() checks the source instead.
+    peer_addr = (target, params.port)
+    session = _Session(peer=(ipaddress.ip_address(target), params.port))
     with sock:
-        try:
-            sock.connect((target, params.port))  # answers from anyone else never reach us
-        except OSError as e:
-            return Result(tool=NAME, target=target, error=f"cannot reach {target}: {e.strerror}")
         # The runner kills us at `deadline` (epoch); translate it to the monotonic clock.
         last = time.monotonic() + (deadline - time.time()) - _DEADLINE_MARGIN
         start = time.monotonic()
@@ -166,7 +170,7 @@ def run(target: str, params: Params, deadline: float) -> Result:
             session.sent_ns[seq] = t1
             sent += 1
             try:
-                sock.send(SenderPacket(seq, t1, _ERROR_ESTIMATE, padding).pack())
+                sock.sendto(SenderPacket(seq, t1, _ERROR_ESTIMATE, padding).pack(), peer_addr)
             except OSError as e:  # no route, link down, pending ICMP error: a lost packet
                 name = type(e).__name__ if e.errno is None else os.strerror(e.errno)
                 session.send_errors[name] = session.send_errors.get(name, 0) + 1

@@ -1,0 +1,320 @@
+"""TWAMP-Light end to end: netsonde's sender against netsonde's reflector, as real processes on
+loopback (IPv4 and IPv6), across two network namespaces joined by a veth pair, and the
+reflector kept alive as a `netsonde run` server with a scheduled twamp test."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from integration.conftest import DaemonProcess
+from netsonde.mp.tools import twamp
+
+PY = sys.executable
+
+
+class Reflector:
+    """``python -m netsonde.twamp.reflector`` (optionally inside a namespace) and the addresses
+    it reports once bound."""
+
+    def __init__(self, *listen: str, netns: str | None = None) -> None:
+        argv = [PY, "-m", "netsonde.twamp.reflector"]
+        for addr in listen:
+            argv += ["--listen", addr]
+        if netns:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert self.proc.stdout is not None
+        self.ports: list[int] = []
+        for _ in listen:
+            line = self.proc.stdout.readline()
+            assert "listening on" in line, line + self.proc.stdout.read()
+            self.ports.append(int(line.rsplit(":", 1)[1]))
+
+    def stop(self) -> str:
+        """SIGTERM; the rest of its output. It must exit 0."""
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=5)
+        assert self.proc.returncode == 0, out
+        return out
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def reflectors() -> Iterator[Callable[..., Reflector]]:
+    made: list[Reflector] = []
+
+    def make(*listen: str, netns: str | None = None) -> Reflector:
+        made.append(Reflector(*listen, netns=netns))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.kill()
+
+
+def measure(target: str, **params: Any) -> tuple[twamp.Params, Any]:
+    p = twamp.Params(**params)
+    return p, twamp.run(target, p, time.time() + twamp.default_timeout(p))
+
+
+# ---- loopback --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("padding", [0, 27, 200])
+def test_loopback_v4_and_v6(reflectors: Callable[..., Reflector], padding: int) -> None:
+    refl = reflectors("127.0.0.1:0", "[::1]:0")
+    for target, port in (("127.0.0.1", refl.ports[0]), ("::1", refl.ports[1])):
+        _, r = measure(target, count=5, interval=0.01, port=port, padding=padding, ttl=64)
+        assert r.error is None and r.sent == 5
+        assert sorted(s.seq for s in r.replies) == [0, 1, 2, 3, 4]  # seq preserved, none lost
+        v = r.values
+        assert v["lossPercent"] == 0.0 and v["duplicates"] == 0
+        assert 0 < v["minRtt"] <= v["meanRtt"] <= v["maxRtt"]
+        reply_size = max(41, 14 + padding)  # padding ≥ 27: same size both ways
+        assert {s.size for s in r.replies} == {reply_size}
+        assert r.extra["packet_size"] == 14 + padding
+        for pkt in r.extra["packets"]:
+            # One host, one clock: the four times are ordered and the one-way delays real.
+            assert pkt["t1_ns"] <= pkt["t2_ns"] <= pkt["t3_ns"] <= pkt["t4_ns"]
+            assert pkt["forward_ms"] >= 0 and pkt["backward_ms"] >= 0
+            assert pkt["rtt_ms"] == pytest.approx(pkt["forward_ms"] + pkt["backward_ms"])
+            assert pkt["sender_ttl"] == 64  # the TTL we sent with, as the reflector saw it
+            assert pkt["reply_ttl"] == 255  # the reflector answers with 255
+        assert r.extra["user_space_receive_stamps"] == 0  # kernel stamps (SO_TIMESTAMPNS)
+    # The reflector's own sequence numbers count every answer, over both sockets.
+    assert "stopped after 10 packets" in refl.stop()
+
+
+def test_no_reflector_is_full_loss_not_an_error() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, so nobody else answers there; never read
+        _, r = measure("127.0.0.1", count=3, interval=0.01, port=port, timeout=0.3)
+    assert r.error is None and r.sent == 3 and r.replies == []
+    assert r.values["lossPercent"] == 100.0 and r.values["minRtt"] is None
+
+
+def test_reflector_ignores_runts_and_refuses_host_names(
+    reflectors: Callable[..., Reflector],
+) -> None:
+    refl = reflectors("127.0.0.1:0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.3)
+        s.sendto(bytes(13), ("127.0.0.1", refl.ports[0]))  # one octet short of a test packet
+        with pytest.raises(TimeoutError):
+            s.recv(100)
+        s.sendto(bytes(14), ("127.0.0.1", refl.ports[0]))
+        assert len(s.recv(100)) == 41
+    bad = subprocess.run(
+        [PY, "-m", "netsonde.twamp.reflector", "--listen", "localhost:862"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert bad.returncode == 2 and "must be an IP address" in bad.stderr
+
+
+# ---- two namespaces --------------------------------------------------------------------------
+
+
+@dataclass
+class Pair:
+    a: str  # namespace of the sender
+    b: str  # namespace of the reflector
+    b4: str = "10.99.7.2"
+    b6: str = "fd00:99::2"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    """Namespaces A and B joined by veth vA–vB: 10.99.7.1/24 and fd00:99::1/64 in A, .2 and ::2
+    in B. Both ends are created inside the namespaces; nothing appears on the host."""
+    why = "network namespaces need root" if os.geteuid() != 0 else None
+    if why is None and shutil.which("ip") is None:
+        why = "ip (iproute2) not installed"
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"TWAMP namespace tests cannot run: {why}")
+        pytest.skip(why)
+    tag = secrets.token_hex(3)
+    p = Pair(a=f"twampA-{tag}", b=f"twampB-{tag}")
+    try:
+        _ip("netns", "add", p.a)
+        _ip("netns", "add", p.b)
+        _ip("link", "add", "vA", "netns", p.a, "type", "veth", "peer", "name", "vB", "netns", p.b)
+        for ns, dev, host in ((p.a, "vA", "1"), (p.b, "vB", "2")):
+            _ip("-n", ns, "addr", "add", f"10.99.7.{host}/24", "dev", dev)
+            _ip("-n", ns, "addr", "add", f"fd00:99::{host}/64", "dev", dev, "nodad")
+            _ip("-n", ns, "link", "set", dev, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        yield p
+    finally:
+        for ns in (p.a, p.b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+_SEND = """
+import json, sys, time
+from netsonde.mp.tools import twamp
+p = twamp.Params.model_validate(json.loads(sys.argv[2]))
+r = twamp.run(sys.argv[1], p, time.time() + twamp.default_timeout(p))
+print(json.dumps({"error": r.error, "sent": r.sent, "values": r.values, "extra": r.extra}))
+"""
+
+
+def send_from(netns: str, target: str, **params: Any) -> dict[str, Any]:
+    """The twamp probe run inside ``netns`` (its sockets live there); its result as JSON."""
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, PY, "-c", _SEND, target, json.dumps(params)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def test_across_a_veth_pair(pair: Pair, reflectors: Callable[..., Reflector]) -> None:
+    refl = reflectors(f"{pair.b4}:8620", f"[{pair.b6}]:8620", netns=pair.b)
+    for target in (pair.b4, pair.b6):
+        r = send_from(pair.a, target, count=4, interval=0.02, port=8620, timeout=1)
+        assert r["error"] is None and r["sent"] == 4
+        assert r["values"]["lossPercent"] == 0.0
+        assert 0 < r["values"]["minRtt"] <= r["values"]["maxRtt"]
+        assert [p["seq"] for p in r["extra"]["packets"]] == [0, 1, 2, 3]
+        assert all(p["sender_ttl"] == 255 for p in r["extra"]["packets"])  # one link, no hop
+    assert "stopped after 8 packets" in refl.stop()
+
+
+@pytest.mark.parametrize("side", ["vA", "vB"])
+def test_link_down_is_full_loss(
+    pair: Pair, reflectors: Callable[..., Reflector], side: str
+) -> None:
+    reflectors(f"{pair.b4}:8620", netns=pair.b)
+    ns = pair.a if side == "vA" else pair.b
+    _ip("-n", ns, "link", "set", side, "down")
+    r = send_from(pair.a, pair.b4, count=3, interval=0.02, port=8620, timeout=0.5)
+    assert r["error"] is None and r["sent"] == 3
+    assert r["values"]["lossPercent"] == 100.0 and r["extra"]["packets"] == []
+    if side == "vA":  # our own link is down: the kernel says so when we send
+        assert sum(r["extra"]["send_errors"].values()) == 3
+
+
+DAEMON_IN_A = """
+[daemon]
+data_dir = "data"
+
+[api]
+enabled = false
+
+[status]
+enabled = false
+
+[[test]]
+id = "tw"
+tool = "twamp"
+target = "{target}"
+interval = "1s"
+params = {{ count = 3, interval = 0.02, port = 8620, timeout = 0.5 }}
+"""
+
+
+def test_link_down_is_recorded_as_a_finished_run(
+    pair: Pair,
+    reflectors: Callable[..., Reflector],
+    daemon_factory: Callable[[str], DaemonProcess],
+) -> None:
+    """A daemon measuring from namespace A: with vA down every run finishes, at 100 % loss."""
+    reflectors(f"{pair.b4}:8620", netns=pair.b)
+    _ip("-n", pair.a, "link", "set", "vA", "down")
+    d = daemon_factory(DAEMON_IN_A.format(target=pair.b4))
+    with d.log.open("a") as out:
+        d.proc = subprocess.Popen(
+            ["ip", "netns", "exec", pair.a, str(d.netsonde), "run", "--config", str(d.config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    rows = d.wait_for(lambda: d.cli_json("results", "tw", missing=[]), 15)
+    run = rows[0]
+    assert run["state"] == "finished" and run["error"] is None, run
+    assert run["sent"] == 3 and run["values"]["lossPercent"] == 100.0
+    d.stop()
+
+
+# ---- the reflector as a netsonde server ------------------------------------------------------
+
+
+SERVED = """
+[daemon]
+data_dir = "data"
+
+[api]
+enabled = false
+
+[status]
+enabled = false
+
+[[server]]
+id = "twamp"
+command = "{python}"
+args = ["-m", "netsonde.twamp.reflector", "--listen", "127.0.0.1:{port}"]
+
+[[test]]
+id = "tw"
+tool = "twamp"
+target = "127.0.0.1"
+interval = "1s"
+params = {{ count = 5, interval = 0.01, port = {port}, timeout = 1, padding = 100 }}
+"""
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_reflector_as_a_daemon_server(
+    daemon_factory: Callable[[str], DaemonProcess],
+) -> None:
+    d = daemon_factory(SERVED.format(python=PY, port=_free_udp_port()))
+    d.start()
+
+    def answered() -> list[dict[str, Any]]:
+        rows = d.cli_json("results", "tw", "--samples", missing=[])
+        # The first run may start before the reflector is bound: wait for one that got answers.
+        return [r for r in rows if r["state"] == "finished" and r["values"]["lossPercent"] == 0]
+
+    run = d.wait_for(answered, 15)[0]
+    v = run["values"]
+    assert run["sent"] == 5 and run["error"] is None
+    assert 0 < v["minRtt"] <= v["medianRtt"] <= v["maxRtt"]
+    assert d.stop() < 10
+    out = d.output()
+    assert "twamp-reflector: listening on 127.0.0.1:" in out
+    assert "twamp-reflector: stopped after" in out  # SIGTERM from the daemon: a clean exit
