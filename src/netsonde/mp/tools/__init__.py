@@ -14,10 +14,21 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from netsonde.mp.tools import command, dns, http, noop, ping, snmp_link, tcp, twamp
+from netsonde.mp.tools import (
+    command,
+    dns,
+    http,
+    iperf3,
+    noop,
+    ping,
+    snmp_link,
+    tcp,
+    traceroute,
+    twamp,
+)
 
 TOOLS: dict[str, ModuleType] = {
-    m.NAME: m for m in (ping, command, noop, snmp_link, twamp, dns, http, tcp)
+    m.NAME: m for m in (ping, command, noop, snmp_link, twamp, dns, http, tcp, traceroute, iperf3)
 }
 
 
