@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -393,9 +392,7 @@ def ping(
         except ValueError as e:
             raise UserError(str(e)) from None
     params = ping_tool.Params(count=count, interval=interval, packet_size=size)
-    deadline = time.time() + ping_tool.default_timeout(params)
-    with ThreadPoolExecutor(max_workers=min(32, len(hosts))) as pool:
-        found = list(pool.map(lambda h: ping_tool.run(h, params, deadline), hosts))
+    found = ping_tool.run_many(hosts, params)  # one engine, all hosts at once
     if as_json:
         _print_json(
             [{"target": r.target, "error": r.error, "sent": r.sent, **r.values} for r in found]

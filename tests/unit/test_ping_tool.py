@@ -1,75 +1,46 @@
-"""The ping tool's command line and output parsing (iputils-ping 20221126 output)."""
+"""The ping tool's parameters, target checks and address choice (no packets sent here; the
+tool's runs on real sockets are in tests/integration/test_icmp_engine.py)."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from netsonde.mp.tools import ping
 from netsonde.mp.tools.targets import check_host
 
-OUTPUT = """\
-PING 127.0.0.1 (127.0.0.1) 100(128) bytes of data.
-[1763753000.100200] 108 bytes from 127.0.0.1: icmp_seq=1 ttl=64 time=0.137 ms
-[1763753000.400300] 108 bytes from 127.0.0.1: icmp_seq=3 ttl=63 time=0.051 ms
-[1763753000.400900] 108 bytes from 127.0.0.1: icmp_seq=3 ttl=63 time=0.652 ms (DUP!)
-[1763753000.500100] 108 bytes from 127.0.0.1: icmp_seq=2 ttl=64 time=300.5 ms
 
---- 127.0.0.1 ping statistics ---
-4 packets transmitted, 2 received, +1 duplicates, 50% packet loss, time 405ms
-rtt min/avg/max/mdev = 0.047/0.106/0.137/0.041 ms
-"""
-
-
-def test_parse_keeps_arrival_order_duplicates_and_ttl() -> None:
-    sent, replies = ping.parse_output(OUTPUT)
-    assert sent == 4
-    assert [(p.seq, p.rtt_ms, p.ttl) for p in replies] == [
-        (1, 0.137, 64),
-        (3, 0.051, 63),
-        (3, 0.652, 63),
-        (2, 300.5, 64),
-    ]
-    assert replies[0].size == 108 and replies[0].recv_us == 1763753000100200
+def test_params_defaults_and_engine_options() -> None:
+    p = ping.Params()
+    assert (p.count, p.interval, p.packet_size, p.ttl, p.wait) == (10, 1.0, 56, 64, 2.0)
+    assert (p.family, p.prime, p.socket) == ("auto", False, "auto")
+    assert ping.Params(socket="dgram", prime=True).socket == "dgram"
+    with pytest.raises(ValidationError, match="socket"):
+        ping.Params(socket="packet")
+    with pytest.raises(ValidationError, match="ttl"):
+        ping.Params(ttl=0)
 
 
-def test_parsed_output_gives_pinger_metrics() -> None:
-    sent, replies = ping.parse_output(OUTPUT)
-    assert sent is not None
-    values = ping.pinger_summary(sent, replies)
-    assert values["duplicates"] == 1
-    assert values["outOfOrder"] == 1  # seq 2 arrived after seq 3
-    assert values["lossPercent"] == 25.0  # seq 4 never came back
-    assert values["minRtt"] == 0.051 and values["maxRtt"] == 300.5
+def test_default_timeout_covers_the_run_and_the_priming_probe() -> None:
+    params = ping.Params(count=5, interval=0.5, wait=1)
+    assert ping.default_timeout(params) == 3 + 5.0  # (5-1)*0.5 + 1 s, + 5 s
+    primed = params.model_copy(update={"prime": True})
+    assert ping.default_timeout(primed) == 4 + 5.0  # (6-1)*0.5 + 1 s, rounded up, + 5 s
 
 
-def test_parse_ipv6_replies() -> None:
-    text = (
-        "PING ::1(::1) 56 data bytes\n"
-        "[1763753000.000001] 64 bytes from ::1: icmp_seq=1 ttl=64 time=0.027 ms\n"
-        "[1763753000.200002] 64 bytes from fe80::1%lo: icmp_seq=2 ttl=255 time=0.5 ms\n"
-        "2 packets transmitted, 2 received, 0% packet loss, time 166ms\n"
-    )
-    sent, replies = ping.parse_output(text)
-    assert sent == 2 and [(p.seq, p.rtt_ms, p.ttl) for p in replies] == [
-        (1, 0.027, 64),
-        (2, 0.5, 255),
-    ]
+def test_literals_are_used_as_they_are_and_checked_against_the_family() -> None:
+    assert ping.resolve("127.0.0.1", "auto") == "127.0.0.1"
+    assert ping.resolve("::1", "ipv6") == "::1"
+    with pytest.raises(ValueError, match=r"^::1: Address family for hostname not supported$"):
+        ping.resolve("::1", "ipv4")
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1: Address family"):
+        ping.resolve("127.0.0.1", "ipv6")
 
 
-def test_no_summary_means_no_sent_count() -> None:
-    assert ping.parse_output("ping: unknown host\n") == (None, [])
-
-
-def test_command_line_has_no_shell_and_picks_family() -> None:
-    params = ping.Params(count=5, interval=0.2, packet_size=100, ttl=32, wait=1)
-    argv = ping.command_line("/bin/ping", "::1", params)
-    assert argv[0] == "/bin/ping" and argv[-1] == "::1" and "-6" in argv
-    assert argv[argv.index("-c") + 1] == "5" and argv[argv.index("-s") + 1] == "100"
-    assert argv[argv.index("-t") + 1] == "32" and argv[argv.index("-i") + 1] == "0.2"
-    assert argv[argv.index("-w") + 1] == "2"  # (5-1)*0.2 + 1 s, rounded up
-    assert "-4" in ping.command_line("/bin/ping", "127.0.0.1", params)
-    named = ping.command_line("/bin/ping", "localhost", params)
-    assert "-4" not in named and "-6" not in named
+def test_family_mismatch_is_a_result_error_not_an_exception() -> None:
+    (result,) = ping.run_many(["::1"], ping.Params(count=1, family="ipv4"))
+    assert result.error == "::1: Address family for hostname not supported"
+    assert result.sent == 0 and result.replies == []
 
 
 @pytest.mark.parametrize(

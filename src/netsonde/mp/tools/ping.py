@@ -1,24 +1,28 @@
-"""ICMP echo through the system's iputils ``ping``, one run per target.
+"""ICMP echo through netsonde's own engine (``netsonde.mp.icmp``), one target per run.
 
-The program is run without a shell, its per-reply lines are parsed into per-packet samples
-(seq, RTT, TTL, size, arrival time), and the PingER statistics are derived from those.
+Kernel receive timestamps and one socket per address family, as fping does; no external
+program. The engine takes IP literals only: a host name target is resolved here with
+getaddrinfo (a literal never is). Per-packet samples (seq 1..count, RTT, TTL, size, arrival
+time) in arrival order, duplicates included; the PingER statistics are derived from them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
-import re
-import shutil
-import subprocess
+import socket
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from netsonde.metrics import pinger_summary
-from netsonde.model import PacketSample, Result, to_us
-from netsonde.mp.tools.targets import check_host, family_of
+from netsonde.model import Result
+from netsonde.mp.icmp import ping_many
+from netsonde.mp.tools.targets import check_host
 
 NAME = "ping"
+CLOCK = "CLOCK_REALTIME: send before sendto, receive SO_TIMESTAMPNS"
 
 
 class Params(BaseModel):
@@ -29,6 +33,10 @@ class Params(BaseModel):
     ttl: int = Field(64, ge=1, le=255)
     wait: float = Field(2.0, gt=0, le=60, description="seconds to wait for the last reply")
     family: Literal["auto", "ipv4", "ipv6"] = "auto"
+    prime: bool = Field(False, description="send one priming ping first and discard it")
+    socket: Literal["auto", "raw", "dgram"] = Field(
+        "auto", description="raw ICMP socket, datagram ICMP socket, or raw when permitted"
+    )
 
 
 def check_target(target: str) -> str:
@@ -40,70 +48,84 @@ def default_timeout(params: Params) -> float:
 
 
 def _run_seconds(params: Params) -> int:
-    return math.ceil((params.count - 1) * params.interval + params.wait)
+    probes = params.count + int(params.prime)
+    return math.ceil((probes - 1) * params.interval + params.wait)
 
 
-def command_line(ping: str, target: str, params: Params) -> list[str]:
-    argv = [ping, "-n", "-D", "-c", str(params.count), "-i", f"{params.interval:g}"]
-    argv += ["-s", str(params.packet_size), "-t", str(params.ttl)]
-    argv += ["-W", f"{params.wait:g}", "-w", str(_run_seconds(params))]
-    family = {"ipv4": 4, "ipv6": 6}.get(params.family) or family_of(target)
-    if family:
-        argv.append(f"-{family}")
-    argv.append(target)  # validated by check_host: never starts with '-'
-    return argv
-
-
-_REPLY = re.compile(
-    r"^\[(?P<ts>\d+\.\d+)\] (?P<bytes>\d+) bytes from \S+?: icmp_seq=(?P<seq>\d+)"
-    r" ttl=(?P<ttl>\d+) time=(?P<rtt>[\d.]+) ms"
-)
-_SENT = re.compile(r"^(\d+) packets transmitted")
-
-
-def parse_output(text: str) -> tuple[int | None, list[PacketSample]]:
-    """Per-reply samples in arrival order (duplicates kept) and the sent count, if printed."""
-    sent: int | None = None
-    replies: list[PacketSample] = []
-    for line in text.splitlines():
-        if m := _REPLY.match(line):
-            replies.append(
-                PacketSample(
-                    seq=int(m["seq"]),
-                    rtt_ms=float(m["rtt"]),
-                    ttl=int(m["ttl"]),
-                    size=int(m["bytes"]),
-                    recv_us=to_us(float(m["ts"])),
-                )
-            )
-        elif m := _SENT.match(line):
-            sent = int(m[1])
-    return sent, replies
+def resolve(target: str, family: str) -> str:
+    """The IP address to ping: a literal as is (checked against ``family``), a host name
+    through getaddrinfo, first answer of the wanted family."""
+    want = {"ipv4": 4, "ipv6": 6}.get(family)
+    try:
+        literal = ipaddress.ip_address(target)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        if want and literal.version != want:
+            raise ValueError(f"{target}: Address family for hostname not supported")
+        return target
+    fam = {4: socket.AF_INET, 6: socket.AF_INET6}.get(want or 0, socket.AF_UNSPEC)
+    try:
+        infos = socket.getaddrinfo(target, None, fam, socket.SOCK_RAW)
+    except socket.gaierror as e:
+        raise ValueError(f"{target}: {e.strerror}") from None
+    return str(infos[0][4][0])
 
 
 def _rounded(values: dict[str, float | int | None]) -> dict[str, float | int | None]:
-    """ping reports µs (3 decimals in ms); keep 6 so float noise doesn't reach the archive."""
+    """RTTs come in ns; keep 6 decimals of ms so float noise doesn't reach the archive."""
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}
 
 
+def run_many(targets: Sequence[str], params: Params, gap: float = 0.001) -> list[Result]:
+    """One Result per target, all pinged together by one engine call; ``gap`` is the minimum
+    time between any two sends (fping -i), ``params.interval`` the per-target period."""
+    results: list[Result | None] = [None] * len(targets)
+    address: dict[int, str] = {}
+    for i, target in enumerate(targets):
+        try:
+            address[i] = resolve(target, params.family)
+        except ValueError as e:
+            results[i] = Result(tool=NAME, target=target, error=str(e))
+    if address:
+        try:
+            found = ping_many(
+                list(dict.fromkeys(address.values())),
+                count=params.count,
+                period=params.interval,
+                interval=gap,
+                size=params.packet_size,
+                ttl=params.ttl,
+                timeout=params.wait,
+                prime=params.prime,
+                mode=params.socket,
+            )
+        except (OSError, ValueError) as e:
+            for i in address:
+                results[i] = Result(tool=NAME, target=targets[i], error=str(e))
+            return [r for r in results if r is not None]
+        for i, addr in address.items():
+            replies = found.replies[addr]
+            for r in replies:
+                r.rtt_ms = None if r.rtt_ms is None else round(r.rtt_ms, 6)
+            v6 = ipaddress.ip_address(addr).version
+            results[i] = Result(
+                tool=NAME,
+                target=targets[i],
+                sent=found.sent[addr],
+                replies=replies,
+                values=_rounded(pinger_summary(found.sent[addr], replies)),
+                extra={
+                    "packet_size": params.packet_size,
+                    "ttl": params.ttl,
+                    "address": addr,
+                    "socket": found.modes[v6],
+                    "clock": CLOCK,
+                    **({"send_error": found.errors[addr]} if addr in found.errors else {}),
+                },
+            )
+    return [r for r in results if r is not None]
+
+
 def run(target: str, params: Params, deadline: float) -> Result:
-    ping = shutil.which("ping")
-    if ping is None:
-        return Result(tool=NAME, target=target, error="ping not found: install iputils-ping")
-    proc = subprocess.run(
-        command_line(ping, target, params), capture_output=True, text=True, check=False
-    )
-    sent, replies = parse_output(proc.stdout)
-    if sent is None:
-        # No summary line: ping refused to run (unknown host, bad option…).
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        reason = lines[-1] if lines else f"ping exited with status {proc.returncode}"
-        return Result(tool=NAME, target=target, error=reason)
-    return Result(
-        tool=NAME,
-        target=target,
-        sent=sent,
-        replies=replies,
-        values=_rounded(pinger_summary(sent, replies)),
-        extra={"packet_size": params.packet_size, "ttl": params.ttl},
-    )
+    return run_many([target], params)[0]
