@@ -223,12 +223,13 @@ def _read_body(response: httpx.Response, limit: int, end: float) -> tuple[bytes,
 
 def _tls_values(response: httpx.Response) -> dict[str, float | None]:
     stream = response.extensions.get("network_stream")
+    # httpcore hands out the low-level _ssl._SSLSocket: positional arguments only.
     ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
     if ssl_object is None:
         return {}
     return {
         "tlsVersion": tlsinfo.version_number(ssl_object.version()),
-        "certExpiryDays": tlsinfo.expiry_days(ssl_object.getpeercert(binary_form=True)),
+        "certExpiryDays": tlsinfo.expiry_days(ssl_object.getpeercert(True)),
     }
 
 
