@@ -500,7 +500,11 @@ def _build_tests(
                         slip=t.slip,
                     ),
                     params=params,
-                    sched_class=t.sched_class,
+                    # A tool may say which class it belongs in (iperf3: exclusive); the
+                    # config's own `class` wins.
+                    sched_class=t.sched_class
+                    if "sched_class" in t.model_fields_set
+                    else getattr(tool, "DEFAULT_CLASS", SchedClass.BACKGROUND),
                     timeout=t.timeout or tool.default_timeout(params),
                     source=source,
                 )
