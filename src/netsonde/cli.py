@@ -419,6 +419,24 @@ def ping(
         raise typer.Exit(1)
 
 
+@app.command("twamp-reflector")
+def twamp_reflector(
+    listen: Annotated[
+        list[str] | None,
+        typer.Option(help="IP:PORT or [IPv6]:PORT to answer on; repeatable [127.0.0.1:862]"),
+    ] = None,
+) -> None:
+    """Answer TWAMP-Light test packets (RFC 5357 Appendix I) until SIGTERM or Ctrl-C."""
+    from netsonde.twamp import reflector
+    from netsonde.twamp.udp import parse_hostport
+
+    try:
+        addresses = [parse_hostport(a) for a in listen or [reflector.DEFAULT_LISTEN]]
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    raise typer.Exit(reflector.serve(addresses))
+
+
 @app.command()
 def client(
     url: Annotated[

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +30,9 @@ class Reflector:
     """``python -m netsonde.twamp.reflector`` (optionally inside a namespace) and the addresses
     it reports once bound."""
 
-    def __init__(self, *listen: str, netns: str | None = None) -> None:
-        argv = [PY, "-m", "netsonde.twamp.reflector"]
+    def __init__(self, *listen: str, netns: str | None = None, cli: bool = False) -> None:
+        netsonde = str(Path(PY).parent / "netsonde")
+        argv = [netsonde, "twamp-reflector"] if cli else [PY, "-m", "netsonde.twamp.reflector"]
         for addr in listen:
             argv += ["--listen", addr]
         if netns:
@@ -62,8 +64,8 @@ class Reflector:
 def reflectors() -> Iterator[Callable[..., Reflector]]:
     made: list[Reflector] = []
 
-    def make(*listen: str, netns: str | None = None) -> Reflector:
-        made.append(Reflector(*listen, netns=netns))
+    def make(*listen: str, netns: str | None = None, cli: bool = False) -> Reflector:
+        made.append(Reflector(*listen, netns=netns, cli=cli))
         return made[-1]
 
     yield make
@@ -102,6 +104,13 @@ def test_loopback_v4_and_v6(reflectors: Callable[..., Reflector], padding: int) 
         assert r.extra["user_space_receive_stamps"] == 0  # kernel stamps (SO_TIMESTAMPNS)
     # The reflector's own sequence numbers count every answer, over both sockets.
     assert "stopped after 10 packets" in refl.stop()
+
+
+def test_netsonde_twamp_reflector_command(reflectors: Callable[..., Reflector]) -> None:
+    refl = reflectors("[::1]:0", cli=True)
+    _, r = measure("::1", count=3, interval=0.01, port=refl.ports[0])
+    assert r.values["lossPercent"] == 0.0
+    assert "stopped after 3 packets" in refl.stop()
 
 
 def test_no_reflector_is_full_loss_not_an_error() -> None:

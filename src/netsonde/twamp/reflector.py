@@ -14,13 +14,14 @@ source gains little. It binds 127.0.0.1 unless told otherwise and exits 0 on SIG
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import selectors
 import signal
 import socket
 import sys
 import time
 from collections.abc import Sequence
-from types import FrameType
 
 from netsonde.twamp.packets import SENDER_SIZE, ErrorEstimate, reflect
 from netsonde.twamp.udp import family_for, open_udp, parse_hostport, receive
@@ -28,14 +29,7 @@ from netsonde.twamp.udp import family_for, open_udp, parse_hostport, receive
 DEFAULT_LISTEN = "127.0.0.1:862"  # 862: the TWAMP-Test port (RFC 8545)
 # What we claim for our timestamps when nothing better is known: not synchronised, ≤ 1 ms.
 ERROR_ESTIMATE = ErrorEstimate.for_seconds(0.001).pack()
-
-
-class _Stop(Exception):
-    pass
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Reflector:
@@ -79,12 +73,18 @@ class Reflector:
             return  # unreachable sender, full buffer: a lost packet, not our failure
         self.answered += 1
 
-    def serve(self) -> None:
+    def serve(self, wakeup: socket.socket | None = None) -> None:
+        """Answer until ``wakeup`` becomes readable (forever without one). A signal is never
+        raised into ``handle``: an answer is either sent and counted or not sent at all."""
         with selectors.DefaultSelector() as sel:
             for sock in self.sockets:
                 sel.register(sock, selectors.EVENT_READ)
+            if wakeup is not None:
+                sel.register(wakeup, selectors.EVENT_READ)
             while True:
                 for key, _ in sel.select():
+                    if key.fileobj is wakeup:
+                        return
                     self.handle(key.fileobj)  # type: ignore[arg-type]
 
     def close(self) -> None:
@@ -113,27 +113,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(listen: Sequence[tuple[str, int]]) -> int:
     """Run a reflector in the foreground until SIGTERM or SIGINT; the exit status."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _stop)
+    # The signal handlers do nothing but let Python write the signal number to `wake`, which
+    # the reflector's selector watches (PEP 475 would otherwise just resume the select).
+    wait, wake = socket.socketpair()
+    wake.setblocking(False)
+    old_fd = signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)
+    old = {sig: signal.signal(sig, lambda signum, frame: None) for sig in _STOP_SIGNALS}
     try:
-        reflector = Reflector(listen)
-    except _Stop:
+        try:
+            reflector = Reflector(listen)
+        except OSError as e:
+            hint = " (ports below 1024 need root)" if e.errno == errno.EACCES else ""
+            print(f"twamp-reflector: cannot listen: {e.strerror}{hint}", file=sys.stderr)
+            return 1
+        with contextlib.closing(reflector):
+            for host, port in reflector.addresses:
+                shown = f"[{host}]" if ":" in host else host
+                print(f"twamp-reflector: listening on {shown}:{port}", flush=True)
+            reflector.serve(wakeup=wait)
+        print(f"twamp-reflector: stopped after {reflector.answered} packets", flush=True)
         return 0
-    except OSError as e:
-        hint = " (ports below 1024 need root)" if e.errno == 13 else ""
-        print(f"twamp-reflector: cannot listen: {e.strerror}{hint}", file=sys.stderr)
-        return 1
-    try:
-        for host, port in reflector.addresses:
-            shown = f"[{host}]" if ":" in host else host
-            print(f"twamp-reflector: listening on {shown}:{port}", flush=True)
-        reflector.serve()
-    except _Stop:
-        pass
     finally:
-        reflector.close()
-    print(f"twamp-reflector: stopped after {reflector.answered} packets", flush=True)
-    return 0
+        signal.set_wakeup_fd(old_fd)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        wait.close()
+        wake.close()
 
 
 if __name__ == "__main__":
