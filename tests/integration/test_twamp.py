@@ -106,6 +106,20 @@ def test_loopback_v4_and_v6(reflectors: Callable[..., Reflector], padding: int) 
     assert "stopped after 10 packets" in refl.stop()
 
 
+@pytest.mark.parametrize("variation_of", ["rtt", "forward", "backward"])
+def test_delay_variation_keys(reflectors: Callable[..., Reflector], variation_of: str) -> None:
+    refl = reflectors("127.0.0.1:0")
+    _, r = measure(
+        "127.0.0.1", count=6, interval=0.005, port=refl.ports[0], variation_of=variation_of
+    )
+    v = r.values
+    assert v["lossPercent"] == 0.0
+    assert v["delayOneWay"] == (variation_of != "rtt") and v["ipdvCount"] == 5
+    assert v["reorderedCount"] == 0 and 0 <= v["pdvP50"] <= v["pdvMax"]
+    d = [p[f"{variation_of}_ms"] for p in r.extra["packets"]]
+    assert v["pdvMax"] == pytest.approx(max(d) - min(d), abs=1e-6)  # PDV on the chosen delay
+
+
 def test_netsonde_twamp_reflector_command(reflectors: Callable[..., Reflector]) -> None:
     refl = reflectors("[::1]:0", cli=True)
     _, r = measure("::1", count=3, interval=0.01, port=refl.ports[0])

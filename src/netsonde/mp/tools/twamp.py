@@ -6,6 +6,12 @@ two-way delay without the reflector's own time, (T4 − T1) − (T3 − T2), whi
 synchronisation. The one-way delays T2 − T1 (forward) and T4 − T3 (backward) in ``extra`` do:
 they mean something only when both clocks are synchronised (or on one host, one clock).
 
+``values`` are the PingER set (``pinger_summary``: RTT statistics, lossPercent, duplicates…)
+and ``delay_summary`` (IPDV, PDV, RFC 3550 jitter, RFC 4737 reordering, MOS, Mathis) computed
+on the RTT, or on a one-way delay if ``variation_of`` says so. Per-answer detail (T1–T4, one-way
+delays, the reflector's sequence number and the TTL our packet arrived with) is in
+``extra["packets"]``.
+
 The target must be an IP address: a host name would need a DNS lookup in the probe. Packets
 are numbered from 0; a send error (no route, link down) counts as a lost packet, not a failed
 run, and a late answer (after ``timeout``) is lost too.
@@ -19,11 +25,11 @@ import select
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from netsonde.metrics import pinger_summary
+from netsonde.metrics import delay_summary, pinger_summary
 from netsonde.model import PacketSample, Result
 from netsonde.twamp.packets import (
     SENDER_SIZE,
@@ -53,6 +59,11 @@ class Params(BaseModel):
     timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for the last answer")
     ttl: int = Field(255, ge=1, le=255, description="IP TTL / hop limit (RFC 5357: 255)")
     dscp: int = Field(0, ge=0, le=63, description="DiffServ code point of the test packets")
+    variation_of: Literal["rtt", "forward", "backward"] = Field(
+        "rtt",
+        description="the delay IPDV, PDV, jitter and MOS are computed on; forward and backward"
+        " are one-way delays and need both clocks synchronised",
+    )
 
 
 def check_target(target: str) -> str:
@@ -123,6 +134,13 @@ class _Session:
             }
         )
 
+    def one_way_ms(self, key: str) -> dict[int, float]:
+        """seq → one-way delay (``forward_ms`` or ``backward_ms``) of its first answer."""
+        delays: dict[int, float] = {}
+        for pkt in self.packets:
+            delays.setdefault(pkt["seq"], pkt[key])
+        return delays
+
 
 def _source(got: Datagram) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
     return ipaddress.ip_address(got.peer[0].partition("%")[0]), got.peer[1]
@@ -175,7 +193,13 @@ def run(target: str, params: Params, deadline: float) -> Result:
                 name = type(e).__name__ if e.errno is None else os.strerror(e.errno)
                 session.send_errors[name] = session.send_errors.get(name, 0) + 1
         _drain(sock, session, min(time.monotonic() + params.timeout, last), sent)
-    values = pinger_summary(sent, session.replies, first_seq=0)
+    one_way = None
+    if params.variation_of != "rtt":
+        one_way = session.one_way_ms(f"{params.variation_of}_ms")
+    values = {
+        **pinger_summary(sent, session.replies, first_seq=0),
+        **delay_summary(sent, session.replies, first_seq=0, one_way_ms=one_way),
+    }
     return Result(
         tool=NAME,
         target=target,
