@@ -81,11 +81,13 @@ def measure(target: str, **params: Any) -> tuple[twamp.Params, Any]:
 # ---- loopback --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("padding", [0, 27, 200])
-def test_loopback_v4_and_v6(reflectors: Callable[..., Reflector], padding: int) -> None:
+@pytest.mark.parametrize(("padding", "dscp"), [(0, 0), (27, 46), (200, 10)])
+def test_loopback_v4_and_v6(reflectors: Callable[..., Reflector], padding: int, dscp: int) -> None:
     refl = reflectors("127.0.0.1:0", "[::1]:0")
     for target, port in (("127.0.0.1", refl.ports[0]), ("::1", refl.ports[1])):
-        _, r = measure(target, count=5, interval=0.01, port=port, padding=padding, ttl=64)
+        _, r = measure(
+            target, count=5, interval=0.01, port=port, padding=padding, ttl=64, dscp=dscp
+        )
         assert r.error is None and r.sent == 5
         assert sorted(s.seq for s in r.replies) == [0, 1, 2, 3, 4]  # seq preserved, none lost
         v = r.values
@@ -101,6 +103,7 @@ def test_loopback_v4_and_v6(reflectors: Callable[..., Reflector], padding: int) 
             assert pkt["rtt_ms"] == pytest.approx(pkt["forward_ms"] + pkt["backward_ms"])
             assert pkt["sender_ttl"] == 64  # the TTL we sent with, as the reflector saw it
             assert pkt["reply_ttl"] == 255  # the reflector answers with 255
+            assert pkt["reply_dscp"] == dscp  # … and with the DSCP our packet had
         assert r.extra["user_space_receive_stamps"] == 0  # kernel stamps (SO_TIMESTAMPNS)
     # The reflector's own sequence numbers count every answer, over both sockets.
     assert "stopped after 10 packets" in refl.stop()

@@ -6,7 +6,9 @@ Every datagram of at least 14 octets is answered at once, to where it came from:
 seq, timestamp and error estimate and the TTL it arrived with are copied in, T2 is the kernel's
 receive time (SO_TIMESTAMPNS), T3 is read just before the answer is sent, and the Sequence
 Number is the reflector's own count of packets it answered (one counter for all senders: no
-per-session state is kept). The answer is sent with TTL 255 (RFC 5357 §4.2.1) and is at most
+per-session state is kept). The answer is sent with TTL 255 (RFC 5357 §4.2.1) and the DSCP
+the question arrived with (ECN bits cleared), so both directions get the same per-hop
+treatment, as a TWAMP session's negotiated Type-P would give them. It is at most
 27 octets longer than the question (only for senders padding by less than 27), so a spoofed
 source gains little. It binds 127.0.0.1 unless told otherwise and exits 0 on SIGTERM/SIGINT.
 """
@@ -24,7 +26,7 @@ import time
 from collections.abc import Sequence
 
 from netsonde.twamp.packets import SENDER_SIZE, ErrorEstimate, reflect
-from netsonde.twamp.udp import family_for, open_udp, parse_hostport, receive
+from netsonde.twamp.udp import family_for, open_udp, parse_hostport, receive, send_with_tos
 
 DEFAULT_LISTEN = "127.0.0.1:862"  # 862: the TWAMP-Test port (RFC 8545)
 # What we claim for our timestamps when nothing better is known: not synchronised, ≤ 1 ms.
@@ -68,7 +70,10 @@ class Reflector:
             error=ERROR_ESTIMATE,
         )
         try:
-            sock.sendto(reply, got.peer)
+            if got.tos:
+                send_with_tos(sock, reply, got.peer, got.tos & 0xFC)
+            else:
+                sock.sendto(reply, got.peer)
         except OSError:
             return  # unreachable sender, full buffer: a lost packet, not our failure
         self.answered += 1

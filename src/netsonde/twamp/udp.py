@@ -20,7 +20,7 @@ IP_TTL = 2  # the control message type that carries the TTL
 _TIMESPEC = struct.Struct("@qq")
 _INT = struct.Struct("@i")
 MAX_DATAGRAM = 65_535
-_ANC = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_INT.size)
+_ANC = socket.CMSG_SPACE(_TIMESPEC.size) + 2 * socket.CMSG_SPACE(_INT.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,7 @@ class Datagram:
     received_ns: int  # kernel receive time (epoch ns); user-space time if the kernel gave none
     ttl: int | None  # the IP TTL / IPv6 hop limit it arrived with
     kernel_stamp: bool
+    tos: int | None = None  # the IPv4 TOS / IPv6 traffic class octet: DSCP << 2 | ECN
 
 
 def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
@@ -65,18 +66,20 @@ def family_for(ip: str) -> socket.AddressFamily:
 
 
 def open_udp(family: socket.AddressFamily, *, ttl: int = 255, dscp: int = 0) -> socket.socket:
-    """A UDP socket that reports kernel receive times and arriving TTLs, sending with ``ttl``
-    and the DSCP ``dscp`` (ECN bits left 0)."""
+    """A UDP socket that reports kernel receive times, arriving TTLs and TOS octets, sending
+    with ``ttl`` and the DSCP ``dscp`` (ECN bits left 0)."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, dscp << 2)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
     except BaseException:
@@ -94,6 +97,7 @@ def receive(sock: socket.socket) -> Datagram | None:
         return None
     stamp_ns: int | None = None
     ttl: int | None = None
+    tos: int | None = None
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
             sec, nsec = _TIMESPEC.unpack_from(payload)
@@ -103,10 +107,24 @@ def receive(sock: socket.socket) -> Datagram | None:
             (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT),
         ):
             ttl = _INT.unpack_from(payload)[0]
+        elif level == socket.IPPROTO_IP and kind == socket.IP_TOS:
+            tos = payload[0]  # one octet for IPv4
+        elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_TCLASS:
+            tos = _INT.unpack_from(payload)[0]
     return Datagram(
         data=data,
         peer=(peer[0], peer[1]),
         received_ns=fallback_ns if stamp_ns is None else stamp_ns,
         ttl=ttl,
         kernel_stamp=stamp_ns is not None,
+        tos=tos,
     )
+
+
+def send_with_tos(sock: socket.socket, data: bytes, peer: tuple[str, int], tos: int) -> None:
+    """Send ``data`` to ``peer`` with this TOS / traffic class octet (this datagram only)."""
+    if sock.family == socket.AF_INET6:
+        cmsg = (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, _INT.pack(tos))
+    else:
+        cmsg = (socket.IPPROTO_IP, socket.IP_TOS, _INT.pack(tos))
+    sock.sendmsg([data], [cmsg], 0, peer)

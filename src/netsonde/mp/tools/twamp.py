@@ -130,6 +130,7 @@ class _Session:
                 "reflector_seq": answer.seq,
                 "sender_ttl": answer.sender_ttl,  # our packet's TTL on arrival there
                 "reply_ttl": got.ttl,
+                "reply_dscp": None if got.tos is None else got.tos >> 2,
                 "size": len(got.data),
             }
         )
