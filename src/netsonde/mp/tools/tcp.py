@@ -97,15 +97,17 @@ def run(target: str, params: Params, deadline: float) -> Result:
         extra["error"] = f"connect: {_reason(e)}"
         return Result(tool=NAME, target=target, values=values, extra=extra)
     values["connectMs"] = _ms(time.perf_counter() - t0)
+    conn: socket.socket = sock
     try:
-        with sock:
-            conn: socket.socket = sock
-            if params.tls:
-                conn = _start_tls(sock, target, params.tls_config, end, values)
-            _dialogue(conn, params.query_response, end, extra)
-            values["ok"] = 1
+        if params.tls:
+            conn = _start_tls(sock, target, params.tls_config, end, values)
+        _dialogue(conn, params.query_response, end, extra)
+        values["ok"] = 1
     except (OSError, _DialogueError) as e:
         extra["error"] = _reason(e)
+    finally:
+        conn.close()  # the TLS socket, once it took the plain one over
+        sock.close()
     values["durationMs"] = _ms(time.perf_counter() - t0)
     return Result(tool=NAME, target=target, values=values, extra=extra)
 
@@ -135,7 +137,9 @@ def _start_tls(
     return conn
 
 
-def _dialogue(conn: socket.socket, steps: tuple[Step, ...], end: float, extra: dict) -> None:
+def _dialogue(
+    conn: socket.socket, steps: tuple[Step, ...], end: float, extra: dict[str, Any]
+) -> None:
     buf = b""
     received = 0
     for i, step in enumerate(steps):
