@@ -189,6 +189,10 @@ def test_bad_params(
         ("http", "127.0.0.1", "the scheme must be http or https"),
         ("http", "http://user:pw@127.0.0.1/", "credentials in the URL are not allowed"),
         ("http", "http://[::1/", "not a valid URL"),
+        ("http", "http://127.0.0.1:99999/", "port 99999 is out of range"),
+        ("http", "http://127.1/", "the host must be an IP address"),
+        ("http", "http://[fe80::1%25eth0]/", "the host must be an IP address"),
+        ("http", "http://example.net@127.0.0.1/", "credentials in the URL are not allowed"),
     ],
 )
 def test_bad_targets(tmp_path: Path, tool: str, target: str, fragment: str) -> None:

@@ -90,11 +90,15 @@ def check_url(url: str) -> httpx.URL:
     if parsed.userinfo:
         raise ValueError(f"target {url!r}: credentials in the URL are not allowed")
     try:
+        if "%" in parsed.host:  # a zone id arrives percent-encoded; not worth supporting
+            raise ValueError
         ipaddress.ip_address(parsed.host)
     except ValueError:
         raise ValueError(
             f"target {url!r}: the host must be an IP address (names are not resolved)"
         ) from None
+    if parsed.port is not None and not 1 <= parsed.port <= 65_535:
+        raise ValueError(f"target {url!r}: port {parsed.port} is out of range")
     return parsed
 
 
