@@ -22,6 +22,7 @@ import pytest
 
 from integration.conftest import DaemonProcess
 from netsonde.mp.tools import twamp
+from netsonde.twamp.clock import read_estimate
 
 PY = sys.executable
 
@@ -105,6 +106,9 @@ def test_loopback_v4_and_v6(reflectors: Callable[..., Reflector], padding: int, 
             assert pkt["reply_ttl"] == 255  # the reflector answers with 255
             assert pkt["reply_dscp"] == dscp  # … and with the DSCP our packet had
         assert r.extra["user_space_receive_stamps"] == 0  # kernel stamps (SO_TIMESTAMPNS)
+        # One host, one kernel clock: both ends claim the same error estimate, adjtimex's.
+        assert r.extra["reflector_clock"] == r.extra["clock"]
+        assert r.extra["clock"]["synchronized"] == read_estimate().synchronized
     # The reflector's own sequence numbers count every answer, over both sockets.
     assert "stopped after 10 packets" in refl.stop()
 
@@ -205,6 +209,7 @@ def pair() -> Iterator[Pair]:
 _SEND = """
 import json, sys, time
 from netsonde.mp.tools import twamp
+from netsonde.twamp.clock import read_estimate
 p = twamp.Params.model_validate(json.loads(sys.argv[2]))
 r = twamp.run(sys.argv[1], p, time.time() + twamp.default_timeout(p))
 print(json.dumps({"error": r.error, "sent": r.sent, "values": r.values, "extra": r.extra}))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import random
 
@@ -10,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from netsonde.mp.tools import twamp as tool
+from netsonde.twamp.clock import STA_UNSYNC, TIME_ERROR, _Timex, estimate_from, read_estimate
 from netsonde.twamp.packets import (
     NTP_UNIX_OFFSET,
     REFLECTOR_SIZE,
@@ -236,3 +238,29 @@ def test_answers_to_nothing_we_sent_are_ignored() -> None:
     session.take(_answer(0, T_HALF, T_HALF, T_HALF, T_HALF))
     session.take(_answer(0, T_HALF, T_HALF, T_HALF, T_HALF))  # a duplicate is kept
     assert [r.seq for r in session.replies] == [0, 0]
+
+
+# ---- the clock's error estimate --------------------------------------------------------------
+
+
+def test_error_estimate_from_the_kernel_clock_state() -> None:
+    # Synchronised (TIME_OK, STA_UNSYNC clear): S set, the estimated error 250 µs
+    # = 250e-6 × 2^32 = 1_073_741.8 units → scale 13 (÷ 8192 = 131.07) → multiplier 132.
+    synced = estimate_from(0, 0x0001, 250, 16_000_000)
+    assert (synced.synchronized, synced.scale, synced.multiplier) == (True, 13, 132)
+    assert synced.seconds >= 250e-6
+    # STA_UNSYNC or TIME_ERROR: S clear and the maximum error, 16 s = 2^36 units = 128 × 2^29.
+    for state, status in ((0, STA_UNSYNC), (TIME_ERROR, 0)):
+        loose = estimate_from(state, status, 250, 16_000_000)
+        assert (loose.synchronized, loose.scale, loose.multiplier) == (False, 29, 128)
+        assert loose.seconds == 16.0
+    # An error of 0 µs is never claimed.
+    assert estimate_from(0, 0, 0, 0).seconds >= 1e-6
+
+
+def test_read_estimate_agrees_with_adjtimex() -> None:
+    est = read_estimate()
+    libc = ctypes.CDLL(None, use_errno=True)
+    tx = _Timex()
+    state = libc.adjtimex(ctypes.byref(tx))
+    assert est.synchronized == (state != TIME_ERROR and not tx.status & STA_UNSYNC)

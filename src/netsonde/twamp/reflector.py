@@ -25,12 +25,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from netsonde.twamp.packets import SENDER_SIZE, ErrorEstimate, reflect
+from netsonde.twamp.clock import CachedEstimate
+from netsonde.twamp.packets import SENDER_SIZE, reflect
 from netsonde.twamp.udp import family_for, open_udp, parse_hostport, receive, send_with_tos
 
 DEFAULT_LISTEN = "127.0.0.1:862"  # 862: the TWAMP-Test port (RFC 8545)
-# What we claim for our timestamps when nothing better is known: not synchronised, ≤ 1 ms.
-ERROR_ESTIMATE = ErrorEstimate.for_seconds(0.001).pack()
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -40,6 +39,7 @@ class Reflector:
     def __init__(self, listen: Sequence[tuple[str, int]]) -> None:
         self.sockets: list[socket.socket] = []
         self.answered = 0
+        self.estimate = CachedEstimate()  # the error estimate of our timestamps
         try:
             for host, port in listen:
                 sock = open_udp(family_for(host), ttl=255)
@@ -60,14 +60,14 @@ class Reflector:
             return
         if got is None or len(got.data) < SENDER_SIZE:
             return
-        answer_seq = self.answered
+        error = self.estimate.packed()
         reply = reflect(
             got.data,
-            seq=answer_seq,
+            seq=self.answered,
             receive_ns=got.received_ns,
-            send_ns=time.time_ns(),
+            send_ns=time.time_ns(),  # T3: as late as we can read it
             ttl=255 if got.ttl is None else got.ttl,
-            error=ERROR_ESTIMATE,
+            error=error,
         )
         try:
             if got.tos:

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from netsonde.metrics import delay_summary, pinger_summary
 from netsonde.model import PacketSample, Result
+from netsonde.twamp.clock import read_estimate
 from netsonde.twamp.packets import (
     SENDER_SIZE,
     SYMMETRIC_PADDING,
@@ -41,7 +42,6 @@ from netsonde.twamp.packets import (
 from netsonde.twamp.udp import Datagram, family_for, open_udp, receive
 
 NAME = "twamp"
-_ERROR_ESTIMATE = ErrorEstimate.for_seconds(0.001).pack()  # unsynchronised, ≤ 1 ms
 _DEADLINE_MARGIN = 0.5  # seconds kept free before the runner's hard deadline
 
 
@@ -90,6 +90,7 @@ class _Session:
     ignored: int = 0  # datagrams that answer nothing we sent
     icmp_errors: int = 0
     user_stamps: int = 0  # answers without a kernel receive time
+    reflector_clock: dict[str, Any] | None = None  # from the latest answer's error estimate
 
     def take(self, got: Datagram) -> None:
         if self.peer is not None and _source(got) != self.peer:
@@ -105,6 +106,7 @@ class _Session:
             self.ignored += 1  # not ours, or from an earlier run that reused the port
             return
         t2, t3, t4 = answer.receive_ns, answer.timestamp_ns, got.received_ns
+        self.reflector_clock = _clock(ErrorEstimate.unpack(answer.error))
         self.user_stamps += not got.kernel_stamp
         rtt_ns = (t4 - t1) - (t3 - t2)
         self.replies.append(
@@ -143,6 +145,10 @@ class _Session:
         return delays
 
 
+def _clock(estimate: ErrorEstimate) -> dict[str, Any]:
+    return {"synchronized": estimate.synchronized, "error_ms": estimate.seconds * 1e3}
+
+
 def _source(got: Datagram) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
     return ipaddress.ip_address(got.peer[0].partition("%")[0]), got.peer[1]
 
@@ -170,6 +176,8 @@ def run(target: str, params: Params, deadline: float) -> Result:
         sock = open_udp(family_for(target), ttl=params.ttl, dscp=params.dscp)
     except OSError as e:
         return Result(tool=NAME, target=target, error=f"cannot open a UDP socket: {e.strerror}")
+    clock = read_estimate()  # what our T1s claim: RFC 4656 error estimate from adjtimex
+    error = clock.pack()
     # Random padding (RFC 4656 §4.1.2) so that link compression cannot shrink the packets.
     padding = os.urandom(params.padding)
     # Not connect()ed: with no route connect() fails at once, and an unreachable reflector is
@@ -189,7 +197,7 @@ def run(target: str, params: Params, deadline: float) -> Result:
             session.sent_ns[seq] = t1
             sent += 1
             try:
-                sock.sendto(SenderPacket(seq, t1, _ERROR_ESTIMATE, padding).pack(), peer_addr)
+                sock.sendto(SenderPacket(seq, t1, error, padding).pack(), peer_addr)
             except OSError as e:  # no route, link down, pending ICMP error: a lost packet
                 name = type(e).__name__ if e.errno is None else os.strerror(e.errno)
                 session.send_errors[name] = session.send_errors.get(name, 0) + 1
@@ -213,6 +221,8 @@ def run(target: str, params: Params, deadline: float) -> Result:
             "ttl": params.ttl,
             "dscp": params.dscp,
             "packets": session.packets,
+            "clock": _clock(clock),
+            "reflector_clock": session.reflector_clock,
             "one_way_delays": "forward_ms/backward_ms need synchronised clocks (exact on one host)",
             "send_errors": session.send_errors,
             "icmp_errors": session.icmp_errors,
