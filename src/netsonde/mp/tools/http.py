@@ -112,7 +112,7 @@ def default_timeout(params: Params) -> float:
 
 
 class _Phases:
-    """Accumulates phase durations from httpcore's trace events (one set per request)."""
+    """Phase durations from httpcore's trace events, summed over a redirect chain."""
 
     def __init__(self) -> None:
         self.ms: dict[str, float] = defaultdict(float)
