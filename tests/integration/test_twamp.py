@@ -180,8 +180,9 @@ def _ip(*args: str) -> None:
 
 @pytest.fixture
 def pair() -> Iterator[Pair]:
-    """Namespaces A and B joined by veth vA–vB: 10.99.7.1/24 and fd00:99::1/64 in A, .2 and ::2
-    in B. Both ends are created inside the namespaces; nothing appears on the host."""
+    """Namespaces A and B joined by veth vA–vB: 10.99.7.1/24, fd00:99::1/64 and fe80::99:1 in A,
+    .2, ::2 and fe80::99:2 in B. Both ends are created inside the namespaces; nothing appears on
+    the host."""
     why = "network namespaces need root" if os.geteuid() != 0 else None
     if why is None and shutil.which("ip") is None:
         why = "ip (iproute2) not installed"
@@ -198,6 +199,7 @@ def pair() -> Iterator[Pair]:
         for ns, dev, host in ((p.a, "vA", "1"), (p.b, "vB", "2")):
             _ip("-n", ns, "addr", "add", f"10.99.7.{host}/24", "dev", dev)
             _ip("-n", ns, "addr", "add", f"fd00:99::{host}/64", "dev", dev, "nodad")
+            _ip("-n", ns, "addr", "add", f"fe80::99:{host}/64", "dev", dev, "nodad")
             _ip("-n", ns, "link", "set", dev, "up")
             _ip("-n", ns, "link", "set", "lo", "up")
         yield p
@@ -229,15 +231,17 @@ def send_from(netns: str, target: str, **params: Any) -> dict[str, Any]:
 
 
 def test_across_a_veth_pair(pair: Pair, reflectors: Callable[..., Reflector]) -> None:
-    refl = reflectors(f"{pair.b4}:8620", f"[{pair.b6}]:8620", netns=pair.b)
-    for target in (pair.b4, pair.b6):
+    refl = reflectors(f"{pair.b4}:8620", f"[{pair.b6}]:8620", "[fe80::99:2%vB]:8620", netns=pair.b)
+    # The link-local one needs its scope (the interface) on both sides, and the answer must
+    # go back through the interface the question came in on.
+    for target in (pair.b4, pair.b6, "fe80::99:2%vA"):
         r = send_from(pair.a, target, count=4, interval=0.02, port=8620, timeout=1)
         assert r["error"] is None and r["sent"] == 4
         assert r["values"]["lossPercent"] == 0.0
         assert 0 < r["values"]["minRtt"] <= r["values"]["maxRtt"]
         assert [p["seq"] for p in r["extra"]["packets"]] == [0, 1, 2, 3]
         assert all(p["sender_ttl"] == 255 for p in r["extra"]["packets"])  # one link, no hop
-    assert "stopped after 8 packets" in refl.stop()
+    assert "stopped after 12 packets" in refl.stop()
 
 
 @pytest.mark.parametrize("side", ["vA", "vB"])

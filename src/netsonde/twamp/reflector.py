@@ -27,7 +27,14 @@ from collections.abc import Sequence
 
 from netsonde.twamp.clock import CachedEstimate
 from netsonde.twamp.packets import SENDER_SIZE, reflect
-from netsonde.twamp.udp import family_for, open_udp, parse_hostport, receive, send_with_tos
+from netsonde.twamp.udp import (
+    family_for,
+    open_udp,
+    parse_hostport,
+    receive,
+    send_with_tos,
+    sockaddr,
+)
 
 DEFAULT_LISTEN = "127.0.0.1:862"  # 862: the TWAMP-Test port (RFC 8545)
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -44,7 +51,7 @@ class Reflector:
             for host, port in listen:
                 sock = open_udp(family_for(host), ttl=255)
                 self.sockets.append(sock)
-                sock.bind((host, port))
+                sock.bind(sockaddr(host, port))
         except BaseException:
             self.close()
             raise

@@ -13,6 +13,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
 SO_TIMESTAMPNS = 35  # also SCM_TIMESTAMPNS, the control message type
 IP_RECVTTL = 12
@@ -26,7 +27,7 @@ _ANC = socket.CMSG_SPACE(_TIMESPEC.size) + 2 * socket.CMSG_SPACE(_INT.size)
 @dataclass(frozen=True, slots=True)
 class Datagram:
     data: bytes
-    peer: tuple[str, int]
+    peer: tuple[Any, ...]  # as recvmsg gave it: an IPv6 one keeps its scope for the answer
     received_ns: int  # kernel receive time (epoch ns); user-space time if the kernel gave none
     ttl: int | None  # the IP TTL / IPv6 hop limit it arrived with
     kernel_stamp: bool
@@ -59,6 +60,16 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
             raise ValueError(f"bad address {text!r}: port must be 0..65535")
         port = int(port_text)
     return str(ip), port
+
+
+def sockaddr(ip: str, port: int) -> tuple[Any, ...]:
+    """The address to bind or send to; a scoped IPv6 one (``fe80::1%eth0``) gets its interface
+    index, which socket calls do not take from the string."""
+    addr, _, scope = ip.partition("%")
+    if not scope:
+        return (ip, port)
+    index = int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
+    return (addr, port, 0, index)
 
 
 def family_for(ip: str) -> socket.AddressFamily:
@@ -113,7 +124,7 @@ def receive(sock: socket.socket) -> Datagram | None:
             tos = _INT.unpack_from(payload)[0]
     return Datagram(
         data=data,
-        peer=(peer[0], peer[1]),
+        peer=peer,
         received_ns=fallback_ns if stamp_ns is None else stamp_ns,
         ttl=ttl,
         kernel_stamp=stamp_ns is not None,
@@ -121,7 +132,7 @@ def receive(sock: socket.socket) -> Datagram | None:
     )
 
 
-def send_with_tos(sock: socket.socket, data: bytes, peer: tuple[str, int], tos: int) -> None:
+def send_with_tos(sock: socket.socket, data: bytes, peer: tuple[Any, ...], tos: int) -> None:
     """Send ``data`` to ``peer`` with this TOS / traffic class octet (this datagram only)."""
     if sock.family == socket.AF_INET6:
         cmsg = (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, _INT.pack(tos))

@@ -39,7 +39,7 @@ from netsonde.twamp.packets import (
     ReflectorPacket,
     SenderPacket,
 )
-from netsonde.twamp.udp import Datagram, family_for, open_udp, receive
+from netsonde.twamp.udp import Datagram, family_for, open_udp, receive, sockaddr
 
 NAME = "twamp"
 _DEADLINE_MARGIN = 0.5  # seconds kept free before the runner's hard deadline
@@ -182,8 +182,11 @@ def run(target: str, params: Params, deadline: float) -> Result:
     padding = os.urandom(params.padding)
     # Not connect()ed: with no route connect() fails at once, and an unreachable reflector is
     # a measurement (every packet lost), not a failed run. take() checks the source instead.
-    peer_addr = (target, params.port)
-    session = _Session(peer=(ipaddress.ip_address(target), params.port))
+    try:
+        peer_addr = sockaddr(target, params.port)
+    except OSError as e:  # a scope naming no interface here
+        return Result(tool=NAME, target=target, error=f"bad scope in {target!r}: {e.strerror}")
+    session = _Session(peer=(ipaddress.ip_address(target.partition("%")[0]), params.port))
     with sock:
         # The runner kills us at `deadline` (epoch); translate it to the monotonic clock.
         last = time.monotonic() + (deadline - time.time()) - _DEADLINE_MARGIN
