@@ -105,7 +105,9 @@ def test_loopback_v4_and_v6(reflectors: Callable[..., Reflector], padding: int, 
             assert pkt["sender_ttl"] == 64  # the TTL we sent with, as the reflector saw it
             assert pkt["reply_ttl"] == 255  # the reflector answers with 255
             assert pkt["reply_dscp"] == dscp  # … and with the DSCP our packet had
-        assert r.extra["user_space_receive_stamps"] == 0  # kernel stamps (SO_TIMESTAMPNS)
+        # Kernel stamps both ways: when each packet left (TX) and when each answer came.
+        assert all(pkt["t1_kernel"] and pkt["t4_kernel"] for pkt in r.extra["packets"])
+        assert r.extra["kernel_send_stamps"] == 5
         # One host, one kernel clock: both ends claim the same error estimate, adjtimex's.
         assert r.extra["reflector_clock"] == r.extra["clock"]
         assert r.extra["clock"]["synchronized"] == read_estimate().synchronized

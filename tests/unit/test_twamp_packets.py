@@ -216,6 +216,7 @@ def test_rtt_excludes_the_reflectors_time() -> None:
     session = tool._Session(sent_ns={0: t1})
     # forward 500 ns, 200 ns in the reflector, backward 700 ns: RTT 1_400 − 200 = 1_200 ns.
     session.take(_answer(0, t1, t1 + 500, t1 + 700, t1 + 1_400))
+    session.collate()
     [sample] = session.replies
     assert sample.seq == 0 and sample.rtt_ms == pytest.approx(0.0012, abs=1e-12)
     assert (sample.ttl, sample.size, sample.recv_us) == (57, 46, (t1 + 1_400) // 1000)
@@ -231,13 +232,45 @@ def test_answers_to_nothing_we_sent_are_ignored() -> None:
     session.take(_answer(0, T_HALF + 1, 0, 0, 0))  # our seq, another T1: an earlier run's
     session.take(_answer(5, T_HALF, 0, 0, 0))  # a seq we never sent
     session.take(Datagram(b"short", ("127.0.0.1", 862), 0, None, True))
+    session.collate()
     assert session.replies == [] and session.ignored == 3
     ours = tool._Session(sent_ns={0: T_HALF}, peer=(ipaddress.ip_address("::1"), 862))
     ours.take(_answer(0, T_HALF, T_HALF, T_HALF, T_HALF))  # right packet, from 127.0.0.1
-    assert ours.replies == [] and ours.ignored == 1
+    assert ours.answers == [] and ours.ignored == 1
     session.take(_answer(0, T_HALF, T_HALF, T_HALF, T_HALF))
     session.take(_answer(0, T_HALF, T_HALF, T_HALF, T_HALF))  # a duplicate is kept
+    session.collate()
     assert [r.seq for r in session.replies] == [0, 0]
+
+
+def test_kernel_send_time_replaces_t1_when_it_is_known() -> None:
+    t1 = T_HALF
+    session = tool._Session(tx_order=[])
+    session.sent(0, t1, None)
+    session.sent(1, t1 + 10_000, None)
+    session.take_tx(0, t1 + 300)  # packet 0 left 300 ns after we wrote T1 into it
+    session.take_tx(1, t1 + 9_000)  # before its T1: impossible, so not believed
+    session.take_tx(7, t1)  # a stamp number we never sent
+    assert session.tx_ns == {0: t1 + 300}
+    session.take(_answer(0, t1, t1 + 500, t1 + 700, t1 + 1_400))
+    session.take(_answer(1, t1 + 10_000, t1 + 10_500, t1 + 10_700, t1 + 11_400))
+    session.collate()
+    first, second = session.packets
+    # 0: RTT (1_400 − 300) − 200 = 900 ns, forward 200 ns; 1: user-space T1, 1_200 ns as before.
+    assert first["t1_kernel"] and first["rtt_ms"] == pytest.approx(0.0009, abs=1e-12)
+    assert first["forward_ms"] == pytest.approx(0.0002, abs=1e-12)
+    assert not second["t1_kernel"] and second["rtt_ms"] == pytest.approx(0.0012, abs=1e-12)
+
+
+def test_a_failed_send_stops_the_tx_numbering() -> None:
+    session = tool._Session(tx_order=[])
+    session.sent(0, T_HALF, None)
+    session.sent(1, T_HALF + 1, OSError(101, "Network is unreachable"))
+    session.sent(2, T_HALF + 2, None)
+    session.take_tx(0, T_HALF + 5)  # numbered before the failure: still trusted
+    session.take_tx(1, T_HALF + 5)  # after it the numbering may be off by one
+    assert session.tx_ns == {0: T_HALF + 5}
+    assert session.send_errors == {"Network is unreachable": 1}
 
 
 # ---- the clock's error estimate --------------------------------------------------------------

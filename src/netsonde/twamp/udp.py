@@ -16,12 +16,23 @@ from dataclasses import dataclass
 from typing import Any
 
 SO_TIMESTAMPNS = 35  # also SCM_TIMESTAMPNS, the control message type
+SO_TIMESTAMPING = 37  # also SCM_TIMESTAMPING
+_SOF_TX_SOFTWARE = 1 << 1
+_SOF_SOFTWARE = 1 << 4
+_SOF_OPT_ID = 1 << 7
+_SOF_OPT_TSONLY = 1 << 11
+_IP_RECVERR, _IPV6_RECVERR = 11, 25  # the control message types of an error queue entry
+_SO_EE_ORIGIN_TIMESTAMPING = 4
+_EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
+_SCM_TIMESTAMPING = struct.Struct("@qq")  # the first of its three timespecs: software
 IP_RECVTTL = 12
 IP_TTL = 2  # the control message type that carries the TTL
 _TIMESPEC = struct.Struct("@qq")
 _INT = struct.Struct("@i")
 MAX_DATAGRAM = 65_535
-_ANC = socket.CMSG_SPACE(_TIMESPEC.size) + 2 * socket.CMSG_SPACE(_INT.size)
+# Room for every control message a datagram can bring here (a TX-stamping socket also gets a
+# 48-octet SCM_TIMESTAMPING on receive); too little and the kernel silently drops the rest.
+_ANC = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +150,39 @@ def send_with_tos(sock: socket.socket, data: bytes, peer: tuple[Any, ...], tos: 
     else:
         cmsg = (socket.IPPROTO_IP, socket.IP_TOS, _INT.pack(tos))
     sock.sendmsg([data], [cmsg], 0, peer)
+
+
+def enable_tx_stamps(sock: socket.socket) -> bool:
+    """Ask the kernel for the time each datagram left (software TX timestamps, numbered from 0
+    per successful send, read back from the error queue). False where it cannot."""
+    flags = _SOF_TX_SOFTWARE | _SOF_SOFTWARE | _SOF_OPT_ID | _SOF_OPT_TSONLY
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, flags)
+    except OSError:
+        return False
+    return True
+
+
+def tx_stamps(sock: socket.socket) -> list[tuple[int, int]]:
+    """(send number, epoch ns) of every TX timestamp queued so far; never blocks."""
+    found: list[tuple[int, int]] = []
+    while True:
+        try:
+            _, ancdata, _, _ = sock.recvmsg(0, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except OSError:  # EAGAIN: nothing (more) queued
+            return found
+        stamp_ns: int | None = None
+        key: int | None = None
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
+                sec, nsec = _SCM_TIMESTAMPING.unpack_from(payload)
+                stamp_ns = sec * 1_000_000_000 + nsec
+            elif (level, kind) in (
+                (socket.IPPROTO_IP, _IP_RECVERR),
+                (socket.IPPROTO_IPV6, _IPV6_RECVERR),
+            ):
+                _, origin, _, _, _, _, data = _EXTENDED_ERR.unpack_from(payload)
+                if origin == _SO_EE_ORIGIN_TIMESTAMPING:
+                    key = data
+        if stamp_ns and key is not None:
+            found.append((key, stamp_ns))

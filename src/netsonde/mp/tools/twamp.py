@@ -39,7 +39,15 @@ from netsonde.twamp.packets import (
     ReflectorPacket,
     SenderPacket,
 )
-from netsonde.twamp.udp import Datagram, family_for, open_udp, receive, sockaddr
+from netsonde.twamp.udp import (
+    Datagram,
+    enable_tx_stamps,
+    family_for,
+    open_udp,
+    receive,
+    sockaddr,
+    tx_stamps,
+)
 
 NAME = "twamp"
 _DEADLINE_MARGIN = 0.5  # seconds kept free before the runner's hard deadline
@@ -80,17 +88,42 @@ def default_timeout(params: Params) -> float:
 
 @dataclass
 class _Session:
-    """What one run sent and got back."""
+    """What one run sent and got back.
+
+    T1 is the time written into the packet (read just before the send; the reflector copies it
+    and answers are matched on it) unless the kernel told us when the packet actually left
+    (a software TX timestamp): then RTT and the forward delay use that, which leaves the
+    send system call's own time out of them.
+    """
 
     peer: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None = None  # the reflector
-    sent_ns: dict[int, int] = field(default_factory=dict)  # seq → T1
+    sent_ns: dict[int, int] = field(default_factory=dict)  # seq → T1 as in the packet
+    tx_ns: dict[int, int] = field(default_factory=dict)  # seq → kernel TX time, when known
+    tx_order: list[int] | None = None  # seq of the k-th successful send (TX stamp number k)
+    tx_frozen: bool = False  # after a failed send: later numbers may be off by one
+    answers: list[tuple[ReflectorPacket, Datagram]] = field(default_factory=list)
+    answered: set[int] = field(default_factory=set)  # seqs with at least one answer
     replies: list[PacketSample] = field(default_factory=list)
     packets: list[dict[str, Any]] = field(default_factory=list)  # per answer, arrival order
     send_errors: dict[str, int] = field(default_factory=dict)
     ignored: int = 0  # datagrams that answer nothing we sent
     icmp_errors: int = 0
-    user_stamps: int = 0  # answers without a kernel receive time
-    reflector_clock: dict[str, Any] | None = None  # from the latest answer's error estimate
+
+    def sent(self, seq: int, t1: int, error: OSError | None) -> None:
+        self.sent_ns[seq] = t1
+        if error is not None:
+            name = type(error).__name__ if error.errno is None else os.strerror(error.errno)
+            self.send_errors[name] = self.send_errors.get(name, 0) + 1
+            # Whether a failed send used up a TX stamp number is unknown: stop numbering.
+            self.tx_frozen = True
+        elif self.tx_order is not None and not self.tx_frozen:
+            self.tx_order.append(seq)
+
+    def take_tx(self, key: int, stamp_ns: int) -> None:
+        if self.tx_order is not None and key < len(self.tx_order):
+            seq = self.tx_order[key]
+            if stamp_ns >= self.sent_ns[seq]:  # it cannot have left before we stamped it
+                self.tx_ns[seq] = stamp_ns
 
     def take(self, got: Datagram) -> None:
         if self.peer is not None and _source(got) != self.peer:
@@ -105,37 +138,47 @@ class _Session:
         if t1 is None or answer.sender_timestamp_ns != t1:
             self.ignored += 1  # not ours, or from an earlier run that reused the port
             return
-        t2, t3, t4 = answer.receive_ns, answer.timestamp_ns, got.received_ns
-        self.reflector_clock = _clock(ErrorEstimate.unpack(answer.error))
-        self.user_stamps += not got.kernel_stamp
-        rtt_ns = (t4 - t1) - (t3 - t2)
-        self.replies.append(
-            PacketSample(
-                seq=answer.sender_seq,
-                rtt_ms=rtt_ns / 1e6,
-                ttl=got.ttl,
-                size=len(got.data),
-                recv_us=t4 // 1000,
+        self.answers.append((answer, got))
+        self.answered.add(answer.sender_seq)
+
+    def collate(self) -> None:
+        """Per-answer samples and detail, in arrival order, from everything taken so far."""
+        self.replies, self.packets = [], []
+        for answer, got in self.answers:
+            seq = answer.sender_seq
+            t1 = self.tx_ns.get(seq, self.sent_ns[seq])
+            t2, t3, t4 = answer.receive_ns, answer.timestamp_ns, got.received_ns
+            rtt_ms = ((t4 - t1) - (t3 - t2)) / 1e6
+            self.replies.append(
+                PacketSample(
+                    seq=seq, rtt_ms=rtt_ms, ttl=got.ttl, size=len(got.data), recv_us=t4 // 1000
+                )
             )
-        )
-        self.packets.append(
-            {
-                "seq": answer.sender_seq,
-                "t1_ns": t1,
-                "t2_ns": t2,
-                "t3_ns": t3,
-                "t4_ns": t4,
-                "rtt_ms": rtt_ns / 1e6,
-                "forward_ms": (t2 - t1) / 1e6,
-                "backward_ms": (t4 - t3) / 1e6,
-                "reflector_ms": (t3 - t2) / 1e6,
-                "reflector_seq": answer.seq,
-                "sender_ttl": answer.sender_ttl,  # our packet's TTL on arrival there
-                "reply_ttl": got.ttl,
-                "reply_dscp": None if got.tos is None else got.tos >> 2,
-                "size": len(got.data),
-            }
-        )
+            self.packets.append(
+                {
+                    "seq": seq,
+                    "t1_ns": t1,
+                    "t2_ns": t2,
+                    "t3_ns": t3,
+                    "t4_ns": t4,
+                    "t1_kernel": seq in self.tx_ns,
+                    "t4_kernel": got.kernel_stamp,
+                    "rtt_ms": rtt_ms,
+                    "forward_ms": (t2 - t1) / 1e6,
+                    "backward_ms": (t4 - t3) / 1e6,
+                    "reflector_ms": (t3 - t2) / 1e6,
+                    "reflector_seq": answer.seq,
+                    "sender_ttl": answer.sender_ttl,  # our packet's TTL on arrival there
+                    "reply_ttl": got.ttl,
+                    "reply_dscp": None if got.tos is None else got.tos >> 2,
+                    "size": len(got.data),
+                }
+            )
+
+    @property
+    def reflector_clock(self) -> dict[str, Any] | None:
+        """The reflector's clock as its latest answer describes it."""
+        return _clock(ErrorEstimate.unpack(self.answers[-1][0].error)) if self.answers else None
 
     def one_way_ms(self, key: str) -> dict[int, float]:
         """seq → one-way delay (``forward_ms`` or ``backward_ms``) of its first answer."""
@@ -157,13 +200,17 @@ def _drain(sock: socket.socket, session: _Session, until: float, want: int) -> N
     """Take answers until the monotonic time ``until`` or until ``want`` distinct seqs came."""
     while True:
         left = until - time.monotonic()
-        if left <= 0 or len({r.seq for r in session.replies}) >= want:
+        if left <= 0 or len(session.answered) >= want:
             return
         ready, _, _ = select.select([sock], [], [], left)
         if not ready:
             return
+        for key, stamp_ns in tx_stamps(sock):
+            session.take_tx(key, stamp_ns)
         try:
             got = receive(sock)
+        except BlockingIOError:  # it was only TX stamps
+            continue
         except OSError:  # a queued ICMP error
             session.icmp_errors += 1
             continue
@@ -188,6 +235,9 @@ def run(target: str, params: Params, deadline: float) -> Result:
         return Result(tool=NAME, target=target, error=f"bad scope in {target!r}: {e.strerror}")
     session = _Session(peer=(ipaddress.ip_address(target.partition("%")[0]), params.port))
     with sock:
+        sock.setblocking(False)  # TX stamps make it readable with no datagram to read
+        if enable_tx_stamps(sock):
+            session.tx_order = []
         # The runner kills us at `deadline` (epoch); translate it to the monotonic clock.
         last = time.monotonic() + (deadline - time.time()) - _DEADLINE_MARGIN
         start = time.monotonic()
@@ -196,15 +246,18 @@ def run(target: str, params: Params, deadline: float) -> Result:
             _drain(sock, session, min(start + seq * params.interval, last), params.count)
             if time.monotonic() >= last:
                 break
-            t1 = time.time_ns()
-            session.sent_ns[seq] = t1
+            packet = SenderPacket(seq, time.time_ns(), error, padding)
             sent += 1
             try:
-                sock.sendto(SenderPacket(seq, t1, error, padding).pack(), peer_addr)
-            except OSError as e:  # no route, link down, pending ICMP error: a lost packet
-                name = type(e).__name__ if e.errno is None else os.strerror(e.errno)
-                session.send_errors[name] = session.send_errors.get(name, 0) + 1
+                sock.sendto(packet.pack(), peer_addr)
+            except OSError as e:  # no route, link down, full buffer: a lost packet
+                session.sent(seq, packet.timestamp_ns, e)
+            else:
+                session.sent(seq, packet.timestamp_ns, None)
         _drain(sock, session, min(time.monotonic() + params.timeout, last), sent)
+        for key, stamp_ns in tx_stamps(sock):
+            session.take_tx(key, stamp_ns)
+    session.collate()
     one_way = None
     if params.variation_of != "rtt":
         one_way = session.one_way_ms(f"{params.variation_of}_ms")
@@ -230,6 +283,6 @@ def run(target: str, params: Params, deadline: float) -> Result:
             "send_errors": session.send_errors,
             "icmp_errors": session.icmp_errors,
             "ignored": session.ignored,
-            "user_space_receive_stamps": session.user_stamps,
+            "kernel_send_stamps": len(session.tx_ns),
         },
     )
