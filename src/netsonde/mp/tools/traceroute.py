@@ -177,22 +177,27 @@ def _same_address(a: str, b: str) -> bool:
 
 
 def summarise(dest: str, hops: list[Hop]) -> tuple[dict[str, float | int | None], dict[str, Any]]:
-    """Values and extra of a parsed run. ``reached``: a probe of the last hop was answered by
-    the destination itself. ``lastHopRtt``: the smallest RTT at the last hop (ms)."""
+    """Values and extra of a parsed run. ``hops``: the TTL of the last hop printed;
+    ``reached``: a probe of the last hop was answered by the destination itself;
+    ``lastHopRtt``: the smallest RTT at the last hop (ms), None if it did not answer."""
     last = hops[-1]
     reached = any(p.addr is not None and _same_address(p.addr, dest) for p in last.probes)
     rtts = [p.rtt_ms for p in last.probes if p.rtt_ms is not None]
     path = path_of(hops)
+    pid = path_id(path)
     values: dict[str, float | int | None] = {
         "hops": last.ttl,
         "reached": int(reached),
         "lastHopRtt": min(rtts) if rtts else None,
+        # The id as a number (48 bits: exact in a float) so it lives with the values, where
+        # archives, /metrics and `results` see it; a change of value is a change of path.
+        "pathId": int(pid, 16),
     }
     extra = {
         "destination": dest,
         "hops": [h.as_dict() for h in hops],
         "path": path,
-        "path_id": path_id(path),
+        "path_id": pid,
     }
     return values, extra
 
