@@ -1,7 +1,9 @@
 """TWAMP-Light Session-Sender (RFC 5357 Appendix I): UDP test packets to a reflector.
 
 Each packet carries its send time T1; the reflector answers with its receive time T2 and its
-send time T3; T4 is the kernel's receive time of the answer here. The RTT of a packet is the
+send time T3; T4 is the kernel's receive time of the answer here. Where the kernel reports when
+a packet actually left (software TX timestamps), that time is our T1 for the arithmetic (the
+one in the packet is read before the send system call). The RTT of a packet is the
 two-way delay without the reflector's own time, (T4 − T1) − (T3 − T2), which needs no clock
 synchronisation. The one-way delays T2 − T1 (forward) and T4 − T3 (backward) in ``extra`` do:
 they mean something only when both clocks are synchronised (or on one host, one clock).
@@ -219,6 +221,12 @@ def _drain(sock: socket.socket, session: _Session, until: float, want: int) -> N
 
 
 def run(target: str, params: Params, deadline: float) -> Result:
+    # Not connect()ed: with no route connect() fails at once, and an unreachable reflector is
+    # a measurement (every packet lost), not a failed run. take() checks the source instead.
+    try:
+        peer_addr = sockaddr(target, params.port)
+    except OSError as e:  # a scope naming no interface here
+        return Result(tool=NAME, target=target, error=f"bad scope in {target!r}: {e.strerror}")
     try:
         sock = open_udp(family_for(target), ttl=params.ttl, dscp=params.dscp)
     except OSError as e:
@@ -227,12 +235,6 @@ def run(target: str, params: Params, deadline: float) -> Result:
     error = clock.pack()
     # Random padding (RFC 4656 §4.1.2) so that link compression cannot shrink the packets.
     padding = os.urandom(params.padding)
-    # Not connect()ed: with no route connect() fails at once, and an unreachable reflector is
-    # a measurement (every packet lost), not a failed run. take() checks the source instead.
-    try:
-        peer_addr = sockaddr(target, params.port)
-    except OSError as e:  # a scope naming no interface here
-        return Result(tool=NAME, target=target, error=f"bad scope in {target!r}: {e.strerror}")
     session = _Session(peer=(ipaddress.ip_address(target.partition("%")[0]), params.port))
     with sock:
         sock.setblocking(False)  # TX stamps make it readable with no datagram to read
