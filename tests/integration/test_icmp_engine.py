@@ -35,6 +35,12 @@ def need(what: str, ok: bool) -> None:
         (pytest.fail if CI else pytest.skip)(f"needs {what}")
 
 
+@pytest.fixture(autouse=True)
+def _root() -> None:
+    """Raw sockets, the ping_group_range sysctl and namespaces all need root."""
+    need("root (raw ICMP sockets)", os.geteuid() == 0)
+
+
 def fping_rtts(targets: list[str], count: int, period_ms: int, gap_ms: float) -> list[float]:
     done = subprocess.run(
         ["fping", "-C", str(count), "-q", "-p", str(period_ms), "-i", f"{gap_ms:g}", *targets],

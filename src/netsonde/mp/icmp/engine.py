@@ -184,14 +184,17 @@ class _Loop:
             burst = 0
             while due and due[0][0] <= now and next_gap <= now and burst < BURST:
                 _, i = heapq.heappop(due)
-                if not self._send(i):  # kernel queue full: retry shortly
+                sent_at = self._send(i)
+                if sent_at is None:  # kernel queue full: retry shortly
                     heapq.heappush(due, (now + 100_000, i))
                     break
-                now = time.monotonic_ns()
-                next_gap = now + self.interval_ns
+                # Gaps run from the start of a send, as fping's do: the time spent in sendto
+                # and in this loop's bookkeeping is part of the gap, not added to it.
+                next_gap = sent_at + self.interval_ns
                 burst += 1
                 if self.tlist[i].next_k <= self.count:
-                    heapq.heappush(due, (now + self.period_ns, i))
+                    heapq.heappush(due, (sent_at + self.period_ns, i))
+                now = time.monotonic_ns()
             if not due:
                 if end is None:
                     end = now + self.timeout_ns
@@ -207,17 +210,20 @@ class _Loop:
         self.out.end_ns = time.time_ns()
         self.out.foreign = self.table.foreign
 
-    def _send(self, i: int) -> bool:
+    def _send(self, i: int) -> int | None:
+        """Send target ``i``'s next probe; the monotonic time of the send, or None if the
+        socket's queue was full."""
         t = self.tlist[i]
         table = self.table
         data = payload(table.cookie, table.next_number, self.size)
         packet = echo_request(t.v6, self.ident, table.next_seq, data)
         sock = self.socks[t.v6]
+        sent_at = time.monotonic_ns()
         sent_ns = time.time_ns()
         try:
             sock.sendto(packet, t.sockaddr)
         except (BlockingIOError, InterruptedError):
-            return False
+            return None
         except OSError as e:  # unreachable etc.: the probe counts as sent and lost
             self.out.errors.setdefault(t.name, e.strerror or str(e))
         if not self.out.start_ns:
@@ -226,7 +232,7 @@ class _Loop:
         if t.next_k > 0:
             self.out.sent[t.name] += 1
         t.next_k += 1
-        return True
+        return sent_at
 
     def _drain(self, v6: bool, sock: socket.socket) -> None:
         strip = self.raw[v6] and not v6
