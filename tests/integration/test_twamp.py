@@ -145,7 +145,7 @@ def test_no_reflector_is_full_loss_not_an_error() -> None:
     assert r.values["lossPercent"] == 100.0 and r.values["minRtt"] is None
 
 
-def test_reflector_ignores_runts_and_refuses_host_names(
+def test_reflector_ignores_runts_and_its_own_port_and_refuses_host_names(
     reflectors: Callable[..., Reflector],
 ) -> None:
     refl = reflectors("127.0.0.1:0")
@@ -156,6 +156,14 @@ def test_reflector_ignores_runts_and_refuses_host_names(
             s.recv(100)
         s.sendto(bytes(14), ("127.0.0.1", refl.ports[0]))
         assert len(s.recv(100)) == 41
+    # From the reflector's own port number (as another reflector would send): no answer, or
+    # two reflectors could be set bouncing at each other by one spoofed packet.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.2", refl.ports[0]))
+        s.settimeout(0.3)
+        s.sendto(bytes(14), ("127.0.0.1", refl.ports[0]))
+        with pytest.raises(TimeoutError):
+            s.recv(100)
     bad = subprocess.run(
         [PY, "-m", "netsonde.twamp.reflector", "--listen", "localhost:862"],
         capture_output=True,

@@ -10,7 +10,9 @@ per-session state is kept). The answer is sent with TTL 255 (RFC 5357 §4.2.1) a
 the question arrived with (ECN bits cleared), so both directions get the same per-hop
 treatment, as a TWAMP session's negotiated Type-P would give them. It is at most
 27 octets longer than the question (only for senders padding by less than 27), so a spoofed
-source gains little. It binds 127.0.0.1 unless told otherwise and exits 0 on SIGTERM/SIGINT.
+source gains little; a question from the reflector's own port number is not answered, so two
+reflectors cannot be made to bounce packets at each other forever. It binds 127.0.0.1 unless
+told otherwise and exits 0 on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ class Reflector:
         except OSError:  # e.g. an ICMP error queued for an earlier answer
             return
         if got is None or len(got.data) < SENDER_SIZE:
+            return
+        if got.peer[1] in (0, sock.getsockname()[1]):
+            # From port 0, or from our own port: most likely another reflector (or one spoofed
+            # as the source), and answering would start an endless ping-pong between the two.
             return
         error = self.estimate.packed()
         reply = reflect(
