@@ -130,6 +130,15 @@ interval = "9s"
 start = {toml_time(start)}
 max_runs = 2
 params = {{ duration = 4, omit = 1 }}
+
+[[test]]
+id = "tr"
+tool = "traceroute"
+target = "{HOST_B}"
+interval = "9s"
+start = {toml_time(start)}
+max_runs = 1
+params = {{ queries = 1, wait = 1, max_hops = 3 }}
 """,
         ),
     )
@@ -152,6 +161,11 @@ params = {{ duration = 4, omit = 1 }}
     assert v["throughput_mbps"] == pytest.approx(RATE_MBIT, rel=0.10)
     assert v["throughput_mbps"] <= RATE_MBIT  # the shaper is a ceiling, never exceeded
     assert v["retransmits"] is not None and v["retransmits"] >= 0
+
+    # The traceroute beside it went through the daemon and the archive too: one hop, B.
+    tr = d.wait_for(lambda: [r for r in runs(d, "tr") if r["state"] == "finished"], timeout=5)
+    assert tr[0]["values"]["reached"] == 1 and tr[0]["values"]["hops"] == 1
+    assert tr[0]["values"]["pathId"] == int(traceroute.path_id([HOST_B]), 16)
 
 
 @pytest.mark.parametrize("end", ["vethA", "vethB"])
