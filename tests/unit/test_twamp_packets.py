@@ -6,10 +6,14 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import random
+import re
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from netsonde import config
+from netsonde.mp import tools
 from netsonde.mp.tools import twamp as tool
 from netsonde.twamp.clock import STA_UNSYNC, TIME_ERROR, _Timex, estimate_from, read_estimate
 from netsonde.twamp.packets import (
@@ -297,3 +301,36 @@ def test_read_estimate_agrees_with_adjtimex() -> None:
     tx = _Timex()
     state = libc.adjtimex(ctypes.byref(tx))
     assert est.synchronized == (state != TIME_ERROR and not tx.status & STA_UNSYNC)
+
+
+# ---- configuration ---------------------------------------------------------------------------
+
+
+def _config(target: str, params: str) -> str:
+    return (
+        f'[[test]]\nid = "tw"\ntool = "twamp"\ntarget = "{target}"\ninterval = "1m"\n'
+        f"params = {{ {params} }}\n"
+    )
+
+
+def test_config_loads_a_twamp_test(tmp_path: Path) -> None:
+    cfg = config.parse(
+        _config("::1", "count = 3, dscp = 46"), Path("x.toml"), tools.TOOLS, base=tmp_path
+    )
+    [spec] = cfg.tests
+    assert spec.tool == "twamp" and spec.params.dscp == 46 and spec.params.port == 862
+    assert spec.timeout == tool.default_timeout(spec.params)  # (3 − 1) × 1 s + 2 s + 5 s
+
+
+@pytest.mark.parametrize(
+    ("target", "params", "key"),
+    [
+        ("127.0.0.1", "padding = -1", "test[0].params.padding"),
+        ("127.0.0.1", 'variation_of = "oneway"', "test[0].params.variation_of"),
+        ("127.0.0.1", "hops = 3", "test[0].params.hops"),
+        ("reflector.example.net", "count = 1", "test[0].target"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path: Path, target: str, params: str, key: str) -> None:
+    with pytest.raises(config.ConfigError, match=rf"^x\.toml:\d+: {re.escape(key)}: "):
+        config.parse(_config(target, params), Path("x.toml"), tools.TOOLS, base=tmp_path)
