@@ -504,7 +504,7 @@ def _build_tests(
                     # config's own `class` wins.
                     sched_class=t.sched_class
                     if "sched_class" in t.model_fields_set
-                    else getattr(tool, "DEFAULT_CLASS", SchedClass.BACKGROUND),
+                    else SchedClass(getattr(tool, "DEFAULT_CLASS", SchedClass.BACKGROUND)),
                     timeout=t.timeout or tool.default_timeout(params),
                     source=source,
                 )

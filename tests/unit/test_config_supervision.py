@@ -10,6 +10,7 @@ import pytest
 
 from netsonde import config
 from netsonde.config import Config, ConfigError
+from netsonde.model import SchedClass
 from netsonde.mp import tools
 
 NAME = "x.toml"
@@ -151,3 +152,18 @@ def test_mistakes_name_the_key_and_line(
     msg = error_of(lines, tmp_path)
     assert msg.startswith(f"{NAME}:{where}: "), msg
     assert fragment in msg, msg
+
+
+def test_iperf3_runs_in_the_exclusive_class_unless_the_test_says_otherwise(
+    tmp_path: Path,
+) -> None:
+    test = ["[[test]]", 'id = "bw"', 'tool = "iperf3"', 'target = "192.0.2.1"', 'interval = "1h"']
+    (default,) = parse(test, tmp_path).tests
+    assert default.sched_class is SchedClass.EXCLUSIVE
+    (chosen,) = parse([*test, 'class = "normal"'], tmp_path).tests
+    assert chosen.sched_class is SchedClass.NORMAL
+    (ping,) = parse(
+        ["[[test]]", 'id = "p"', 'tool = "ping"', 'target = "192.0.2.1"', 'interval = "1m"'],
+        tmp_path,
+    ).tests
+    assert ping.sched_class is SchedClass.BACKGROUND
