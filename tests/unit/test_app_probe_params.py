@@ -181,7 +181,7 @@ def test_bad_params(
 @pytest.mark.parametrize(
     ("tool", "target", "fragment"),
     [
-        ("dns", "ns1.example.net", "not an IP address (the server is not resolved)"),
+        ("dns", "ns1.example.net", "not an IP address (names are not resolved)"),
         ("tcp", "localhost", "not an IP address (names are not resolved)"),
         ("tcp", "127.0.0.1:80", "not an IP address"),
         ("http", "http://example.net/", "the host must be an IP address"),

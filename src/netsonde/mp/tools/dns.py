@@ -17,7 +17,6 @@ the answer holds an SOA. Extra: the records as text, the rcode's name, what fail
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import re
 import time
 from typing import Any, Literal
@@ -35,6 +34,7 @@ import dns.rrset
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from netsonde.model import Result
+from netsonde.mp.tools.targets import check_ip
 
 NAME = "dns"
 
@@ -132,13 +132,7 @@ class Params(BaseModel):
 
 
 def check_target(target: str) -> str:
-    try:
-        ipaddress.ip_address(target)
-    except ValueError:
-        raise ValueError(
-            f"target {target!r} is not an IP address (the server is not resolved)"
-        ) from None
-    return target
+    return check_ip(target)  # the server: never resolved
 
 
 def default_timeout(params: Params) -> float:

@@ -30,3 +30,14 @@ def family_of(target: str) -> int | None:
         return ipaddress.ip_address(target).version
     except ValueError:
         return None
+
+
+def check_ip(target: str) -> str:
+    """The target must be an IP literal, for probes that never resolve names."""
+    try:
+        ipaddress.ip_address(target)
+    except ValueError:
+        raise ValueError(
+            f"target {target!r} is not an IP address (names are not resolved)"
+        ) from None
+    return target

@@ -12,7 +12,6 @@ Values: ``connectMs`` (SYN to established), ``durationMs`` (connect, TLS and dia
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import socket
 import ssl
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from netsonde.model import Result
 from netsonde.mp.tools import tlsinfo
+from netsonde.mp.tools.targets import check_ip
 
 NAME = "tcp"
 
@@ -62,17 +62,6 @@ class Params(BaseModel):
     query_response: tuple[Step, ...] = ()
     tls: bool = False
     tls_config: tlsinfo.TlsParams = tlsinfo.TlsParams()
-
-
-def check_ip(target: str) -> str:
-    """The target must be an IP literal: this probe never resolves names."""
-    try:
-        ipaddress.ip_address(target)
-    except ValueError:
-        raise ValueError(
-            f"target {target!r} is not an IP address (names are not resolved)"
-        ) from None
-    return target
 
 
 def check_target(target: str) -> str:
