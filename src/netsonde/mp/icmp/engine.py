@@ -13,7 +13,9 @@ each target's next probe is due ``period`` after its previous send.
 Matching: each probe gets a wire seq (a 16-bit run-wide counter) and its payload carries a
 random per-run cookie plus the 32-bit probe number, so replies from other pingers on the host,
 from an earlier run, or to a seq that has wrapped are rejected (counted in ``foreign``).
-Duplicates and reordered replies are kept: one PacketSample per reply, in arrival order.
+Duplicates and reordered replies are kept: one PacketSample per reply, in arrival order. A
+reply counts whenever it arrives before the run ends (``timeout`` after the last send, or as
+soon as every probe has had a reply), as with iputils ping; there is no per-probe timeout.
 """
 
 from __future__ import annotations
