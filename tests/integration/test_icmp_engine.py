@@ -20,9 +20,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from netsonde.icmp import ping_many
 from netsonde.metrics import pinger_summary
 from netsonde.model import PacketSample
-from netsonde.mp.icmp import ping_many
 from netsonde.mp.tools import ping
 
 CI = bool(os.environ.get("CI"))
@@ -192,8 +192,8 @@ def test_ping_tool_runs_on_the_engine() -> None:
 
 RESPONDER = r"""
 import json, socket, sys, threading
-from netsonde.mp.icmp import ping_many
-from netsonde.mp.icmp.packet import checksum
+from netsonde.icmp import ping_many
+from netsonde.icmp.packet import checksum
 
 def respond(s):
     requests = {}

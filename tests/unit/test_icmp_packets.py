@@ -6,15 +6,15 @@ import struct
 
 import pytest
 
-from netsonde.metrics import pinger_summary
-from netsonde.mp.icmp.packet import (
+from netsonde.icmp.packet import (
     checksum,
     echo_request,
     matches,
     parse_reply,
     payload,
 )
-from netsonde.mp.icmp.table import ProbeTable
+from netsonde.icmp.table import ProbeTable
+from netsonde.metrics import pinger_summary
 
 COOKIE = bytes.fromhex("0102030405060708")
 

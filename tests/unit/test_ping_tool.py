@@ -57,3 +57,16 @@ def test_acceptable_targets(target: str) -> None:
 def test_hostile_targets_are_refused(target: str) -> None:
     with pytest.raises(ValueError):
         check_host(target)
+
+
+def test_a_ping_result_carries_the_pinger_set_and_the_delay_metrics() -> None:
+    from netsonde.metrics import DELAY_KEYS, delay_summary, pinger_summary
+    from netsonde.model import PacketSample
+
+    # RTTs 10, 12, lost, 11 ms: the summary is exactly both sets, neither overriding the other.
+    replies = [PacketSample(1, 10.0), PacketSample(2, 12.0), PacketSample(4, 11.0)]
+    values = ping.summary(4, replies)
+    assert values == {**pinger_summary(4, replies), **delay_summary(4, replies)}
+    assert set(DELAY_KEYS) <= set(values) and values["lossPercent"] == 25.0
+    assert values["ipdvCount"] == 1 and values["ipdvMean"] == 2.0  # only seqs 1→2 are a pair
+    assert values["mos"] is not None and 1.0 <= values["mos"] <= 4.5

@@ -1,4 +1,4 @@
-"""ICMP echo through netsonde's own engine (``netsonde.mp.icmp``), one target per run.
+"""ICMP echo through netsonde's own engine (``netsonde.icmp``), one target per run.
 
 Kernel receive timestamps and one socket per address family, as fping does; no external
 program. The engine takes IP literals only: a host name target is resolved here with
@@ -16,9 +16,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from netsonde.metrics import pinger_summary
-from netsonde.model import Result
-from netsonde.mp.icmp import ping_many
+from netsonde.icmp import ping_many
+from netsonde.metrics import delay_summary, pinger_summary
+from netsonde.model import PacketSample, Result
 from netsonde.mp.tools.targets import check_host
 
 NAME = "ping"
@@ -72,6 +72,11 @@ def resolve(target: str, family: str) -> str:
     return str(infos[0][4][0])
 
 
+def summary(sent: int, replies: list[PacketSample]) -> dict[str, float | int | None]:
+    """The PingER set plus IPDV, PDV, jitter, reordering, MOS and the Mathis estimate."""
+    return {**pinger_summary(sent, replies), **delay_summary(sent, replies)}
+
+
 def _rounded(values: dict[str, float | int | None]) -> dict[str, float | int | None]:
     """RTTs come in ns; keep 6 decimals of ms so float noise doesn't reach the archive."""
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}
@@ -114,7 +119,7 @@ def run_many(targets: Sequence[str], params: Params, gap: float = 0.001) -> list
                 target=targets[i],
                 sent=found.sent[addr],
                 replies=replies,
-                values=_rounded(pinger_summary(found.sent[addr], replies)),
+                values=_rounded(summary(found.sent[addr], replies)),
                 extra={
                     "packet_size": params.packet_size,
                     "ttl": params.ttl,

@@ -16,7 +16,7 @@ import socket
 import struct
 from typing import Literal
 
-from netsonde.mp.icmp.packet import ICMP6_ECHO_REPLY, ICMP_ECHO_REPLY
+from netsonde.icmp.packet import ICMP6_ECHO_REPLY, ICMP_ECHO_REPLY
 
 Mode = Literal["auto", "raw", "dgram"]
 

@@ -31,10 +31,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from netsonde.icmp.packet import echo_request, parse_reply, payload
+from netsonde.icmp.sockets import Mode, open_icmp, read_one
+from netsonde.icmp.table import ProbeTable
 from netsonde.model import PacketSample
-from netsonde.mp.icmp.packet import echo_request, parse_reply, payload
-from netsonde.mp.icmp.sockets import Mode, open_icmp, read_one
-from netsonde.mp.icmp.table import ProbeTable
 
 NS = 1_000_000_000
 PR_SET_TIMERSLACK, PR_GET_TIMERSLACK = 29, 30

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netsonde.icmp.packet import Reply, matches
 from netsonde.model import PacketSample
-from netsonde.mp.icmp.packet import Reply, matches
 
 
 @dataclass(slots=True)
