@@ -33,8 +33,8 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/status.py --links 10000 --rounds 1000
-	$(BIN)/python bench/spool.py
-	$(BIN)/python bench/icmp.py
+	$(BIN)/python bench/spool.py --write BENCHMARKS.md
+	$(BIN)/python bench/icmp.py --write
 
 clean:
 	rm -rf $(VENV) netsonde-data .pytest_cache
