@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from netsonde.model import Result
+from netsonde.mp.tools.external import DidNotFinish, last_line, run_program
 from netsonde.mp.tools.targets import check_host, family_of
 
 NAME = "iperf3"
@@ -149,32 +148,20 @@ def summarise(report: dict[str, Any]) -> tuple[dict[str, float | int | None], di
     return values, extra
 
 
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1].strip() if lines else ""
-
-
 def run(target: str, params: Params, deadline: float) -> Result:
     program = shutil.which("iperf3")
     if program is None:
         return Result(tool=NAME, target=target, error="iperf3 not found: install iperf3")
-    budget = max(1.0, deadline - time.time() - 1.0)  # leave the runner its own deadline
     try:
-        proc = subprocess.run(
-            command_line(program, target, params),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=budget,
-        )
-    except subprocess.TimeoutExpired:
-        return Result(tool=NAME, target=target, error=f"iperf3 did not finish in {budget:.0f}s")
+        proc = run_program(command_line(program, target, params), deadline)
+    except DidNotFinish as e:
+        return Result(tool=NAME, target=target, error=str(e))
     try:
         report = json.loads(proc.stdout)
         if not isinstance(report, dict):
             raise ValueError
     except ValueError:
-        reason = _last_line(proc.stderr) or f"exit status {proc.returncode}"
+        reason = last_line(proc.stderr) or f"exit status {proc.returncode}"
         return Result(tool=NAME, target=target, error=f"iperf3 printed no JSON report: {reason}")
     try:
         values, extra = summarise(report)

@@ -15,14 +15,13 @@ import math
 import os
 import re
 import shutil
-import subprocess
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from netsonde.model import Result
+from netsonde.mp.tools.external import DidNotFinish, last_line, run_program
 from netsonde.mp.tools.targets import check_host, family_of
 
 NAME = "traceroute"
@@ -202,34 +201,22 @@ def summarise(dest: str, hops: list[Hop]) -> tuple[dict[str, float | int | None]
     return values, extra
 
 
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1].strip() if lines else ""
-
-
 def run(target: str, params: Params, deadline: float) -> Result:
     program = PROGRAM if os.access(PROGRAM, os.X_OK) else shutil.which("traceroute")
     if program is None:
         return Result(tool=NAME, target=target, error="traceroute not found: install traceroute")
     if params.method == "tcp" and os.geteuid() != 0:
         return Result(tool=NAME, target=target, error="method tcp needs root (raw sockets)")
-    budget = max(1.0, deadline - time.time() - 1.0)  # leave the runner its own deadline
     try:
-        proc = subprocess.run(
-            command_line(program, target, params),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=budget,
-        )
-    except subprocess.TimeoutExpired:
-        return Result(tool=NAME, target=target, error=f"traceroute did not finish in {budget:.0f}s")
+        proc = run_program(command_line(program, target, params), deadline)
+    except DidNotFinish as e:
+        return Result(tool=NAME, target=target, error=str(e))
     try:
         dest, hops = parse_output(proc.stdout)
     except ParseError as e:
         return Result(tool=NAME, target=target, error=f"cannot parse traceroute output: {e}")
     if not hops:
-        reason = _last_line(proc.stderr) or f"traceroute exited with status {proc.returncode}"
+        reason = last_line(proc.stderr) or f"traceroute exited with status {proc.returncode}"
         return Result(tool=NAME, target=target, error=reason)
     values, extra = summarise(dest or target, hops)
     extra["method"] = params.method
