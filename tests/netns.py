@@ -50,7 +50,7 @@ def _cmd(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _enter(name: str) -> None:
+def enter_netns(name: str) -> None:
     """Move the calling thread into network namespace ``name`` (Python 3.11 has no setns)."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
@@ -122,7 +122,7 @@ class Netns:
         """Call ``fn`` on a thread that lives in the namespace: the sockets it opens, and the
         programs it starts (they inherit the thread's namespace), are in there."""
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, initializer=_enter, initargs=(self.name,))
+            self._thread = ThreadPoolExecutor(1, initializer=enter_netns, initargs=(self.name,))
         return self._thread.submit(fn, *args, **kwargs).result(timeout=120)
 
     def pids(self) -> list[int]:

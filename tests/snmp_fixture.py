@@ -15,7 +15,6 @@ Use: ``from snmp_fixture import SnmpAgent, snmp_agent`` in a test module (tests/
 
 from __future__ import annotations
 
-import ctypes
 import os
 import secrets
 import shutil
@@ -28,27 +27,16 @@ from typing import Any, TypeVar
 
 import pytest
 
+from netns import enter_netns
+
 T = TypeVar("T")
 
-CLONE_NEWNET = 0x40000000
 AGENT_PORT = 16161
 LINK_A, LINK_B = "vA", "vB"
 
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
-
-
-def _enter_netns(name: str) -> None:
-    """Move the calling thread into network namespace ``name`` (Python 3.11 has no os.setns)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 class SnmpAgent:
@@ -63,9 +51,7 @@ class SnmpAgent:
         self.community = "ns-" + secrets.token_hex(8)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "snmpd.log"
-        self._inside = ThreadPoolExecutor(
-            max_workers=1, initializer=_enter_netns, initargs=(netns,)
-        )
+        self._inside = ThreadPoolExecutor(max_workers=1, initializer=enter_netns, initargs=(netns,))
 
     def inside(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call ``fn`` on the thread that lives in the namespace; its sockets are in there."""
