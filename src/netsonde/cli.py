@@ -332,7 +332,9 @@ def results(
     since: Annotated[str, typer.Option(help="from: 1h, 30m, ISO 8601 or epoch")] = "1h",
     until: Annotated[str | None, typer.Option(help="to (default: now)")] = None,
     limit: Annotated[int, typer.Option(min=1, help="at most this many runs (the latest)")] = 1000,
-    samples: Annotated[bool, typer.Option(help="include per-packet samples in --json")] = False,
+    samples: Annotated[
+        bool, typer.Option(help="include per-packet samples and tool detail (extra) in --json")
+    ] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -353,6 +355,7 @@ def results(
         if not samples:
             for r in rows:
                 r.pop("samples")
+                r.pop("extra")
         _print_json(rows)
         return
     table = Table(

@@ -166,6 +166,10 @@ params = {{ queries = 1, wait = 1, max_hops = 3 }}
     tr = d.wait_for(lambda: [r for r in runs(d, "tr") if r["state"] == "finished"], timeout=5)
     assert tr[0]["values"]["reached"] == 1 and tr[0]["values"]["hops"] == 1
     assert tr[0]["values"]["pathId"] == int(traceroute.path_id([HOST_B]), 16)
+    # The hop list itself is stored and shown with --samples.
+    (detail,) = d.cli_json("results", "tr", "--since", "10m", "--samples", "--limit", "1")
+    assert detail["extra"]["path"] == [HOST_B]
+    assert detail["extra"]["hops"][0]["probes"][0]["addr"] == HOST_B
 
 
 @pytest.mark.parametrize("end", ["vethA", "vethB"])

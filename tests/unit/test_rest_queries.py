@@ -55,6 +55,7 @@ def make_run(spec: TestSpec, k: int, state: RunState, median: Any, loss: Any) ->
             sent=2,
             replies=[PacketSample(1, rtt, 64, 64, planned + 1000), PacketSample(2, None)],
             values={"minRtt": rtt, "medianRtt": median, "lossPercent": loss},
+            extra={"path": ["10.0.0.1", "*"], "socket": "raw"},
         )
     elif median == "result":
         result = Result(tool=spec.tool, target=spec.target, error="unreachable")
@@ -213,12 +214,13 @@ def test_run_fields(client: TestClient) -> None:
             "sent": 2,
             "values": {"minRtt": 4.0, "medianRtt": 4.0, "lossPercent": 50.0},
             "samples": None,
+            "extra": None,
         },
     }
     missed = items[4]
     assert (missed["state"], missed["error"], missed["result"]) == ("missed", "busy", None)
     assert (missed["actual_us"], missed["actual_iso"], missed["lateness_us"]) == (None, None, None)
-    assert items[7]["result"] == {"sent": 0, "values": {}, "samples": None}
+    assert items[7]["result"] == {"sent": 0, "values": {}, "samples": None, "extra": None}
 
 
 def test_samples_only_on_request(client: TestClient) -> None:
@@ -227,6 +229,8 @@ def test_samples_only_on_request(client: TestClient) -> None:
         {"seq": 1, "rtt_ms": 1.0, "ttl": 64, "size": 64, "recv_us": T0 + 1000},
         {"seq": 2, "rtt_ms": None, "ttl": None, "size": None, "recv_us": None},
     ]
+    # and the tool's detail (traceroute hops, TWAMP timestamps) with them
+    assert item["result"]["extra"] == {"path": ["10.0.0.1", "*"], "socket": "raw"}
 
 
 @pytest.mark.parametrize(

@@ -180,6 +180,7 @@ def test_store_then_read_back_exactly(client: TestClient) -> None:
             {"seq": 1, "rtt_ms": 1.25, "ttl": 63, "size": 64, "recv_us": T0 + 1350},
             {"seq": 2, "rtt_ms": None, "ttl": None, "size": None, "recv_us": None},
         ],
+        "extra": {"address": "192.0.2.1"},  # stored as sent
     }
     assert (runs["r-1"]["state"], runs["r-1"]["error"], runs["r-1"]["result"]) == (
         "missed",

@@ -96,6 +96,9 @@ class StoredResult(BaseModel):
     sent: int = Field(description="probes sent")
     values: dict[str, float | int | None] = Field(description="summary, e.g. the PingER set")
     samples: list[Sample] | None = Field(None, description="per packet; only with samples=true")
+    extra: dict[str, JsonValue] | None = Field(
+        None, description="tool detail (traceroute hops, TWAMP T1–T4…); only with samples=true"
+    )
 
 
 class StoredRun(_WithIsoTimes):
@@ -125,6 +128,7 @@ class StoredRun(_WithIsoTimes):
                 "sent": row["sent"],
                 "values": row["values"],
                 "samples": row["samples"] if samples else None,
+                "extra": row["extra"] if samples else None,
             }
         actual = row["actual_us"]
         lateness = None if actual is None else actual - row["planned_us"]

@@ -191,8 +191,8 @@ class SQLiteArchive:
             where.append("r.planned_us < ?")
             args.append(until_us)
         sql = (
-            "SELECT r.*, t.test_id, t.tool, t.target, res.sent, res.summary, res.samples"
-            " FROM runs r JOIN tests t ON t.key = r.test_key"
+            "SELECT r.*, t.test_id, t.tool, t.target, res.sent, res.summary, res.samples,"
+            " res.extra FROM runs r JOIN tests t ON t.key = r.test_key"
             " LEFT JOIN results res ON res.run_id = r.run_id"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY r.planned_us DESC LIMIT ?"
@@ -269,7 +269,8 @@ class SQLiteArchive:
         order = "DESC" if descending else "ASC"
         rows = self._query(
             "SELECT r.*, t.test_id, t.tool, t.target, res.sent, res.summary,"
-            f" {'res.samples' if samples else 'NULL'} AS samples"
+            f" {'res.samples' if samples else 'NULL'} AS samples,"
+            f" {'res.extra' if samples else 'NULL'} AS extra"
             " FROM runs r JOIN tests t ON t.key = r.test_key"
             f" {'' if results_only else 'LEFT '}JOIN results res ON res.run_id = r.run_id"
             f"{where.sql} ORDER BY r.planned_us {order}, r.run_id {order} LIMIT ? OFFSET ?",
@@ -380,8 +381,9 @@ class SQLiteArchive:
 
 
 def _run_row(r: sqlite3.Row) -> dict[str, Any]:
-    row = {k: r[k] for k in r.keys() if k not in ("summary", "samples")}  # noqa: SIM118 (Row)
+    row = {k: r[k] for k in r.keys() if k not in ("summary", "samples", "extra")}  # noqa: SIM118
     row["values"] = json.loads(r["summary"]) if r["summary"] else {}
+    row["extra"] = json.loads(r["extra"]) if r["extra"] else {}  # tool detail: hops, T1–T4…
     row["samples"] = [
         dict(zip(("seq", "rtt_ms", "ttl", "size", "recv_us"), s, strict=True))
         for s in (json.loads(r["samples"]) if r["samples"] else [])
