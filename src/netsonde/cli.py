@@ -20,16 +20,16 @@ from rich.console import Console
 from rich.table import Table
 
 from netsonde import __version__
-from netsonde.api.server import ListenError
-from netsonde.archive.sqlite import ArchiveError, SQLiteArchive
+from netsonde.archive import Archive, ArchiveError, open_archive
 from netsonde.config import Config, ConfigError, parse_duration, parse_time
 from netsonde.daemon import control, service
 from netsonde.daemon.detach import StartupReport, detach
 from netsonde.daemon.pidfile import AlreadyRunning, running_pid
+from netsonde.http.server import ListenError
 from netsonde.model import from_us, to_us
 from netsonde.mp.spool import read_dead_letters
-from netsonde.mp.tools import ping as ping_tool
 from netsonde.nmwg.client import ClientError, exchange, render
+from netsonde.probes import ping as ping_tool
 
 app = typer.Typer(
     help="netsonde: scheduled network measurements with a perfSONAR-compatible archive.",
@@ -67,9 +67,8 @@ def _num(v: Any, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def _open_archive(cfg: Config) -> SQLiteArchive:
-    assert cfg.sqlite_path is not None
-    return SQLiteArchive(cfg.sqlite_path, readonly=True)
+def _open_archive(cfg: Config) -> Archive:
+    return open_archive(cfg.archive_url, readonly=True)
 
 
 # ---- run / status ----------------------------------------------------------------------------
@@ -430,8 +429,8 @@ def twamp_reflector(
     ] = None,
 ) -> None:
     """Answer TWAMP-Light test packets (RFC 5357 Appendix I) until SIGTERM or Ctrl-C."""
-    from netsonde.twamp import reflector
-    from netsonde.twamp.udp import parse_hostport
+    from netsonde.engines.twamp import reflector
+    from netsonde.engines.twamp.udp import parse_hostport
 
     try:
         addresses = [parse_hostport(a) for a in listen or [reflector.DEFAULT_LISTEN]]

@@ -7,8 +7,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from netsonde.api.context import ApiContext, ArchiveConnections
-from netsonde.api.soap import soap_routes
+from netsonde.http.limits import RequestLimits
+from netsonde.http.soap import soap_routes
 
 from .rng import RngCache
 
@@ -27,5 +27,4 @@ def rng(tmp_path_factory: pytest.TempPathFactory) -> RngCache:
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
     """An endpoint with no services of its own: only the Echo every endpoint gets."""
-    ctx = ApiContext(archive=ArchiveConnections(tmp_path / "archive.sqlite"))
-    return TestClient(Starlette(routes=soap_routes(ctx, {ENDPOINT: []})))
+    return TestClient(Starlette(routes=soap_routes(RequestLimits(), {ENDPOINT: []})))

@@ -18,12 +18,13 @@ from typing import Any
 from lxml import etree
 from starlette.exceptions import StarletteDeprecationWarning
 
-from netsonde.api.app import PINGER_MA_PATH, create_app
-from netsonde.api.context import ApiContext, ArchiveConnections
+from hosting import host
+from netsonde.api.app import create_app
 from netsonde.archive.sqlite import SQLiteArchive
 from netsonde.model import Result, Run, RunState, Schedule, TestSpec, to_us
-from netsonde.mp.tools import ping
 from netsonde.nmwg import ns
+from netsonde.probes import ping
+from netsonde.services.pinger import MA_PATH
 
 from . import conformance_path
 from .rng import RngCache
@@ -33,7 +34,7 @@ with warnings.catch_warnings():  # starlette prefers httpx2, which is not instal
     from starlette.testclient import TestClient
 
 NAME = "pinger.ictp.it"  # the MP's own name: the src of the 2007 vectors
-ENDPOINT = PINGER_MA_PATH
+ENDPOINT = MA_PATH
 
 PINGER = "http://ggf.org/ns/nmwg/tools/pinger/2.0/"
 SELECT = "http://ggf.org/ns/nmwg/ops/select/2.0/"
@@ -379,8 +380,7 @@ class PingerMA:
     def build(cls, directory: Path, rng: RngCache, now: int) -> PingerMA:
         path = directory / "archive.sqlite"
         keys = populate(path, now)
-        ctx = ApiContext(archive=ArchiveConnections(path), name=NAME)
-        return cls(TestClient(create_app(ctx)), keys, now, Grammars(rng))
+        return cls(TestClient(create_app(host(path, name=NAME))), keys, now, Grammars(rng))
 
     @property
     def labels(self) -> dict[str, str]:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from netsonde.archive.pinger import DATUM_NAMES
 from netsonde.nmwg import build, codes
+from netsonde.services.pinger.views import DATUM_NAMES
 
 from . import CONFORMANCE_DIR, conformance_path, vectors
 from .pinger_fixtures import (

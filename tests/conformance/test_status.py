@@ -27,10 +27,13 @@ import pytest
 from lxml import etree
 from starlette.applications import Starlette
 
-from netsonde.api.context import ApiContext, ArchiveConnections, StatusConnections
-from netsonde.api.soap import soap_routes
-from netsonde.api.status import STATUS_MA
+from hosting import status_store
+from netsonde.archive import PerThread
+from netsonde.http.limits import RequestLimits
+from netsonde.http.soap import soap_routes
 from netsonde.nmwg import build
+from netsonde.services.status.nmwg import StatusState, status_ma
+from netsonde.services.status.store import LinkStatusStore
 
 from . import conformance_path, vectors
 
@@ -72,7 +75,7 @@ LINKS_CONF = f"""<config>
 </config>"""
 
 
-def _fill(connections: StatusConnections) -> None:
+def _fill(connections: PerThread[LinkStatusStore]) -> None:
     store = connections.get()
     for link, knowledge in (("link1", "full"), ("link2", "partial")):
         for start, end in RANGES_2007:
@@ -88,17 +91,14 @@ def _fill(connections: StatusConnections) -> None:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
     tmp = tmp_path_factory.mktemp("status")
-    connections = StatusConnections(tmp / "status.sqlite")
+    connections = status_store(tmp / "status.sqlite")
     _fill(connections)
     links = tmp / "links.conf"
     links.write_text(LINKS_CONF)
-    ctx = ApiContext(
-        archive=ArchiveConnections(tmp / "archive.sqlite"),
-        status_store=connections,
-        token=TOKEN,
-        extra={"status_links": links},
+    state = StatusState(store=connections, token=TOKEN, definitions=links)
+    return TestClient(
+        Starlette(routes=soap_routes(RequestLimits(), {ENDPOINT: [status_ma(state)]}))
     )
-    return TestClient(Starlette(routes=soap_routes(ctx, {ENDPOINT: [STATUS_MA]})))
 
 
 def test_store_holds_the_captured_history(client: TestClient) -> None:

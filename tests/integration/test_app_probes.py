@@ -39,12 +39,12 @@ import pytest
 
 from integration.test_runner import execute, spec_for
 from netsonde import config
+from netsonde import probes as tools
 from netsonde.model import Result, RunState
-from netsonde.mp import tools
-from netsonde.mp.tools import dns as dns_tool
-from netsonde.mp.tools import http as http_tool
-from netsonde.mp.tools import tcp as tcp_tool
-from netsonde.mp.tools import tlsinfo
+from netsonde.probes import dns as dns_tool
+from netsonde.probes import http as http_tool
+from netsonde.probes import tcp as tcp_tool
+from netsonde.probes import tlsinfo
 
 
 def later(seconds: float = 10.0) -> float:

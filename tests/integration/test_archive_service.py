@@ -201,10 +201,10 @@ def test_client_errors_are_one_line(netsonde_bin: Path, tmp_path: Path) -> None:
 def test_app_index_and_unknown_paths_answer_json(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
+    from hosting import host
     from netsonde.api.app import create_app
-    from netsonde.api.context import ApiContext, ArchiveConnections
 
-    app = create_app(ApiContext(archive=ArchiveConnections(tmp_path / "a.sqlite")))
+    app = create_app(host(tmp_path / "a.sqlite"))
     with TestClient(app) as client:
         index = client.get("/").json()
         assert index["nmwg"][0] == "/perfSONAR_PS/services/pinger/ma"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from netsonde.model import Run, RunState, Schedule, TestSpec, run_id_for
 from netsonde.mp.runner import Runner
-from netsonde.mp.tools import command, noop
+from netsonde.probes import command, noop
 from procs import alive
 
 

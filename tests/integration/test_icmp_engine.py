@@ -20,10 +20,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from netsonde.icmp import ping_many
+from netsonde.engines.icmp import ping_many
 from netsonde.metrics import pinger_summary
 from netsonde.model import PacketSample
-from netsonde.mp.tools import ping
+from netsonde.probes import ping
 
 CI = bool(os.environ.get("CI"))
 LOOPBACK8 = [f"127.0.0.{i}" for i in range(1, 9)]
@@ -192,8 +192,8 @@ def test_ping_tool_runs_on_the_engine() -> None:
 
 RESPONDER = r"""
 import json, socket, sys, threading
-from netsonde.icmp import ping_many
-from netsonde.icmp.packet import checksum
+from netsonde.engines.icmp import ping_many
+from netsonde.engines.icmp.packet import checksum
 
 def respond(s):
     requests = {}

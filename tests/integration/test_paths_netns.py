@@ -23,7 +23,7 @@ import pytest
 
 from integration.conftest import DaemonProcess
 from netns import Netns, NetnsLab, netns_lab, require_netns
-from netsonde.mp.tools import iperf3, traceroute
+from netsonde.probes import iperf3, traceroute
 
 __all__ = ["netns_lab"]  # the fixture, re-exported so pytest finds it here
 

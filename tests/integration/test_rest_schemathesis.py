@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from netsonde.api.context import ApiContext, ArchiveConnections
-from netsonde.api.rest import build_router
+from hosting import host
 from netsonde.archive.sqlite import SQLiteArchive
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
-from netsonde.mp.tools import ping
+from netsonde.probes import ping
+from netsonde.services.archive.rest import build_router
 
 TOKEN = "schemathesis-token-0123456789"
 T0 = 1_700_000_000_000_000
@@ -60,7 +60,7 @@ def build_app(path: Path) -> FastAPI:
         archive.store_runs(runs(spec))
     archive.close()
     app = FastAPI()
-    ctx = ApiContext(ArchiveConnections(path), token=TOKEN, max_body_bytes=256 * 1024)
+    ctx = host(path, token=TOKEN, max_body_bytes=256 * 1024)
     app.include_router(build_router(ctx), prefix="/api/v1")
     return app
 

@@ -13,7 +13,7 @@ import pytest
 from integration.conftest import DaemonProcess
 from netsonde.model import Run, RunState, Schedule, TestSpec, run_id_for
 from netsonde.mp.runner import Runner
-from netsonde.mp.tools import command, noop, ping
+from netsonde.probes import command, noop, ping
 from procs import alive
 
 # Ignores SIGTERM, starts a grandchild that ignores it too, writes both pids, then hangs.

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from netsonde.engines.snmp import LinkReading, admin_state, oper_state, poll_interfaces_sync
 from netsonde.model import Result
-from netsonde.mp.tools import snmp_link
-from netsonde.snmp import LinkReading, admin_state, oper_state, poll_interfaces_sync
+from netsonde.probes import snmp_link
 from snmp_fixture import LINK_A, LINK_B, SnmpAgent, snmp_agent
 
 pytestmark = pytest.mark.integration

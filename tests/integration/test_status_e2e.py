@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from netsonde.snmp import poll_interfaces_sync
+from netsonde.engines.snmp import poll_interfaces_sync
 from snmp_fixture import LINK_A, LINK_B, SnmpAgent, snmp_agent
 
 pytestmark = pytest.mark.integration
@@ -200,7 +200,7 @@ def test_link_down_up_shows_as_new_ranges(snmp_agent: SnmpAgent, tmp_path: Path)
         # the down range, asked for by a point inside it, as ISO and as epoch seconds
         code, body = api.get(f"/api/v1/links/{ID_B}/status?at={ranges[1]['start_iso']}")
         assert code == 200 and body["ranges"] == [ranges[1]]
-        feed = json.loads((tmp_path / "data" / "status.json").read_text())["status_feed"]
+        feed = json.loads((tmp_path / "data" / "status.json").read_text())["feeds"]["status"]
         assert feed["stored"] >= 3 and feed["error"] is None  # the daemon reports its feed
         os.killpg(daemon.pid, signal.SIGTERM)  # a clean stop flushes and closes the store
         assert daemon.wait(timeout=10) == 0, log.read_text()

@@ -21,19 +21,21 @@ from typing import Any
 import pytest
 
 from integration.conftest import DaemonProcess
-from netsonde.mp.tools import twamp
-from netsonde.twamp.clock import read_estimate
+from netsonde.engines.twamp.clock import read_estimate
+from netsonde.probes import twamp
 
 PY = sys.executable
 
 
 class Reflector:
-    """``python -m netsonde.twamp.reflector`` (optionally inside a namespace) and the addresses
-    it reports once bound."""
+    """``python -m netsonde.engines.twamp.reflector`` (optionally inside a namespace) and the
+    addresses it reports once bound."""
 
     def __init__(self, *listen: str, netns: str | None = None, cli: bool = False) -> None:
         netsonde = str(Path(PY).parent / "netsonde")
-        argv = [netsonde, "twamp-reflector"] if cli else [PY, "-m", "netsonde.twamp.reflector"]
+        argv = (
+            [netsonde, "twamp-reflector"] if cli else [PY, "-m", "netsonde.engines.twamp.reflector"]
+        )
         for addr in listen:
             argv += ["--listen", addr]
         if netns:
@@ -165,7 +167,7 @@ def test_reflector_ignores_runts_and_its_own_port_and_refuses_host_names(
         with pytest.raises(TimeoutError):
             s.recv(100)
     bad = subprocess.run(
-        [PY, "-m", "netsonde.twamp.reflector", "--listen", "localhost:862"],
+        [PY, "-m", "netsonde.engines.twamp.reflector", "--listen", "localhost:862"],
         capture_output=True,
         text=True,
         timeout=10,
@@ -220,8 +222,8 @@ def pair() -> Iterator[Pair]:
 
 _SEND = """
 import json, sys, time
-from netsonde.mp.tools import twamp
-from netsonde.twamp.clock import read_estimate
+from netsonde.probes import twamp
+from netsonde.engines.twamp.clock import read_estimate
 p = twamp.Params.model_validate(json.loads(sys.argv[2]))
 r = twamp.run(sys.argv[1], p, time.time() + twamp.default_timeout(p))
 print(json.dumps({"error": r.error, "sent": r.sent, "values": r.values, "extra": r.extra}))
@@ -327,7 +329,7 @@ enabled = false
 [[server]]
 id = "twamp"
 command = "{python}"
-args = ["-m", "netsonde.twamp.reflector", "--listen", "127.0.0.1:{port}"]
+args = ["-m", "netsonde.engines.twamp.reflector", "--listen", "127.0.0.1:{port}"]
 
 [[test]]
 id = "tw"

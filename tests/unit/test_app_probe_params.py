@@ -12,12 +12,12 @@ import dns.flags
 import pytest
 
 from netsonde import config
+from netsonde import probes as tools
 from netsonde.config import ConfigError
-from netsonde.mp import tools
-from netsonde.mp.tools import dns as dns_tool
-from netsonde.mp.tools import http as http_tool
-from netsonde.mp.tools import tcp as tcp_tool
-from netsonde.mp.tools import tlsinfo
+from netsonde.probes import dns as dns_tool
+from netsonde.probes import http as http_tool
+from netsonde.probes import tcp as tcp_tool
+from netsonde.probes import tlsinfo
 
 NAME = "probes.toml"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from netsonde.archive.pinger import (
+from netsonde.services.pinger.views import (
     DATUM_NAMES,
     Datum,
     MetaFilter,

@@ -10,7 +10,7 @@ import pytest
 from netsonde.archive.sqlite import ArchiveError, SQLiteArchive
 from netsonde.archive.writer import BatchWriter
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec, run_id_for
-from netsonde.mp.tools import ping
+from netsonde.probes import ping
 
 T0 = 1_700_000_000_000_000  # epoch µs
 

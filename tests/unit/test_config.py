@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from netsonde import config
+from netsonde import probes as tools
 from netsonde.config import EMBEDDED_DEFAULT, Config, ConfigError, KeyLines
 from netsonde.model import SchedClass, Schedule
-from netsonde.mp import tools
-from netsonde.mp.tools import ping
+from netsonde.probes import ping
 
 NAME = "x.toml"
 

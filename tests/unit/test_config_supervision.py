@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from netsonde import config
+from netsonde import probes as tools
 from netsonde.config import Config, ConfigError
 from netsonde.model import SchedClass
-from netsonde.mp import tools
 
 NAME = "x.toml"
 

@@ -16,10 +16,11 @@ from lxml import etree
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from netsonde.api.context import ApiContext, ArchiveConnections
-from netsonde.api.soap import NMWGService, RequestContext, soap_routes
+from netsonde.http.limits import RequestLimits
+from netsonde.http.soap import soap_routes
 from netsonde.nmwg import build, codes, ns
 from netsonde.nmwg.message import Message, Unit
+from netsonde.nmwg.service import NMWGService, RequestContext
 
 with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -33,7 +34,7 @@ SECRET = "netsonde-secret-3f9c2a"
 NMWG = f"{{{ns.NMWG}}}"
 
 
-def ok(unit: Unit, message: Message, rctx: RequestContext) -> Sequence[etree._Element]:
+def ok(unit: Unit, message: Message, rctx: RequestContext[None]) -> Sequence[etree._Element]:
     return build.result_pair(rctx.ids, "success.ok", "ok", unit.ref)
 
 
@@ -42,13 +43,9 @@ ECHOING = NMWGService(name="echoing", handlers={"SetupDataRequest": ok}, event_t
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Starlette:
-    ctx = ApiContext(
-        archive=ArchiveConnections(tmp_path / "a.sqlite"),
-        max_body_bytes=LIMIT,
-        request_timeout=20,
-    )
-    return Starlette(routes=soap_routes(ctx, {ENDPOINT: [ECHOING]}))
+def app() -> Starlette:
+    limits = RequestLimits(request_timeout=20, max_body_bytes=LIMIT)
+    return Starlette(routes=soap_routes(limits, {ENDPOINT: [ECHOING]}))
 
 
 @pytest.fixture

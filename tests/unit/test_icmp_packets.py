@@ -6,14 +6,14 @@ import struct
 
 import pytest
 
-from netsonde.icmp.packet import (
+from netsonde.engines.icmp.packet import (
     checksum,
     echo_request,
     matches,
     parse_reply,
     payload,
 )
-from netsonde.icmp.table import ProbeTable
+from netsonde.engines.icmp.table import ProbeTable
 from netsonde.metrics import pinger_summary
 
 COOKIE = bytes.fromhex("0102030405060708")

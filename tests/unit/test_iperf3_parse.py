@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from netsonde.mp.tools import iperf3
+from netsonde.probes import iperf3
 
 DATA = Path(__file__).parent / "data" / "iperf3"
 

@@ -12,9 +12,11 @@ from urllib.parse import quote
 import pytest
 from fastapi import FastAPI
 
-from netsonde.api.context import ApiContext, ArchiveConnections, StatusConnections
-from netsonde.api.links import build_links_router, iso_seconds
-from netsonde.archive.status import LinkStatusStore
+from hosting import host
+from netsonde.services import status as status_service
+from netsonde.services.status.rest import iso_seconds
+from netsonde.services.status.settings import StatusSection
+from netsonde.services.status.store import LinkStatusStore
 
 with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
     warnings.simplefilter("ignore")
@@ -53,10 +55,12 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         store.update(B, T0 + 5, "unknown", "unknown")
         for t in (6, 7, 8):
             store.update(B, T0 + t, "up", "normal")
-    ctx = ApiContext(archive=ArchiveConnections(tmp_path / "a.sqlite"), status_store=None)
-    ctx.status_store = StatusConnections(db)
+    served = status_service.serve(
+        host(tmp_path / "a.sqlite", sections={"status": StatusSection(db=str(db))})
+    )
     app = FastAPI()
-    app.include_router(build_links_router(ctx), prefix="/api/v1")
+    for router in served.routers():
+        app.include_router(router, prefix="/api/v1")
     with TestClient(app) as c:
         yield c
 
@@ -172,9 +176,11 @@ def test_bad_history_value_is_422(client: TestClient) -> None:
 
 
 def test_no_store_is_404(tmp_path: Path) -> None:
-    ctx = ApiContext(archive=ArchiveConnections(tmp_path / "a.sqlite"))
+    off = StatusSection(enabled=False)
+    served = status_service.serve(host(tmp_path / "a.sqlite", sections={"status": off}))
     app = FastAPI()
-    app.include_router(build_links_router(ctx), prefix="/api/v1")
+    for router in served.routers():
+        app.include_router(router, prefix="/api/v1")
     with TestClient(app) as c:
         r = c.get("/api/v1/links")
     assert r.status_code == 404

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from netsonde.api.context import ApiContext, ArchiveConnections, StatusConnections
-from netsonde.api.status import LINK_STATUS, STATUS_MA
-from netsonde.ls.registration import ITEMS_PER_MESSAGE, ServiceInfo, register_requests
+from hosting import host
 from netsonde.nmwg import ns
+from netsonde.nmwg.ls import ITEMS_PER_MESSAGE, ServiceInfo, register_requests
+from netsonde.services import status as status_service
+from netsonde.services.status.nmwg import LINK_STATUS
+from netsonde.services.status.settings import StatusSection
 
 NS = {"nmwg": ns.NMWG, "perfsonar": ns.PERFSONAR, "psservice": ns.PSSERVICE, "topoid": ns.TOPOID}
 LINKS = [f"urn:ogf:network:domain=test:host=r1:port=eth{i}:link=l{i}" for i in range(60)]
 
 
 def test_status_ma_registers_every_link_in_messages_of_fifty(tmp_path: Path) -> None:
-    status = StatusConnections(tmp_path / "status.sqlite")
+    section = StatusSection(db=str(tmp_path / "status.sqlite"))
+    served = status_service.serve(host(tmp_path / "a.sqlite", sections={"status": section}))
     for link in LINKS:
-        status.get().update(link, 1_700_000_000, "up", "normal")
-    api = ApiContext(archive=ArchiveConnections(tmp_path / "a.sqlite"), status_store=status)
-    assert STATUS_MA.lookup_data is not None
-    items = STATUS_MA.lookup_data(api)
+        served.state.store.get().update(link, 1_700_000_000, "up", "normal")  # type: ignore[union-attr]
+    items = served.lookup_data()
     service = ServiceInfo("netsonde status", "http://127.0.0.1:8075/perfSONAR_PS/services/status")
     first, second = register_requests(service, items)
     assert first.get("type") == "LSRegisterRequest"
@@ -37,7 +38,10 @@ def test_status_ma_registers_every_link_in_messages_of_fifty(tmp_path: Path) -> 
 
 
 def test_no_store_registers_no_links(tmp_path: Path) -> None:
-    api = ApiContext(archive=ArchiveConnections(tmp_path / "a.sqlite"))
-    assert STATUS_MA.lookup_data is not None and STATUS_MA.lookup_data(api) == []
+    off = StatusSection(enabled=False)
+    assert (
+        status_service.serve(host(tmp_path / "a.sqlite", sections={"status": off})).lookup_data()
+        == []
+    )
     (only,) = register_requests(ServiceInfo("x", "http://127.0.0.1:1/x"), [])
     assert only.find("nmwg:data", NS) is None

@@ -13,11 +13,11 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from netsonde.api.context import ApiContext, ArchiveConnections
+from hosting import host
 from netsonde.api.metrics import Metrics, MetricsMiddleware, metrics_route, path_template
-from netsonde.api.rest import build_router
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
-from netsonde.mp.tools import ping
+from netsonde.probes import ping
+from netsonde.services.archive.rest import build_router
 
 with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
     warnings.simplefilter("ignore")
@@ -220,7 +220,7 @@ def test_a_failing_status_does_not_break_the_scrape() -> None:
 @pytest.fixture
 def app_and_metrics(tmp_path: Path) -> tuple[FastAPI, Metrics]:
     metrics = Metrics(status=lambda: STATUS)
-    ctx = ApiContext(ArchiveConnections(tmp_path / "a.sqlite"))
+    ctx = host(tmp_path / "a.sqlite")
     app = FastAPI()
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(build_router(ctx), prefix="/api/v1")

@@ -4,9 +4,9 @@ import socket
 from pathlib import Path
 
 from netsonde import config
+from netsonde import probes as tools
 from netsonde.model import Schedule, TestSpec, run_id_for
-from netsonde.mp import tools
-from netsonde.mp.tools import ping
+from netsonde.probes import ping
 
 
 def spec(source: str = "", target: str = "127.0.0.1", test_id: str = "a") -> TestSpec:

@@ -19,11 +19,12 @@ from lxml import etree
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from netsonde.api.context import ApiContext, ArchiveConnections
-from netsonde.api.soap import NMWGService, RequestContext, canonical_path, soap_routes
+from netsonde.http.limits import RequestLimits
+from netsonde.http.soap import canonical_path, soap_routes
 from netsonde.nmwg import build, codes, ns
 from netsonde.nmwg.codes import NMWGError
 from netsonde.nmwg.message import Message, Unit
+from netsonde.nmwg.service import NMWGService, RequestContext
 
 with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -35,7 +36,7 @@ SLASHED = "http://ggf.org/ns/nmwg/tools/pinger/2.0/"
 NMWG = f"{{{ns.NMWG}}}"
 
 
-def probe(unit: Unit, message: Message, rctx: RequestContext) -> Sequence[etree._Element]:
+def probe(unit: Unit, message: Message, rctx: RequestContext[None]) -> Sequence[etree._Element]:
     """Answers with what it was given, so tests can see the routing."""
     if unit.subject.get("id") == "boom":
         raise RuntimeError("secret internal detail")
@@ -58,8 +59,8 @@ ECHOING = NMWGService(
 ANY = NMWGService(name="any", handlers={"StoreRequest": probe}, event_types=None)
 
 
-def context(tmp_path: Path, **kw: float) -> ApiContext:
-    return ApiContext(archive=ArchiveConnections(tmp_path / "a.sqlite"), **kw)  # type: ignore[arg-type]
+def context(tmp_path: Path, request_timeout: float = 30.0) -> RequestLimits:
+    return RequestLimits(request_timeout=request_timeout)
 
 
 @pytest.fixture
@@ -222,7 +223,7 @@ def test_failures_stay_in_their_unit(client: TestClient, caplog: pytest.LogCaptu
         + trigger("fine")
         + trigger("missing")
     )
-    with caplog.at_level(logging.ERROR, logger="netsonde.api.soap"):
+    with caplog.at_level(logging.ERROR, logger="netsonde.http.soap"):
         response = client.post(MA, content=request("SetupDataRequest", body))
     assert results(message_of(response)) == [
         ("boom", codes.INTERNAL_ERROR, codes.INTERNAL_ERROR_TEXT),
@@ -339,7 +340,9 @@ class Stalling:
         self.saw_cancelled = threading.Event()
         self.finished = threading.Event()
 
-    def __call__(self, unit: Unit, message: Message, rctx: RequestContext) -> list[etree._Element]:
+    def __call__(
+        self, unit: Unit, message: Message, rctx: RequestContext[None]
+    ) -> list[etree._Element]:
         rctx.on_cancel(self.hook_called.set)
         if self.hook_called.wait(10) and rctx.cancelled:
             self.saw_cancelled.set()
@@ -372,7 +375,9 @@ def test_timeout_answers_and_cancels_the_worker(tmp_path: Path) -> None:
 def test_cancellation_interrupts_a_sqlite_query(tmp_path: Path) -> None:
     interrupted = threading.Event()
 
-    def endless_query(unit: Unit, message: Message, rctx: RequestContext) -> list[etree._Element]:
+    def endless_query(
+        unit: Unit, message: Message, rctx: RequestContext[None]
+    ) -> list[etree._Element]:
         db = sqlite3.connect(":memory:")
         rctx.on_cancel(db.interrupt)
         try:
@@ -397,7 +402,7 @@ def test_cancellation_interrupts_a_sqlite_query(tmp_path: Path) -> None:
 
 
 def test_late_callbacks_run_at_once(tmp_path: Path) -> None:
-    rctx = RequestContext(api=context(tmp_path), endpoint=MA)
+    rctx: RequestContext[None] = RequestContext(endpoint=MA)
     rctx.cancel()
     called = threading.Event()
     rctx.on_cancel(called.set)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from netsonde.mp.tools import ping
-from netsonde.mp.tools.targets import check_host
+from netsonde.probes import ping
+from netsonde.probes.targets import check_host
 
 
 def test_params_defaults_and_engine_options() -> None:

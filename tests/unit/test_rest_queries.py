@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from netsonde.api.context import ApiContext, ArchiveConnections
-from netsonde.api.rest import build_router
+from hosting import host
 from netsonde.archive.sqlite import SQLiteArchive
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec, run_id_for
-from netsonde.mp.tools import noop, ping
+from netsonde.probes import noop, ping
+from netsonde.services.archive.rest import build_router
 
 with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
     warnings.simplefilter("ignore")
@@ -92,7 +92,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     )
     archive.close()
     app = FastAPI()
-    app.include_router(build_router(ApiContext(ArchiveConnections(path))), prefix="/api/v1")
+    app.include_router(build_router(host(path)), prefix="/api/v1")
     with TestClient(app) as c:
         yield c
 
@@ -438,7 +438,7 @@ def test_validation_errors_list_every_field(client: TestClient) -> None:
 
 def test_an_archive_that_cannot_be_opened_is_503(tmp_path: Path) -> None:
     app = FastAPI()
-    ctx = ApiContext(ArchiveConnections(tmp_path))  # a directory: SQLite cannot open it
+    ctx = host(tmp_path)  # a directory: SQLite cannot open it
     app.include_router(build_router(ctx), prefix="/api/v1")
     with TestClient(app) as c:
         response = c.get("/api/v1/tests")

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from netsonde.api.context import ApiContext, ArchiveConnections
-from netsonde.api.rest import build_router
+from hosting import host
 from netsonde.archive.sqlite import SQLiteArchive
 from netsonde.model import Schedule, TestSpec
-from netsonde.mp.tools import ping
+from netsonde.probes import ping
+from netsonde.services.archive.rest import build_router
 
 with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
     warnings.simplefilter("ignore")
@@ -86,7 +86,7 @@ def batch() -> dict[str, Any]:
 
 def make_client(path: Path, **ctx: Any) -> TestClient:
     app = FastAPI()
-    app.include_router(build_router(ApiContext(ArchiveConnections(path), **ctx)), prefix="/api/v1")
+    app.include_router(build_router(host(path, **ctx)), prefix="/api/v1")
     return TestClient(app)
 
 

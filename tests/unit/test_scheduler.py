@@ -21,7 +21,7 @@ import pytest
 
 from netsonde.model import Run, RunState, SchedClass, Schedule, TestSpec, run_id_for, to_us
 from netsonde.mp.scheduler import Dispatch, Scheduler, default_slip, phase_of
-from netsonde.mp.tools import noop
+from netsonde.probes import noop
 
 T0 = 1_700_000_000.0  # the fake clock's epoch
 STEP = 0.25  # a binary fraction, so T0 + i*STEP and start + duration land exactly on the grid

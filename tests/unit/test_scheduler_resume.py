@@ -10,7 +10,7 @@ from typing import Any
 
 from netsonde.model import RunState, SchedClass, Schedule, TestSpec, run_id_for, to_us
 from netsonde.mp.scheduler import DOWN_REASON, Scheduler, phase_of
-from netsonde.mp.tools import noop
+from netsonde.probes import noop
 
 T0 = 1_700_000_000.0
 

@@ -23,11 +23,10 @@ import pytest
 import uvicorn
 
 from netsonde.api.app import create_app
-from netsonde.api.context import ApiContext, ArchiveConnections
-from netsonde.api.server import bind
+from netsonde.http.server import bind
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
 from netsonde.mp.spool import Spool
-from netsonde.mp.tools import ping
+from netsonde.probes import ping
 
 TOKEN = "spool-token-0123456789abcdef"
 T0 = 1_700_000_000_000_000
@@ -85,7 +84,10 @@ class Remote:
         self._sock: socket.socket | None = None
 
     def start(self) -> None:
-        ctx = ApiContext(ArchiveConnections(self.path), name="remote", token=self.token)
+
+        from hosting import host  # here: the kill -9 child imports this module without it
+
+        ctx = host(self.path, name="remote", token=self.token)
         config = uvicorn.Config(create_app(ctx), lifespan="off", log_config=None)
         self._server = server = uvicorn.Server(config)
         self._sock = bind("127.0.0.1", self.port)

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from netsonde.archive.status import LinkStatusStore, Update
+from netsonde import probes as tools
 from netsonde.config import ConfigError, parse
 from netsonde.model import Result, Run, RunState, Schedule, TestSpec
-from netsonde.mp import tools
-from netsonde.mp.status_feed import StatusFeed, configured_link_ids, readings_from_run
-from netsonde.mp.tools import noop, snmp_link
+from netsonde.probes import noop, snmp_link
+from netsonde.services import SECTIONS
+from netsonde.services.status.feed import StatusFeed, configured_link_ids, readings_from_run
+from netsonde.services.status.store import LinkStatusStore, Update
 
 T0 = 1_700_000_000  # unix seconds
 TEMPLATE = "urn:ogf:network:domain=test:host={target}:port={interface}:index={if_index}"
@@ -170,17 +171,21 @@ def test_refused_update_is_dropped_alone(tmp_path: Path) -> None:
 
 
 def _load(text: str, base: Path) -> Any:
-    return parse(text, base / "netsonde.toml", tools.TOOLS, base=base)  # type: ignore[arg-type]
+    return parse(text, base / "netsonde.toml", tools.TOOLS, base=base, sections=SECTIONS)  # type: ignore[arg-type]
+
+
+def _status_db(text: str, base: Path) -> Path | None:
+    section = _load(text, base).sections["status"]
+    return Path(section.db) if section.enabled else None
 
 
 def test_status_db_defaults_to_the_data_dir(tmp_path: Path) -> None:
-    cfg = _load('[daemon]\ndata_dir = "d"\n', tmp_path)
-    assert cfg.status_db == tmp_path / "d" / "status.sqlite"
+    assert _status_db('[daemon]\ndata_dir = "d"\n', tmp_path) == tmp_path / "d" / "status.sqlite"
 
 
 def test_status_db_relative_to_the_file_and_disabled(tmp_path: Path) -> None:
-    assert _load('[status]\ndb = "s/links.db"\n', tmp_path).status_db == tmp_path / "s/links.db"
-    assert _load("[status]\nenabled = false\n", tmp_path).status_db is None
+    assert _status_db('[status]\ndb = "s/links.db"\n', tmp_path) == tmp_path / "s/links.db"
+    assert _status_db("[status]\nenabled = false\n", tmp_path) is None
 
 
 @pytest.mark.parametrize(

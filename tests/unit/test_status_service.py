@@ -14,11 +14,12 @@ import pytest
 from lxml import etree
 from starlette.applications import Starlette
 
-from netsonde.api.context import ApiContext, ArchiveConnections, StatusConnections
-from netsonde.api.soap import soap_routes
-from netsonde.api.status import STATUS_MA, combine_states
+from hosting import status_state
+from netsonde.http.limits import RequestLimits
+from netsonde.http.soap import soap_routes
 from netsonde.nmwg import ns
-from netsonde.status_links import LinkDefinitionsError, parse_link_definitions
+from netsonde.services.status.definitions import LinkDefinitionsError, parse_link_definitions
+from netsonde.services.status.nmwg import combine_states, status_ma
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -54,8 +55,8 @@ def store_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(tmp_path: Path, store_path: Path) -> TestClient:
-    connections = StatusConnections(store_path)
-    store = connections.get()
+    state = status_state(store_path, token=TOKEN, definitions=tmp_path / "links.conf")
+    store = state.store.get()
     store.update(A, 100, "up", "normaloperation")
     store.update(A, 200, "up", "normaloperation")
     store.update(A, 300, "down", "normaloperation")
@@ -66,13 +67,9 @@ def client(tmp_path: Path, store_path: Path) -> TestClient:
     store.update(OTHER, 100, "up", "normaloperation")
     links = tmp_path / "links.conf"
     links.write_text(LINKS_CONF)
-    ctx = ApiContext(
-        archive=ArchiveConnections(tmp_path / "archive.sqlite"),
-        status_store=connections,
-        token=TOKEN,
-        extra={"status_links": links},
+    return TestClient(
+        Starlette(routes=soap_routes(RequestLimits(), {ENDPOINT: [status_ma(state)]}))
     )
-    return TestClient(Starlette(routes=soap_routes(ctx, {ENDPOINT: [STATUS_MA]})))
 
 
 def post(client: TestClient, body: str, **headers: str) -> etree._Element:
@@ -538,8 +535,9 @@ def test_combine_states_precedence() -> None:
 
 
 def test_unconfigured_server(tmp_path: Path) -> None:
-    ctx = ApiContext(archive=ArchiveConnections(tmp_path / "archive.sqlite"))
-    bare = TestClient(Starlette(routes=soap_routes(ctx, {ENDPOINT: [STATUS_MA]})))
+    unopenable = status_state(tmp_path)  # a directory: no store, and no link definitions
+    routes = soap_routes(RequestLimits(), {ENDPOINT: [status_ma(unopenable)]})
+    bare = TestClient(Starlette(routes=routes))
     assert result_codes(post(bare, path_status())) == ["error.configuration"]
     assert result_codes(post(bare, topoid_request(A))) == ["error.common.storage.open"]
 

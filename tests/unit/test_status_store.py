@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from netsonde.archive.status import LinkState, LinkStatusStore, StatusError, Update
+from netsonde.services.status.store import LinkState, LinkStatusStore, StatusError, Update
 
 L1 = "urn:ogf:network:domain=example.net:host=r1:port=xe-0/0/0:link=1"
 L2 = "urn:ogf:network:domain=example.net:host=r1:port=xe-0/0/0:link=10"  # L1 is its prefix

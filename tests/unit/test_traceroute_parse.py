@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from netsonde.mp.tools import traceroute
-from netsonde.mp.tools.traceroute import ParseError, parse_output, path_id, summarise
+from netsonde.probes import traceroute
+from netsonde.probes.traceroute import ParseError, parse_output, path_id, summarise
 
 TWO_HOPS = """\
 traceroute to 10.99.2.2 (10.99.2.2), 30 hops max, 60 byte packets

@@ -13,10 +13,15 @@ import pytest
 from pydantic import ValidationError
 
 from netsonde import config
-from netsonde.mp import tools
-from netsonde.mp.tools import twamp as tool
-from netsonde.twamp.clock import STA_UNSYNC, TIME_ERROR, _Timex, estimate_from, read_estimate
-from netsonde.twamp.packets import (
+from netsonde import probes as tools
+from netsonde.engines.twamp.clock import (
+    STA_UNSYNC,
+    TIME_ERROR,
+    _Timex,
+    estimate_from,
+    read_estimate,
+)
+from netsonde.engines.twamp.packets import (
     NTP_UNIX_OFFSET,
     REFLECTOR_SIZE,
     SENDER_SIZE,
@@ -27,7 +32,8 @@ from netsonde.twamp.packets import (
     ntp_from_ns,
     reflect,
 )
-from netsonde.twamp.udp import Datagram, parse_hostport
+from netsonde.engines.twamp.udp import Datagram, parse_hostport
+from netsonde.probes import twamp as tool
 
 S = 1_000_000_000  # ns per second
 

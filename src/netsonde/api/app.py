@@ -1,50 +1,54 @@
-"""The one HTTP app: NMWG/SOAP at the historic perfSONAR-PS paths, REST under /api/v1 (with its
-OpenAPI document at /api/v1/openapi.json), Prometheus text at /metrics."""
+"""The one HTTP app, derived from the services table: each service's NMWG/SOAP endpoints at
+their historic perfSONAR-PS paths and its REST routes under /api/v1 (OpenAPI document at
+/api/v1/openapi.json), plus Prometheus text at /metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from netsonde import __version__
-from netsonde.api.context import ApiContext
-from netsonde.api.links import build_links_router
 from netsonde.api.metrics import Metrics, MetricsMiddleware, metrics_route
-from netsonde.api.pinger import PINGER_MA
-from netsonde.api.rest import build_router
-from netsonde.api.soap import NMWGService, soap_routes
-from netsonde.api.status import STATUS_MA
-
-PINGER_MA_PATH = "/perfSONAR_PS/services/pinger/ma"
-PINGER_MP_PATH = "/perfSONAR_PS/services/pinger/mp"
-STATUS_PATH = "/perfSONAR_PS/services/status"
-
-# Later services (status, LS, realtime) add their paths here.
-ENDPOINTS: Mapping[str, Sequence[NMWGService]] = {
-    PINGER_MA_PATH: [PINGER_MA],
-    PINGER_MP_PATH: [],  # the MP answers Echo only, as the original did
-    STATUS_PATH: [STATUS_MA],
-}
+from netsonde.http.soap import soap_routes
+from netsonde.nmwg.service import NMWGService
+from netsonde.services import SERVICES
+from netsonde.services.base import Host, Served, ServiceDef
 
 
-def create_app(ctx: ApiContext, metrics: Metrics | None = None) -> FastAPI:
-    metrics = metrics or Metrics(ctx.status)
+def serve_all(host: Host, services: Sequence[ServiceDef] = SERVICES) -> list[Served]:
+    """Each service as this process serves it (those the config leaves out are skipped)."""
+    return [s for s in (d.serve(host) for d in services) if s is not None]
+
+
+def create_app(
+    host: Host, metrics: Metrics | None = None, services: Sequence[ServiceDef] = SERVICES
+) -> FastAPI:
+    metrics = metrics or Metrics(host.status)
+    served = serve_all(host, services)
+    endpoints: dict[str, list[NMWGService[Any]]] = {}
+    for s in served:
+        for path, nmwg in s.nmwg().items():
+            if path in endpoints:
+                raise ValueError(f"NMWG endpoint {path} is served twice")
+            endpoints[path] = list(nmwg)
     app = FastAPI(
         title="netsonde",
         version=__version__,
         description="Measurement archive: REST JSON API. NMWG/SOAP endpoints are at "
-        + ", ".join(ENDPOINTS)
+        + ", ".join(endpoints)
         + "; Prometheus metrics at /metrics.",
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
     )
-    app.include_router(build_router(ctx), prefix="/api/v1")
-    app.include_router(build_links_router(ctx), prefix="/api/v1")
-    app.router.routes.extend(soap_routes(ctx, ENDPOINTS))
+    for s in served:
+        for router in s.routers():
+            app.include_router(router, prefix="/api/v1")
+    app.router.routes.extend(soap_routes(host.limits, endpoints))
     app.router.routes.append(metrics_route(metrics))
 
     @app.get("/", include_in_schema=False)
@@ -53,7 +57,7 @@ def create_app(ctx: ApiContext, metrics: Metrics | None = None) -> FastAPI:
             {
                 "service": "netsonde",
                 "version": __version__,
-                "nmwg": list(ENDPOINTS),
+                "nmwg": list(endpoints),
                 "rest": "/api/v1/",
                 "openapi": "/api/v1/openapi.json",
                 "metrics": "/metrics",

@@ -47,7 +47,7 @@ class Metrics:
         multiprocess_dir: str | None = None,
         appended: Callable[[], bytes] | None = None,
     ) -> None:
-        """``status``: the daemon's live snapshot (``ApiContext.status``), read at scrape time.
+        """``status``: the daemon's live snapshot (``Host.status``), read at scrape time.
 
         With API workers in processes of their own, the daemon keeps the run metrics
         (``http=False``) and writes them to a file; each worker keeps only HTTP metrics

@@ -22,9 +22,12 @@ import uvicorn
 import uvloop
 
 from netsonde.api.app import create_app
-from netsonde.api.context import ApiContext, ArchiveConnections, StatusConnections
 from netsonde.api.metrics import Metrics
-from netsonde.api.server import bind
+from netsonde.archive import connections
+from netsonde.http.limits import RequestLimits
+from netsonde.http.server import bind
+from netsonde.services import SECTIONS
+from netsonde.services.base import Host
 
 log = logging.getLogger("netsonde.api.worker")
 
@@ -46,24 +49,24 @@ def _read_bytes(path: Path) -> bytes:
 def build(settings: dict[str, Any]) -> Any:
     status_file = Path(settings["status_file"])
     metrics_file = Path(settings["metrics_file"])
-    ctx = ApiContext(
-        archive=ArchiveConnections(Path(settings["archive"])),
+    host = Host(
+        archive=connections(settings["archive"]),
         name=settings["name"],
         token=settings["token"],
-        request_timeout=settings["request_timeout"],
-        max_body_bytes=settings["max_body_bytes"],
+        limits=RequestLimits(settings["request_timeout"], settings["max_body_bytes"]),
         status=lambda: _read_json(status_file),
         inline_queries=True,
-        status_store=(
-            StatusConnections(Path(settings["status_db"])) if settings.get("status_db") else None
-        ),
+        sections={
+            name: SECTIONS[name].model_validate(section)
+            for name, section in settings["sections"].items()
+        },
     )
     metrics = Metrics(
         runs=False,
         multiprocess_dir=settings["multiprocess_dir"],
         appended=lambda: _read_bytes(metrics_file),
     )
-    return create_app(ctx, metrics)
+    return create_app(host, metrics)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from netsonde.archive.base import ArchiveError, UnknownTestError
 from netsonde.model import Run, TestSpec
 
 SCHEMA_VERSION = 2
@@ -55,10 +56,6 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
-class ArchiveError(Exception):
-    """The archive cannot be opened or used; the message says why, in one line."""
-
-
 def _why(path: Path) -> str:
     """What SQLite's "unable to open database file" leaves out, when the disk is the cause."""
     try:
@@ -72,9 +69,22 @@ def _why(path: Path) -> str:
     return ""
 
 
+SCHEME = "sqlite:///"
+
+
+def path_of(url: str) -> Path:
+    """``sqlite:///rel/path`` → rel/path, ``sqlite:////abs/path`` → /abs/path."""
+    if not url.startswith(SCHEME) or len(url) == len(SCHEME):
+        raise ArchiveError(f"invalid SQLite archive URL {url!r} (use sqlite:///PATH)")
+    return Path(url[len(SCHEME) :])
+
+
 class SQLiteArchive:
+    """The embedded backend: one SQLite file in WAL mode."""
+
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.url = f"{SCHEME}{self.path}"
         try:
             if readonly:
                 if not self.path.exists():
@@ -200,7 +210,7 @@ class SQLiteArchive:
         rows = self._db.execute(sql, [*args, limit]).fetchall()
         return [_run_row(r) for r in reversed(rows)]
 
-    # ---- the REST API's queries and store (netsonde.api.rest) -----------------------------
+    # ---- the REST API's queries and store (services/archive/rest.py) ----------------------
 
     def find_tests(
         self,
@@ -392,14 +402,6 @@ def _run_row(r: sqlite3.Row) -> dict[str, Any]:
 
 
 # ---- for the REST API's methods ----------------------------------------------------------------
-
-
-class UnknownTestError(ValueError):
-    """Runs name test keys that the archive does not know (and that came with no definition)."""
-
-    def __init__(self, keys: Sequence[str]) -> None:
-        super().__init__(f"unknown test key(s): {', '.join(keys)}")
-        self.keys = list(keys)
 
 
 _LOSS_PATH = "'$.lossPercent'"  # an SQL string literal

@@ -24,12 +24,10 @@ from typing import Any
 import uvloop
 
 from netsonde import config as config_mod
+from netsonde import probes as tools
 from netsonde.api.app import create_app
-from netsonde.api.context import ApiContext, ArchiveConnections, StatusConnections
 from netsonde.api.metrics import Metrics
-from netsonde.api.server import bind, serve
-from netsonde.archive.sqlite import SQLiteArchive
-from netsonde.archive.status import LinkStatusStore
+from netsonde.archive import Archive, connections, open_archive
 from netsonde.archive.writer import BatchWriter
 from netsonde.config import Config, ConfigError, ServerSpec
 from netsonde.daemon.api_workers import ApiWorkers
@@ -43,12 +41,14 @@ from netsonde.daemon.supervisor import (
     Supervisor,
     watch_task,
 )
+from netsonde.http.limits import RequestLimits
+from netsonde.http.server import bind, serve
 from netsonde.model import Run, to_us
-from netsonde.mp import tools
 from netsonde.mp.point import MeasurementPoint
 from netsonde.mp.runner import ForkServerGone, Runner
 from netsonde.mp.spool import Spool
-from netsonde.mp.status_feed import StatusFeed
+from netsonde.services import SECTIONS, SERVICES
+from netsonde.services.base import Feed, Host
 
 log = logging.getLogger("netsonde")
 
@@ -58,7 +58,7 @@ SPOOL_FILE = "spool.sqlite"
 
 
 def load_config(path: str | Path | None) -> Config:
-    return config_mod.load(path, tools.TOOLS)  # type: ignore[arg-type]
+    return config_mod.load(path, tools.TOOLS, SECTIONS)  # type: ignore[arg-type]
 
 
 def status_path(cfg: Config) -> Path:
@@ -96,25 +96,29 @@ class Daemon:
         self.watchdog = LoopWatchdog(stall_after=cfg.heartbeat_timeout)
         self.api_workers: ApiWorkers | None = None
         self.metrics: Metrics | None = None
-        self.feed: StatusFeed | None = None
+        self.feeds: dict[str, Feed] = {}
         self.spool: Spool | None = None
         self.reaper: Reaper | None = None
         self.servers: list[KeptServer] = []
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
-        assert cfg.sqlite_path is not None
         workers = cfg.api.workers if cfg.api.enabled else 0
         # First, so that a busy address fails the start before anything else is set up.
         listener = bind(*cfg.listen_address, reuse_port=bool(workers)) if cfg.api.enabled else None
         # First too: as a child subreaper the daemon gets the orphans of runs and servers (not
         # init), and the reaper finds and reaps them.
         self.reaper = reaper = Reaper(cfg.cleanup, keep=self._children, exempt=self._children)
-        archive = SQLiteArchive(cfg.sqlite_path)
+        archive = open_archive(cfg.archive_url)
         archive.register_tests(cfg.tests, to_us(time.time()))
         writer = BatchWriter(archive)
-        # The Status MA's link states, fed by snmp_link runs (from the feed's own thread).
-        self.feed = feed = StatusFeed(LinkStatusStore(cfg.status_db)) if cfg.status_db else None
+        # Services that consume runs (the Status MA's link states from snmp_link runs), each
+        # writing from a thread of its own.
+        for service in SERVICES:
+            made = service.feed(cfg) if service.feed else None
+            if made is not None:
+                self.feeds[service.name] = made
+        feeds = list(self.feeds.values())
         self.spool = spool = self._open_spool()
         runner = Runner()
         # With API workers the daemon keeps the run metrics; the workers count requests.
@@ -124,7 +128,7 @@ class Daemon:
             writer.submit(run)
             spec = point.scheduler.spec(run.test_id)
             metrics.observe_run(run, spec)
-            if feed is not None:
+            for feed in feeds:
                 feed.submit(run, spec)
             if spool is not None and spec is not None:
                 spool.submit(spec, run)
@@ -154,8 +158,8 @@ class Daemon:
             on_stale=runner.kill_fork_server,
         )
         sup.add_thread("archive-writer", writer)
-        if feed is not None:
-            sup.add_thread("status-feed", feed.writer)
+        for name, feed in self.feeds.items():
+            sup.add_thread(f"{name}-feed", feed.worker)
         if spool is not None:
             sup.add_thread("spool", spool)
         sup.add("publisher", lambda hb: self._publish(point, writer, hb))
@@ -186,7 +190,7 @@ class Daemon:
             await self._stop_in_order(point, runner)
             writer.close()
             archive.close()
-            if feed is not None:
+            for feed in feeds:
                 feed.close()
             if spool is not None:
                 spool.close()
@@ -272,29 +276,28 @@ class Daemon:
             self.api_workers.supervise(self.supervisor)
             return
         cfg = self.cfg
-        assert cfg.sqlite_path is not None and self.metrics is not None
-        ctx = ApiContext(
-            archive=ArchiveConnections(cfg.sqlite_path),
+        assert self.metrics is not None
+        host = Host(
+            archive=connections(cfg.archive_url),
             name=cfg.name,
             token=cfg.api.token,
-            request_timeout=cfg.api.request_timeout,
-            max_body_bytes=cfg.api.max_body_bytes,
+            limits=RequestLimits(cfg.api.request_timeout, cfg.api.max_body_bytes),
             status=status,
-            status_store=StatusConnections(cfg.status_db) if cfg.status_db else None,
+            sections=cfg.sections,
         )
-        app = create_app(ctx, self.metrics)
+        app = create_app(host, self.metrics)
         self.supervisor.add("http", lambda hb: watch_task(serve(app, listener, stop), hb))
 
     def _worker_settings(self) -> dict[str, Any]:
         cfg = self.cfg
         return {
-            "archive": str(cfg.sqlite_path),
+            "archive": cfg.archive_url,
             "name": cfg.name,
             "token": cfg.api.token,
             "request_timeout": cfg.api.request_timeout,
             "max_body_bytes": cfg.api.max_body_bytes,
             "status_file": str(status_path(cfg)),
-            "status_db": str(cfg.status_db) if cfg.status_db else None,
+            "sections": {n: s.model_dump(mode="json") for n, s in cfg.sections.items()},
             "metrics_file": str(metrics_path(cfg)),
             "multiprocess_dir": str(cfg.data_dir / "prometheus"),
             "host": cfg.listen_address[0],
@@ -320,7 +323,7 @@ class Daemon:
             "archive_error": writer.last_error,
             "api_workers": self.api_workers.pids if self.api_workers else None,
             "api_worker_restarts": self.api_workers.restarts if self.api_workers else 0,
-            "status_feed": self.feed.stats if self.feed else None,
+            "feeds": {name: feed.stats for name, feed in self.feeds.items()},
             "workers": self.supervisor.snapshot(),
             "worker_restarts": self.supervisor.restarts,
             "loop_stalls": self.watchdog.stalls,
@@ -330,7 +333,7 @@ class Daemon:
             **point.snapshot(),
         }
 
-    def _reload(self, point: MeasurementPoint, archive: SQLiteArchive) -> None:
+    def _reload(self, point: MeasurementPoint, archive: Archive) -> None:
         try:
             new = load_config(self.config_path)
         except ConfigError as e:

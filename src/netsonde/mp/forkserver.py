@@ -80,8 +80,8 @@ def _child_main(spec: Any, deadline: float, write_fd: int) -> None:
         os.setpgid(0, 0)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
+        from netsonde import probes as tools
         from netsonde.model import Result
-        from netsonde.mp import tools
 
         started = time.time()
         try:
@@ -214,7 +214,7 @@ def serve(sock: socket.socket) -> None:
 
 
 def main() -> None:
-    import netsonde.mp.tools  # noqa: F401  (preload: every run's fork starts with it imported)
+    import netsonde.probes  # noqa: F401  (preload: every run's fork starts with it imported)
 
     fd = int(sys.argv[1])
     serve(socket.socket(fileno=fd))

@@ -34,9 +34,9 @@ from typing import Any, Literal, NamedTuple
 import httpx
 from lxml import etree
 
-from netsonde.archive.pinger import BOOLEAN_DATUMS, DATUM_NAMES
 from netsonde.model import Run, RunState, TestSpec, to_us
 from netsonde.nmwg import build, codes, ns
+from netsonde.services.pinger.views import BOOLEAN_DATUMS, DATUM_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,0 @@
-"""fping-class ICMP echo: one socket per address family, kernel receive timestamps, a
-fixed-rate send clock, many targets per call. See ``engine`` for timing and matching."""
-
-from netsonde.icmp.engine import PingRun, ping_many
-from netsonde.icmp.packet import checksum
-from netsonde.icmp.sockets import Mode
-
-__all__ = ["Mode", "PingRun", "checksum", "ping_many"]

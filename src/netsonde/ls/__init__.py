@@ -1,1 +1,0 @@
-"""Lookup service: who serves what (registry with leases, and the registrar client)."""

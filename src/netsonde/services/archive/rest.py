@@ -1,0 +1,349 @@
+"""The REST JSON API, mounted at ``/api/v1``: tests, runs, results and aggregates read from the
+archive, and an authenticated store through which remote measurement points deliver runs.
+
+Handlers are plain ``def``: FastAPI runs them in its thread pool, so SQLite work never blocks the
+event loop, and each pool thread has its own connection (``ArchiveConnections``). The SQL lives
+in ``netsonde.archive.sqlite``. Every error is JSON ``{"error": "..."}``; bad input gets a 4xx
+naming what was wrong, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response, Security
+from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException  # FastAPI raises this base class too
+
+from netsonde.archive import UnknownTestError
+from netsonde.http.rest import (
+    ERRORS,
+    TIME_FORMS,
+    ApiRoute,
+    ErrorBody,
+    parse_time,
+    parse_window,
+    store_route,
+)
+from netsonde.metrics.stats import percentile
+from netsonde.model import RunState, from_us, to_us
+from netsonde.services.archive.schemas import (
+    SUMMARY_KEY,
+    Aggregation,
+    StoredRun,
+    StoredRunPage,
+    StoredTest,
+    StoredTestPage,
+    StoreReply,
+    StoreRequest,
+    Window,
+)
+from netsonde.services.base import Host
+
+MAX_LIMIT = 1000
+MAX_OFFSET = 2**31 - 1
+PERCENTILES = (50, 90, 95, 99)
+
+Order = Literal["asc", "desc"]
+
+
+# ---- parameters --------------------------------------------------------------------------------
+
+
+def encode_cursor(position: Sequence[int | str]) -> str:
+    raw = json.dumps(list(position), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str | None, *types: type) -> Any:
+    """The position (a tuple of ``types``) a cursor from ``encode_cursor`` holds; None for none."""
+    if cursor is None:
+        return None
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):  # also bad UTF-8 and bad JSON, both ValueErrors
+        value = None
+    if (
+        not isinstance(value, list)
+        or len(value) != len(types)
+        or not all(type(v) is t for v, t in zip(value, types, strict=True))  # bool is no int
+        or any(type(v) is int and not -(2**63) <= v < 2**63 for v in value)
+    ):
+        raise HTTPException(400, "cursor: invalid; pass next_cursor of the previous page as is")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class Paging:
+    limit: int
+    offset: int
+    cursor: str | None
+
+
+LimitQ = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page")]
+OffsetQ = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+CursorQ = Annotated[
+    str | None, Query(max_length=512, description="next_cursor of the previous page")
+]
+
+
+def make_paging(limit: int, offset: int, cursor: str | None) -> Paging:
+    if cursor is not None and offset:
+        raise HTTPException(400, "offset and cursor: give one or the other, not both")
+    return Paging(limit, offset, cursor)
+
+
+async def paging(limit: LimitQ = 100, offset: OffsetQ = 0, cursor: CursorQ = None) -> Paging:
+    return make_paging(limit, offset, cursor)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    test_id: str | None
+    test_key: str | None
+    since_us: int | None
+    until_us: int | None
+
+
+TestIdQ = Annotated[str | None, Query(max_length=128, description="any key it had")]
+TestKeyQ = Annotated[str | None, Query(max_length=64, description="one key only")]
+FromQ = Annotated[
+    str | None, Query(alias="from", max_length=64, description=f"inclusive; {TIME_FORMS}")
+]
+UntilQ = Annotated[str | None, Query(max_length=64, description="exclusive")]
+
+
+def make_run_filter(
+    test_id: str | None, test_key: str | None, from_: str | None, until: str | None
+) -> RunFilter:
+    """Which test and which planned starts: the half-open range [from, until)."""
+    since_us = None if from_ is None else parse_time("from", from_)
+    until_us = None if until is None else parse_time("until", until)
+    if since_us is not None and until_us is not None and until_us < since_us:
+        raise HTTPException(400, "until: must not be before from")
+    return RunFilter(test_id, test_key, since_us, until_us)
+
+
+async def run_filter(
+    test_id: TestIdQ = None, test_key: TestKeyQ = None, from_: FromQ = None, until: UntilQ = None
+) -> RunFilter:
+    return make_run_filter(test_id, test_key, from_, until)
+
+
+# ---- responses -------------------------------------------------------------------------------
+
+
+def _next_cursor(rows: list[dict[str, Any]], limit: int, *fields: str) -> str | None:
+    """Rows were fetched with ``limit + 1``: a row beyond the page means there is a next one."""
+    return encode_cursor([rows[limit - 1][f] for f in fields]) if len(rows) > limit else None
+
+
+def window_of(row: dict[str, Any], window_us: int) -> Window:
+    """An archive aggregate row → Window; percentiles from its sorted values."""
+    values = row["values"]
+    return Window.model_validate(
+        {
+            "start_us": row["start_us"],
+            "end_us": row["start_us"] + window_us,
+            "runs": row["runs"],
+            "count": row["count"],
+            "min": row["min"],
+            "mean": row["mean"],
+            "max": row["max"],
+            **{f"p{p}": percentile(values, p) for p in PERCENTILES},
+            "mean_loss_percent": row["mean_loss"],
+        }
+    )
+
+
+# ---- the router --------------------------------------------------------------------------------
+
+
+def build_router(host: Host) -> APIRouter:
+    router = APIRouter(route_class=ApiRoute, responses=ERRORS, tags=["archive"])
+    archive = host.archive.get  # this thread's connection
+
+    @router.get("/tests", response_model=StoredTestPage, summary="List and search tests")
+    def list_tests(
+        page: Annotated[Paging, Depends(paging)],
+        tool: Annotated[str | None, Query(max_length=64)] = None,
+        target: Annotated[str | None, Query(max_length=255)] = None,
+        test_id: Annotated[str | None, Query(max_length=128, description="exact")] = None,
+        test_id_contains: Annotated[str | None, Query(max_length=128)] = None,
+        key: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> StoredTestPage:
+        rows = archive().find_tests(
+            key=key,
+            test_id=test_id,
+            test_id_contains=test_id_contains,
+            tool=tool,
+            target=target,
+            after=decode_cursor(page.cursor, str, str),
+            offset=page.offset,
+            limit=page.limit + 1,
+        )
+        return StoredTestPage(
+            items=[StoredTest.model_validate(r) for r in rows[: page.limit]],
+            limit=page.limit,
+            offset=page.offset,
+            next_cursor=_next_cursor(rows, page.limit, "test_id", "key"),
+        )
+
+    @router.get(
+        "/tests/{key}",
+        response_model=StoredTest,
+        summary="One test by key",
+        responses={404: {"model": ErrorBody, "description": "no such test"}},
+    )
+    def get_test(key: Annotated[str, Path(max_length=64)]) -> StoredTest:
+        rows = archive().find_tests(key=key, limit=1)
+        if not rows:
+            raise HTTPException(404, f"no test with key {key!r}")
+        return StoredTest.model_validate(rows[0])
+
+    def runs_page(
+        f: RunFilter,
+        page: Paging,
+        *,
+        results_only: bool,
+        states: list[RunState] | None,
+        samples: bool,
+        order: Order,
+    ) -> Response:
+        rows = archive().find_runs(
+            test_id=f.test_id,
+            test_key=f.test_key,
+            states=[str(s) for s in states or ()],
+            since_us=f.since_us,
+            until_us=f.until_us,
+            results_only=results_only,
+            samples=samples,
+            after=decode_cursor(page.cursor, int, str),
+            descending=order == "desc",
+            offset=page.offset,
+            limit=page.limit + 1,
+        )
+        built = StoredRunPage(
+            items=[StoredRun.from_row(r, samples=samples) for r in rows[: page.limit]],
+            limit=page.limit,
+            offset=page.offset,
+            next_cursor=_next_cursor(rows, page.limit, "planned_us", "run_id"),
+        )
+        # Validated once, above; returning the model would make FastAPI validate every row
+        # again on the way out (a third of the time of a busy results query).
+        return Response(built.model_dump_json(), media_type="application/json")
+
+    def run_pages(results_only: bool) -> Callable[..., Response]:
+        # The filter and paging parameters are declared here rather than as dependencies:
+        # FastAPI's dependency solving was ~45 % of the time of a small results query.
+        def endpoint(
+            test_id: TestIdQ = None,
+            test_key: TestKeyQ = None,
+            from_: FromQ = None,
+            until: UntilQ = None,
+            limit: LimitQ = 100,
+            offset: OffsetQ = 0,
+            cursor: CursorQ = None,
+            state: Annotated[list[RunState] | None, Query(description="any of these")] = None,
+            samples: Annotated[bool, Query(description="include per-packet samples")] = False,
+            order: Annotated[Order, Query(description="by planned start")] = "asc",
+        ) -> Response:
+            return runs_page(
+                make_run_filter(test_id, test_key, from_, until),
+                make_paging(limit, offset, cursor),
+                results_only=results_only,
+                states=state,
+                samples=samples,
+                order=order,
+            )
+
+        if not host.inline_queries:
+            return endpoint
+
+        # In an API worker (a process that only serves HTTP) the query runs on the event loop:
+        # the hop to a pool thread and back costs more than a bounded (≤ 1,000 rows) query.
+        @functools.wraps(endpoint)
+        async def inline(*args: Any, **kwargs: Any) -> Response:
+            return endpoint(*args, **kwargs)
+
+        return inline
+
+    router.get("/runs", response_model=StoredRunPage, summary="Runs of every state")(
+        run_pages(results_only=False)
+    )
+    router.get("/results", response_model=StoredRunPage, summary="Runs that have a result")(
+        run_pages(results_only=True)
+    )
+
+    @router.get("/aggregate", response_model=Aggregation, summary="Statistics per time window")
+    def aggregate(
+        f: Annotated[RunFilter, Depends(run_filter)],
+        window: Annotated[
+            str, Query(max_length=32, description="seconds, or 60s, 15m, 1h, 1d")
+        ] = "1h",
+        metric: Annotated[
+            str, Query(pattern=SUMMARY_KEY, description="a numeric summary key")
+        ] = "medianRtt",
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="windows per page")] = 100,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> Aggregation:
+        if f.test_id is None and f.test_key is None:
+            raise HTTPException(400, "test_id or test_key: one is required (a test to aggregate)")
+        window_us = parse_window(window)
+        after = decode_cursor(cursor, int)
+        since_us = f.since_us
+        if after is not None:  # the next page starts at the window the cursor names
+            since_us = after[0] if since_us is None else max(since_us, after[0])
+        rows = archive().aggregate(
+            metric,
+            window_us,
+            test_id=f.test_id,
+            test_key=f.test_key,
+            since_us=since_us,
+            until_us=f.until_us,
+            limit=limit + 1,
+        )
+        more = len(rows) > limit
+        return Aggregation(
+            test_id=f.test_id,
+            test_key=f.test_key,
+            metric=metric,
+            window_s=from_us(window_us),
+            windows=[window_of(r, window_us) for r in rows[:limit]],
+            next_cursor=encode_cursor([rows[limit]["start_us"]]) if more else None,
+        )
+
+    # Documents the bearer scheme in OpenAPI; the check itself is StoreRoute.admit, which runs
+    # before the body is read.
+    bearer = Security(HTTPBearer(auto_error=False, description="the [api] token"))
+
+    def store(body: StoreRequest) -> StoreReply:
+        specs, runs = body.to_domain()
+        try:
+            new = archive().store_batch(specs, runs, to_us(time.time()))
+        except UnknownTestError as e:
+            raise HTTPException(422, f"runs: {e}; send the test in tests or inline") from None
+        return StoreReply(tests=len(specs), runs=len(runs), new=new, duplicates=len(runs) - new)
+
+    router.add_api_route(
+        "/store",
+        store,
+        methods=["POST"],
+        response_model=StoreReply,
+        summary="Store tests and runs (idempotent by run_id)",
+        dependencies=[bearer],
+        route_class_override=store_route(host.token, host.limits.max_body_bytes),
+        responses={
+            401: {"model": ErrorBody, "description": "missing or wrong token"},
+            403: {"model": ErrorBody, "description": "no token configured: storing disabled"},
+            413: {"model": ErrorBody, "description": "body larger than max_body_bytes"},
+        },
+    )
+    return router

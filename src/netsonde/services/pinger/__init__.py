@@ -1,0 +1,34 @@
+"""The PingER MA (the seed's perfSONAR-PS PingER service) over NMWG: MetadataKey, SetupData and
+MeasurementArchiveStore requests on the archive's ping tests (PROTOCOL.md §4.12–4.14).
+
+``views.py`` the PingER view of the archive (metadata, datums, consolidation), ``ma.py`` the
+NMWG handlers. The MP endpoint answers Echo only, as the original did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from netsonde.nmwg.service import NMWGService
+from netsonde.services.base import Endpoints, Host, ServiceDef
+from netsonde.services.pinger.ma import PingerState, pinger_ma
+
+NAME = "pinger"
+MA_PATH = "/perfSONAR_PS/services/pinger/ma"
+MP_PATH = "/perfSONAR_PS/services/pinger/mp"
+
+
+class PingerService(Endpoints):
+    def __init__(self, state: PingerState) -> None:
+        self.state = state
+
+    def nmwg(self) -> Mapping[str, Sequence[NMWGService[Any]]]:
+        return {MA_PATH: [pinger_ma(self.state)], MP_PATH: []}
+
+
+def serve(host: Host) -> PingerService:
+    return PingerService(PingerState(archive=host.archive, name=host.name, token=host.token))
+
+
+SERVICE = ServiceDef(name=NAME, serve=serve)

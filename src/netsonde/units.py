@@ -1,0 +1,52 @@
+"""Durations and times as users write them (config files, query parameters, the CLI)."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_US = timedelta(microseconds=1)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1d"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        pos, seconds = 0, 0.0
+        for m in _DURATION_PART.finditer(text):
+            if m.start() != pos:
+                break
+            seconds += float(m[1]) * _UNIT_SECONDS[m[2]]
+            pos = m.end()
+        if pos != len(text) or not text:
+            raise ValueError(f"invalid duration {value!r} (use e.g. 500ms, 30s, 5m, 1h30m)")
+    else:
+        raise ValueError(f"invalid duration {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {value!r} (must be finite)")
+    if seconds < 0:
+        raise ValueError(f"duration {value!r} is negative")
+    return seconds
+
+
+def parse_time(value: object) -> float:
+    """Epoch seconds from a TOML datetime, an ISO 8601 string or a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"invalid time {value!r} (use ISO 8601)") from None
+    if isinstance(value, datetime):
+        return value.timestamp()  # naive datetimes are local time, as TOML says
+    raise ValueError(f"invalid time {value!r}")

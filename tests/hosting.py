@@ -1,0 +1,39 @@
+"""Building what services are given (a Host, a service's state) for tests: one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from netsonde.archive import PerThread, connections
+from netsonde.http.limits import RequestLimits
+from netsonde.services.base import Host
+from netsonde.services.status.nmwg import StatusState
+from netsonde.services.status.store import LinkStatusStore
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def host(
+    archive: Path,
+    *,
+    request_timeout: float = 30.0,
+    max_body_bytes: int = 10 * 1024 * 1024,
+    **kw: Any,
+) -> Host:
+    """A Host on the SQLite archive at ``archive`` (other Host fields by keyword)."""
+    return Host(
+        archive=connections(sqlite_url(archive)),
+        limits=RequestLimits(request_timeout, max_body_bytes),
+        **kw,
+    )
+
+
+def status_store(path: Path) -> PerThread[LinkStatusStore]:
+    return PerThread(lambda: LinkStatusStore(path))
+
+
+def status_state(path: Path, **kw: Any) -> StatusState:
+    return StatusState(store=status_store(path), **kw)
