@@ -35,7 +35,7 @@ from pathlib import Path
 
 from netsonde.archive.sqlite import SQLiteArchive
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
-from netsonde.mp.tools import ping
+from netsonde.probes import ping
 
 T0 = 1_700_000_000  # first run, unix seconds
 STEP = 60  # one run a minute per test

@@ -76,7 +76,7 @@ def timed(fn: Callable[[], tuple[int, list[float]]]) -> Figures:
 
 
 def run_netsonde(args: argparse.Namespace, hosts: list[str]) -> tuple[int, list[float]]:
-    from netsonde.icmp import ping_many
+    from netsonde.engines.icmp import ping_many
 
     run = ping_many(
         hosts,
@@ -132,7 +132,7 @@ def run_blackbox_client(args: argparse.Namespace, hosts: list[str]) -> tuple[int
     return args.count * len(hosts), rtts
 
 
-IMPORTS = {"netsonde": "netsonde.icmp", "icmplib": "icmplib"}
+IMPORTS = {"netsonde": "netsonde.engines.icmp", "icmplib": "icmplib"}
 CHILD = {"netsonde": run_netsonde, "icmplib": run_icmplib, "blackbox": run_blackbox_client}
 
 

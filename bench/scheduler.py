@@ -22,7 +22,7 @@ Why
                          ``Runner.close()``.
     ``mp-forkserver``    MeasurementPoint + the previous Runner, kept here as
                          ``MpForkserverExecutor``: a ``multiprocessing`` "forkserver" Process per
-                         run (``netsonde.mp.tools`` preloaded), result sent through a Pipe.
+                         run (``netsonde.probes`` preloaded), result sent through a Pipe.
     ``netsonde-inproc``  MeasurementPoint with an executor that calls ``noop.run`` in process:
                          the scheduler's own cost, without the fork.
     ``stdlib-sched``     the peer: ``sched.scheduler(time.time, time.sleep)``, each test
@@ -78,12 +78,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from netsonde import probes as tools
 from netsonde.model import Result, Run, RunState, SchedClass, Schedule, TestSpec, to_us
-from netsonde.mp import tools
 from netsonde.mp.point import MeasurementPoint
 from netsonde.mp.runner import Runner, kill_group
 from netsonde.mp.scheduler import phase_of
-from netsonde.mp.tools import noop
+from netsonde.probes import noop
 
 MODES = ("netsonde+fork", "mp-forkserver", "netsonde-inproc", "stdlib-sched")
 BURST_MS = 10.0  # the p99 target; runs later than this are counted per mode
@@ -280,7 +280,7 @@ class MpForkserverExecutor:
         self.grace = grace
         self._live: set[int] = set()
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["netsonde.mp.tools"])
+        self._ctx.set_forkserver_preload(["netsonde.probes"])
 
     async def execute(self, spec: TestSpec, run: Run) -> Run:
         reader, writer = self._ctx.Pipe(duplex=False)

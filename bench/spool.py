@@ -47,7 +47,7 @@ from netsonde.archive.writer import BatchWriter
 from netsonde.metrics import pinger_summary
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
 from netsonde.mp.spool import Spool, rest_run, rest_test
-from netsonde.mp.tools import ping
+from netsonde.probes import ping
 
 T0 = 1_700_000_000_000_000  # first run, epoch µs
 STEP = 60_000_000  # one run a minute per test

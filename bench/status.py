@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from netsonde.archive.status import LinkStatusStore
+from netsonde.services.status.store import LinkStatusStore
 
 T0 = 1_700_000_000  # first round, unix seconds
 OPER = ("up", "down", "degraded")
