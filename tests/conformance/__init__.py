@@ -1,7 +1,10 @@
-"""Conformance tests against the legacy perfSONAR-PS data in ../shared/conformance.
+"""Conformance tests: the project's own protocol vectors (``tests/vectors``, always run) and
+the legacy perfSONAR-PS corpus in ../shared/conformance (run in addition when present).
 
-The data live next to the repository, never inside it. When they are missing every test that
-needs them fails and says where they were expected: nothing is skipped.
+The legacy data live next to the repository, never inside it. A module that needs them says
+so with ``pytestmark = LEGACY``; when the directory is absent, conftest.py skips those tests
+with one line saying so. When it is present but a file is missing, :func:`conformance_path`
+fails the test and names the file: a broken corpus is an error, not a skip.
 """
 
 from __future__ import annotations
@@ -13,6 +16,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CONFORMANCE_DIR = REPO.parent / "shared" / "conformance"
+OWN_VECTORS = REPO / "tests" / "vectors"
+
+LEGACY_MARKER = "legacy_corpus"
+LEGACY = getattr(pytest.mark, LEGACY_MARKER)
+"""Marks a test (or, as ``pytestmark``, a module) that reads the legacy corpus."""
+
+
+def legacy_corpus_present() -> bool:
+    return CONFORMANCE_DIR.is_dir()
 
 
 def vectors(*patterns: str) -> list[Any]:

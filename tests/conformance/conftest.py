@@ -10,6 +10,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from netsonde.http.limits import RequestLimits
 from netsonde.http.soap import soap_routes
 
+from . import CONFORMANCE_DIR, LEGACY_MARKER, legacy_corpus_present
 from .rng import RngCache
 
 with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
@@ -17,6 +18,45 @@ with warnings.catch_warnings():  # starlette prefers httpx2, which is not instal
     from starlette.testclient import TestClient
 
 ENDPOINT = "/perfSONAR_PS/services/pinger/ma"
+
+_LEGACY_TESTS = pytest.StashKey[int]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{LEGACY_MARKER}: reads the legacy perfSONAR-PS corpus (../shared/conformance); "
+        "skipped when it is absent",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[_LEGACY_TESTS] = sum(1 for i in items if i.get_closest_marker(LEGACY_MARKER))
+
+
+def _absent(count: int) -> str:
+    return (
+        f"legacy perfSONAR-PS corpus not found at {CONFORMANCE_DIR}: its {count} tests are "
+        "skipped; the project's own vectors (tests/vectors) ran"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip before any fixture runs. Every skip is raised here, on one line with one reason,
+    so ``-rs`` folds them into a single summary line."""
+    if item.get_closest_marker(LEGACY_MARKER) and not legacy_corpus_present():
+        pytest.skip(_absent(item.config.stash.get(_LEGACY_TESTS, 0)))
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """The one line, when the skip summary (``-rs``, on by the project's ``-ra``) does not
+    already print it."""
+    count = config.stash.get(_LEGACY_TESTS, 0)
+    if count and not legacy_corpus_present() and not terminalreporter.hasopt("s"):
+        terminalreporter.write_line(_absent(count))
 
 
 @pytest.fixture(scope="session")

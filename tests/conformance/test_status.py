@@ -35,11 +35,13 @@ from netsonde.nmwg import build
 from netsonde.services.status.nmwg import StatusState, status_ma
 from netsonde.services.status.store import LinkStatusStore
 
-from . import conformance_path, vectors
+from . import LEGACY, conformance_path, vectors
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
+
+pytestmark = LEGACY  # reads ../shared/conformance: skipped when it is absent
 
 ENDPOINT = "/perfSONAR_PS/services/status"
 TOKEN = "conformance-token"
