@@ -21,7 +21,7 @@ from rich.table import Table
 
 from netsonde import __version__
 from netsonde.archive import Archive, ArchiveError, open_archive
-from netsonde.config import Config, ConfigError, parse_duration, parse_time
+from netsonde.config import Config, ConfigError
 from netsonde.daemon import control, service
 from netsonde.daemon.detach import StartupReport, detach
 from netsonde.daemon.pidfile import AlreadyRunning, running_pid
@@ -30,6 +30,7 @@ from netsonde.model import from_us, to_us
 from netsonde.mp.spool import read_dead_letters
 from netsonde.nmwg.client import ClientError, exchange, render
 from netsonde.probes import ping as ping_tool
+from netsonde.units import parse_duration, parse_time
 
 app = typer.Typer(
     help="netsonde: scheduled network measurements with a perfSONAR-compatible archive.",

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from netsonde import config
+from netsonde import config, units
 from netsonde import probes as tools
+from netsonde.archive import open_archive
 from netsonde.config import EMBEDDED_DEFAULT, Config, ConfigError, KeyLines
 from netsonde.model import SchedClass, Schedule
 from netsonde.probes import ping
@@ -92,6 +93,13 @@ def assert_error(text: str, base: Path, line: int, key: str, fragment: str) -> s
             "archive.uri",
             "did you mean 'url'?",
             id="archive-inline",
+        ),
+        pytest.param(
+            ["[spool]", 'url = "http://127.0.0.1:1"', "batchsize = 5", *PING],
+            3,
+            "spool.batchsize",
+            "did you mean 'batch_size'?",
+            id="optional-section",
         ),
         pytest.param(
             [*PING, "params = { cout = 3 }"],
@@ -505,7 +513,7 @@ def test_single_error_has_no_count(tmp_path: Path) -> None:
     assert "more)" not in msg
 
 
-# ---- parse_duration / parse_time -------------------------------------------------------------
+# ---- units.parse_duration / units.parse_time ------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -527,7 +535,7 @@ def test_single_error_has_no_count(tmp_path: Path) -> None:
     ],
 )
 def test_parse_duration_ok(value: object, seconds: float) -> None:
-    result = config.parse_duration(value)
+    result = units.parse_duration(value)
     assert isinstance(result, float)
     assert result == pytest.approx(seconds)
 
@@ -559,19 +567,19 @@ def test_parse_duration_ok(value: object, seconds: float) -> None:
 )
 def test_parse_duration_invalid(value: object) -> None:
     with pytest.raises(ValueError):
-        config.parse_duration(value)
+        units.parse_duration(value)
 
 
 def test_parse_time() -> None:
     epoch_2030 = datetime(2030, 1, 1, tzinfo=UTC).timestamp()
-    assert config.parse_time(datetime(2030, 1, 1, tzinfo=UTC)) == epoch_2030
-    assert config.parse_time("2030-01-01T00:00:00+00:00") == epoch_2030
+    assert units.parse_time(datetime(2030, 1, 1, tzinfo=UTC)) == epoch_2030
+    assert units.parse_time("2030-01-01T00:00:00+00:00") == epoch_2030
     tz2 = timezone(timedelta(hours=2))
-    assert config.parse_time(datetime(2030, 1, 1, 2, tzinfo=tz2)) == epoch_2030
-    assert config.parse_time(1_893_456_000) == 1_893_456_000.0
+    assert units.parse_time(datetime(2030, 1, 1, 2, tzinfo=tz2)) == epoch_2030
+    assert units.parse_time(1_893_456_000) == 1_893_456_000.0
     for bad in ("tomorrow", True, None, [2030]):
         with pytest.raises(ValueError):
-            config.parse_time(bad)
+            units.parse_time(bad)
 
 
 # ---- a valid file, end to end ----------------------------------------------------------------
@@ -673,7 +681,8 @@ def test_defaults_and_paths_resolve_against_the_file(
     assert cfg.pidfile == data / "netsonde.pid"
     assert cfg.log_file == data / "netsonde.log"
     assert cfg.archive_url == f"sqlite:///{data / 'archive.sqlite'}"
-    assert cfg.sqlite_path == data / "archive.sqlite"
+    open_archive(cfg.archive_url).close()  # the URL names that file, wherever we run
+    assert (data / "archive.sqlite").is_file()
 
 
 def test_load_with_relative_path_argument(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -705,15 +714,21 @@ def test_explicit_paths(tmp_path: Path) -> None:
 def test_absolute_sqlite_url_is_kept(tmp_path: Path) -> None:
     cfg = parse(toml("[archive]", 'url = "sqlite:////var/lib/n/a.sqlite"'), tmp_path)
     assert cfg.archive_url == "sqlite:////var/lib/n/a.sqlite"
-    assert cfg.sqlite_path == Path("/var/lib/n/a.sqlite")
 
 
 @pytest.mark.parametrize(
-    "url", ["postgresql://localhost/netsonde", "sqlite://relative", "archive.sqlite"]
+    ("url", "fragment"),
+    [
+        ("mysql://n:secret@localhost/netsonde", "unsupported archive URL scheme 'mysql'"),
+        ("sqlite://relative", "invalid SQLite archive URL"),
+        ("archive.sqlite", "not an archive URL"),
+    ],
 )
-def test_non_sqlite_archive_url_rejected(tmp_path: Path, url: str) -> None:
+def test_unknown_or_malformed_archive_url_rejected(tmp_path: Path, url: str, fragment: str) -> None:
     lines = [*PING, "", "[archive]", "# the archive", f'url = "{url}"']
-    assert_error(toml(*lines), tmp_path, 9, "archive.url", "sqlite:///PATH only")
+    msg = assert_error(toml(*lines), tmp_path, 9, "archive.url", fragment)
+    assert "sqlite:///PATH" in msg  # says what would do
+    assert "secret" not in msg  # a URL may hold a password: never echoed whole
 
 
 def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -728,7 +743,7 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         assert spec.schedule.interval == 10.0
         assert spec.schedule.offset < spec.schedule.interval / 2
         assert spec.timeout == ping.default_timeout(spec.params)
-    assert cfg.sqlite_path == tmp_path / "netsonde-data" / "archive.sqlite"
+    assert cfg.archive_url == f"sqlite:///{tmp_path / 'netsonde-data' / 'archive.sqlite'}"
     assert "127.0.0.1" in EMBEDDED_DEFAULT
 
 

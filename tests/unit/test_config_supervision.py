@@ -28,8 +28,11 @@ def error_of(lines: list[str], base: Path) -> str:
 
 def test_everything_parsed(tmp_path: Path) -> None:
     (tmp_path / "spool.token").write_text("a-token-from-a-file-0123\n")
+    (tmp_path / "api.token").write_text("an-api-token-from-a-file\n")
     cfg = parse(
         [
+            "[api]",
+            'token_file = "api.token"',
             "[daemon]",
             "log_max_bytes = 1000",
             "log_backups = 3",
@@ -62,7 +65,8 @@ def test_everything_parsed(tmp_path: Path) -> None:
         100,
     )
     assert cfg.spool.token == "a-token-from-a-file-0123" and cfg.spool.max_backoff == 120.0
-    assert "a-token" not in repr(cfg.spool)
+    assert cfg.api.token == "an-api-token-from-a-file"
+    assert "a-token" not in repr(cfg.spool) and "token-from" not in repr(cfg)
     (server,) = cfg.servers
     assert server.argv[0].endswith("/sleep") and Path(server.argv[0]).is_absolute()
     assert server.argv[1:] == ("-s", "-p", "5201") and server.restart == "on-failure"

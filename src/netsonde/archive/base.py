@@ -8,7 +8,9 @@ layers shape them), and every failure of the store itself is an :class:`ArchiveE
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from netsonde.model import Run, TestSpec
@@ -28,7 +30,7 @@ class UnknownTestError(ValueError):
 
 class Archive(Protocol):
     """One connection to a measurement archive. Not shared between threads that use it at the
-    same time: see :class:`netsonde.archive.Connections`."""
+    same time: see :class:`netsonde.archive.PerThread`."""
 
     url: str
 
@@ -131,3 +133,17 @@ class Archive(Protocol):
         """Abort the query running on this connection (from another thread)."""
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What a backend module contributes to ``netsonde.archive``: how its URLs look, how one is
+    made independent of the working directory, and how one is opened."""
+
+    scheme: str  # a URL of this backend starts with "{scheme}://"
+    form: str  # how such a URL is written, for error messages: "sqlite:///PATH"
+    # (url, base directory) → the same store named so that the working directory no longer
+    # matters (a relative path resolved against the base); ArchiveError if the URL is malformed.
+    resolve: Callable[[str, Path], str]
+    # (url, readonly) → a connection; ArchiveError when the store cannot be opened.
+    open: Callable[[str, bool], Archive]

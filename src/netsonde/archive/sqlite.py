@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from netsonde.archive.base import ArchiveError, UnknownTestError
+from netsonde.archive.base import ArchiveError, Backend, UnknownTestError
 from netsonde.model import Run, TestSpec
 
 SCHEMA_VERSION = 2
@@ -69,14 +69,29 @@ def _why(path: Path) -> str:
     return ""
 
 
-SCHEME = "sqlite:///"
+# ---- URLs: sqlite:///relative/path, sqlite:////absolute/path --------------------------------
+
+_PREFIX = "sqlite:///"
 
 
 def path_of(url: str) -> Path:
     """``sqlite:///rel/path`` → rel/path, ``sqlite:////abs/path`` → /abs/path."""
-    if not url.startswith(SCHEME) or len(url) == len(SCHEME):
+    if not url.startswith(_PREFIX) or len(url) == len(_PREFIX):
         raise ArchiveError(f"invalid SQLite archive URL {url!r} (use sqlite:///PATH)")
-    return Path(url[len(SCHEME) :])
+    return Path(url[len(_PREFIX) :])
+
+
+def url_of(path: Path) -> str:
+    return f"{_PREFIX}{path}"
+
+
+def _resolve(url: str, base: Path) -> str:
+    path = path_of(url).expanduser()
+    return url_of(path if path.is_absolute() else base / path)
+
+
+def _open(url: str, readonly: bool) -> SQLiteArchive:
+    return SQLiteArchive(path_of(url), readonly=readonly)
 
 
 class SQLiteArchive:
@@ -84,7 +99,7 @@ class SQLiteArchive:
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.url = f"{SCHEME}{self.path}"
+        self.url = url_of(self.path)
         try:
             if readonly:
                 if not self.path.exists():
@@ -190,7 +205,8 @@ class SQLiteArchive:
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
         """Runs with their results, oldest first, by test id (any key it had) and time range."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if test_id is not None:
             where.append("t.test_id = ?")
             args.append(test_id)
@@ -501,3 +517,6 @@ def _windowed_results(where_sql: str) -> str:
         " FROM p, runs r JOIN tests t ON t.key = r.test_key"
         f" JOIN results res ON res.run_id = r.run_id{where_sql})"
     )
+
+
+BACKEND = Backend(scheme="sqlite", form="sqlite:///PATH", resolve=_resolve, open=_open)

@@ -58,7 +58,7 @@ SPOOL_FILE = "spool.sqlite"
 
 
 def load_config(path: str | Path | None) -> Config:
-    return config_mod.load(path, tools.TOOLS, SECTIONS)  # type: ignore[arg-type]
+    return config_mod.load(path, tools.TOOLS, SECTIONS)
 
 
 def status_path(cfg: Config) -> Path:
@@ -228,7 +228,7 @@ class Daemon:
         return Spool(
             self.cfg.data_dir / SPOOL_FILE,
             sp.url,
-            protocol=sp.protocol,  # type: ignore[arg-type]
+            protocol=sp.protocol,
             token=sp.token,
             batch_size=sp.batch_size,
             timeout=sp.timeout,

@@ -1,0 +1,94 @@
+"""``[[test]]`` sections → the TestSpecs the scheduler runs, each checked by its tool."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from netsonde.config.errors import Loc, Problems
+from netsonde.config.schema import TestSection
+from netsonde.model import SchedClass, Schedule, TestSpec
+
+
+class ToolContract(Protocol):
+    """What the config needs of a tool (a module of ``netsonde.probes``)."""
+
+    Params: type[BaseModel]
+
+    def check_target(self, target: str) -> str: ...
+
+    def default_timeout(self, params: Any) -> float: ...
+
+
+def build_tests(
+    sections: list[TestSection],
+    param_models: Mapping[str, ToolContract],
+    problems: Problems,
+    *,
+    source: str,
+) -> list[TestSpec]:
+    specs: list[TestSpec] = []
+    seen: dict[str, int] = {}
+    for i, t in enumerate(sections):
+        here: Loc = ("test", i)
+        tool = param_models.get(t.tool)
+        if tool is None:
+            problems.add(
+                (*here, "tool"),
+                f"unknown tool {t.tool!r} (known: {', '.join(sorted(param_models))})",
+            )
+            continue
+        if (t.target is None) == (t.targets is None):
+            problems.add(here, "give exactly one of 'target' or 'targets'")
+            continue
+        if t.offset * 2 >= t.interval:
+            problems.add((*here, "offset"), "offset must be less than half the interval")
+        if t.until is not None and t.start is not None and t.until <= t.start:
+            problems.add((*here, "until"), "until must be after start")
+        try:
+            params = tool.Params.model_validate(t.params)
+        except ValidationError as e:
+            problems.add_validation(e, tool.Params, at=(*here, "params"))
+            continue
+        targets = [t.target] if t.target is not None else list(t.targets or [])
+        for j, target in enumerate(targets):
+            where = (*here, "target") if t.target is not None else (*here, "targets", j)
+            try:
+                tool.check_target(target)
+            except ValueError as e:
+                problems.add(where, str(e))
+                continue
+            test_id = t.id if t.target is not None else f"{t.id}/{target}"
+            if test_id in seen:
+                problems.add(
+                    (*here, "id"), f"duplicate test id {test_id!r} (first at test[{seen[test_id]}])"
+                )
+                continue
+            seen[test_id] = i
+            specs.append(
+                TestSpec(
+                    id=test_id,
+                    tool=t.tool,
+                    target=target,
+                    schedule=Schedule(
+                        interval=t.interval,
+                        offset=t.offset,
+                        poisson=t.schedule == "poisson",
+                        start=t.start,
+                        until=t.until,
+                        max_runs=t.max_runs,
+                        slip=t.slip,
+                    ),
+                    params=params,
+                    # A tool may say which class it belongs in (iperf3: exclusive); the
+                    # config's own `class` wins.
+                    sched_class=t.sched_class
+                    if "sched_class" in t.model_fields_set
+                    else SchedClass(getattr(tool, "DEFAULT_CLASS", SchedClass.BACKGROUND)),
+                    timeout=t.timeout or tool.default_timeout(params),
+                    source=source,
+                )
+            )
+    return specs
