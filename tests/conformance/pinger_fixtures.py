@@ -182,15 +182,24 @@ def runs_by_label(now: int) -> dict[str, list[tuple[int, dict[str, float | int |
     }
 
 
-def populate(path: Path, now: int) -> dict[str, str]:
-    """Write the tests and their finished runs; label → archive key."""
-    specs = {p.label: p.spec() for p in PROBES}
+Rows = Mapping[str, Iterable[tuple[int, Mapping[str, float | int | None]]]]
+
+
+def populate(
+    path: Path, now: int, probes: Iterable[Probe] = PROBES, rows_by_label: Rows | None = None
+) -> dict[str, str]:
+    """Write the tests and their finished runs (by default the legacy vectors' ones);
+    label → archive key."""
+    specs = {p.label: p.spec() for p in probes}
     runs = []
-    for label, rows in runs_by_label(now).items():
+    rows_of = runs_by_label(now) if rows_by_label is None else rows_by_label
+    for label, rows in rows_of.items():
         spec = specs[label]
         for second, values in rows:
             us = to_us(second)
-            result = Result(tool="ping", target=spec.target, sent=10, values=dict(values))
+            result = Result(
+                tool="ping", target=spec.target, sent=spec.params.count, values=dict(values)
+            )
             runs.append(
                 Run.of(
                     spec,
@@ -403,20 +412,27 @@ class PingerMA:
         return message
 
     def key_labels(self, message: etree._Element) -> list[str]:
-        labels = self.labels
-        return [labels.get(k, f"unknown key {k}") for k in data_keys(message)]
+        return key_labels(message, self.labels)
 
     def series(self, message: etree._Element) -> dict[str, list[int]]:
-        """label → the commonTime values of its data, from a SetupDataResponse."""
-        labels = self.labels
-        metadata = {md.get("id"): md for md in message.findall("nmwg:metadata", NS)}
-        out: dict[str, list[int]] = {}
-        for data in message.findall("nmwg:data[nmwg:commonTime]", NS):
-            key = metadata[data.get("metadataIdRef")].find("nmwg:key", NS)
-            assert key is not None, "SetupData data must reference the pinger metadata"
-            times = [int(c.get("value", "")) for c in data.findall("nmwg:commonTime", NS)]
-            out.setdefault(labels[key.get("id", "")], []).extend(times)
-        return out
+        return series(message, self.labels)
+
+
+def key_labels(message: etree._Element, labels: Mapping[str, str]) -> list[str]:
+    """The labels (``labels``: archive key → label) of a MetadataKeyResponse's data keys."""
+    return [labels.get(k, f"unknown key {k}") for k in data_keys(message)]
+
+
+def series(message: etree._Element, labels: Mapping[str, str]) -> dict[str, list[int]]:
+    """label → the commonTime values of its data, from a SetupDataResponse."""
+    metadata = {md.get("id"): md for md in message.findall("nmwg:metadata", NS)}
+    out: dict[str, list[int]] = {}
+    for data in message.findall("nmwg:data[nmwg:commonTime]", NS):
+        key = metadata[data.get("metadataIdRef")].find("nmwg:key", NS)
+        assert key is not None, "SetupData data must reference the pinger metadata"
+        times = [int(c.get("value", "")) for c in data.findall("nmwg:commonTime", NS)]
+        out.setdefault(labels[key.get("id", "")], []).extend(times)
+    return out
 
 
 def times_in(label: str, window: tuple[int, int], now: int) -> list[int]:
