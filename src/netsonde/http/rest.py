@@ -5,7 +5,7 @@ parameters."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -52,7 +52,7 @@ def error_response(
     message: str,
     *,
     errors: list[FieldError] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorBody(error=message, errors=errors).model_dump(exclude_none=True)
     return JSONResponse(body, status_code=status, headers=headers)
