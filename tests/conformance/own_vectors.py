@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
+from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from netsonde.nmwg import build
+from netsonde.http.limits import RequestLimits
+from netsonde.http.soap import soap_routes
+from netsonde.nmwg import build, ns
 
 from . import OWN_VECTORS
 from .pinger_fixtures import (
@@ -109,8 +112,17 @@ class Endpoint:
         errors = self.grammars.errors(schema, message)
         assert errors == [], (schema, errors, etree.tostring(message).decode())
         self.validated[schema] += 1
-        check_ids(message, request_metadata_ids(document))
+        check_ids(message, request_metadata_ids(document) | _trigger_refs(document))
         return message
+
+
+def _trigger_refs(document: bytes) -> set[str]:
+    """What the request's data triggers name: a trigger naming a missing metadata is answered
+    with a result metadata naming the same (PROTOCOL.md §3.2)."""
+    root = etree.fromstring(document, etree.XMLParser(recover=True)) if document else None
+    if root is None:
+        return set()
+    return {ref for d in root.iter(f"{{{ns.NMWG}}}data") if (ref := d.get("metadataIdRef"))}
 
 
 def check_common(message: etree._Element, document: bytes, fact: Mapping[str, Any]) -> None:
@@ -130,3 +142,20 @@ def only_result_pairs(message: etree._Element) -> None:
     assert data and all(d.find("nmwgr:datum", NS) is not None and len(d) == 1 for d in data)
     assert len(message.findall("nmwg:metadata", NS)) == len(data)
     assert event_types(message) == result_codes(message)
+
+
+def echo_only(family_facts: Mapping[str, Any]) -> Endpoint:
+    """The family's endpoint on an app that serves nothing there but the Echo every endpoint
+    gets."""
+    app = Starlette(routes=soap_routes(RequestLimits(), {family_facts["endpoint"]: []}))
+    return Endpoint(TestClient(app), family_facts["endpoint"], family_facts["schemas"])
+
+
+def check_unit_results(message: etree._Element, document: bytes) -> None:
+    """One result pair per data trigger, in data order, each result metadata referencing the
+    metadata its trigger names (none for a trigger that names none)."""
+    root = etree.fromstring(document)
+    request = next(root.iter(f"{{{ns.NMWG}}}message"))
+    triggers = [d.get("metadataIdRef") for d in request.iterfind("nmwg:data", NS)]
+    results = message.findall("nmwg:metadata", NS)
+    assert [md.get("metadataIdRef") for md in results] == triggers
