@@ -16,6 +16,7 @@ import tomllib
 import warnings
 from collections import Counter
 from collections.abc import Mapping
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,10 +110,15 @@ class Endpoint:
         kind = message.get("type", "")
         assert kind in self.schemas, f"no schema for a {kind!r} answer"
         schema = self.schemas[kind]
-        errors = self.grammars.errors(schema, message)
+        requested = request_metadata_ids(document)
+        own = deepcopy(message)  # what netsonde wrote, without the request metadata it echoes
+        for md in own.findall("nmwg:metadata", NS):
+            if md.get("id") in requested:
+                own.remove(md)
+        errors = self.grammars.errors(schema, own)
         assert errors == [], (schema, errors, etree.tostring(message).decode())
         self.validated[schema] += 1
-        check_ids(message, request_metadata_ids(document) | _trigger_refs(document))
+        check_ids(message, requested | _trigger_refs(document))
         return message
 
 
@@ -126,11 +132,15 @@ def _trigger_refs(document: bytes) -> set[str]:
 
 
 def check_common(message: etree._Element, document: bytes, fact: Mapping[str, Any]) -> None:
-    """What every vector's facts say: response type, messageIdRef, result codes in order."""
+    """What every vector's facts say: response type, messageIdRef, result codes in order,
+    the request metadata echoed after the output (``echoed``, by id; none by default)."""
     assert message.get("type") == fact["type"]
     answered = request_id(document) if fact.get("answers_id", True) else None
     assert message.get("messageIdRef") == answered
     assert result_codes(message) == fact.get("codes", [])
+    requested = request_metadata_ids(document) if document else set()
+    echoed = [md.get("id") for md in message.findall("nmwg:metadata", NS)]
+    assert [i for i in echoed if i in requested] == fact.get("echoed", [])
     if "text" in fact:
         texts = [d.text or "" for d in message.iterfind("nmwg:data/nmwgr:datum", NS)]
         assert any(fact["text"] in t for t in texts), texts

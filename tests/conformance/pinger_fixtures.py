@@ -18,9 +18,9 @@ from typing import Any
 from lxml import etree
 from starlette.exceptions import StarletteDeprecationWarning
 
-from hosting import host
+from hosting import host, sqlite_url
 from netsonde.api.app import create_app
-from netsonde.archive.sqlite import SQLiteArchive
+from netsonde.archive import open_archive
 from netsonde.model import Result, Run, RunState, Schedule, TestSpec, to_us
 from netsonde.nmwg import ns
 from netsonde.probes import ping
@@ -210,7 +210,7 @@ def populate(
                     result=result,
                 )
             )
-    archive = SQLiteArchive(path)
+    archive = open_archive(sqlite_url(path))
     try:
         assert archive.store_batch(specs.values(), runs, to_us(now)) == len(runs)
     finally:
@@ -302,9 +302,14 @@ def check_ids(
     """Unique ids; a data's metadataIdRef names a metadata of this response, a metadata's one
     of this response or (result metadata, PROTOCOL.md §3.2) ``request_metadata``. Returns the
     metadata by id. (nmwg:key/@id is no identifier but the key itself, which the original, and
-    netsonde, put in both the metadata and the data.)"""
+    netsonde, put in both the metadata and the data; a topology link's @id is the link's name,
+    repeated when a Status answer echoes the request subject that named it.)"""
     key = f"{NMWG}key"
-    ids = [el.get("id") for el in message.iter(etree.Element) if el.get("id") and el.tag != key]
+    ids = [
+        el.get("id")
+        for el in message.iter(etree.Element)
+        if el.get("id") and el.tag != key and etree.QName(el).localname != "link"
+    ]
     assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
     metadata = {md.get("id"): md for md in message.findall("nmwg:metadata", NS)}
     for el in message.findall("nmwg:data", NS):
