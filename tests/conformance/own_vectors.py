@@ -3,10 +3,11 @@ requests and facts, filling placeholders, the RELAX NG schemas of netsonde's ans
 checks every answer to a vector gets.
 
 Every answer is HTTP 200, ``text/xml``, in the fixed SOAP envelope, with one ``nmwg:message``
-that validates against the schema its family's facts name for its type, whose ids are unique
-and whose references resolve (to this response's metadata, or, for result metadata, to the
-request's). Then each vector's own facts: response type, result codes in order, and the
-family's facts (keys, series, datums ...), checked by the family's test module.
+that validates against the schema its family's facts name for its type (the request metadata
+it echoes left out: they are the client's), whose ids are unique and whose references resolve
+(to this response's metadata, or, for result metadata, to what the request's data triggers
+name). Then each vector's own facts: response type, result codes in order, echoed request
+metadata, and the family's facts (keys, series, datums ...), checked by its test module.
 """
 
 from __future__ import annotations
