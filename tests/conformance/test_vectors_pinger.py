@@ -204,7 +204,21 @@ def test_the_vectors_cover_both_request_kinds_and_their_failures() -> None:
         ("MetadataKeyResponse", True),
         ("SetupDataResponse", False),
         ("SetupDataResponse", True),
+        ("ErrorResponse", True),
     }
+
+
+def test_a_key_from_a_metadata_key_answer_gets_its_data(ma: PingerVectors) -> None:
+    """The round trip a client makes: MetadataKeyRequest, then the key it got back in a
+    SetupDataRequest (instead of the archive's key the vector is otherwise filled with)."""
+    _, keys = ma.post("mdk-by-pair.xml")
+    (key,) = {k.get("id", "") for k in keys.iterfind(".//nmwg:key", NS)}
+    document = read(FAMILY, "sd-by-key-window.xml", {"key:near": key})
+    message = ma.endpoint.post(document)
+    fact = VECTORS["sd-by-key-window.xml"]
+    check_common(message, document, fact)
+    labels = {k: label for label, k in ma.keys.items()}
+    assert series(message, labels) == fact["series"]
 
 
 def test_answers_are_schema_checked_and_the_schema_can_fail(ma: PingerVectors) -> None:

@@ -68,8 +68,10 @@ class Posted:
     answered: float
 
 
-def post(endpoint: Endpoint, fact: Mapping[str, Any]) -> Posted:
-    document = read(FAMILY, fact["file"], {"token": FACTS["token"]})
+def post(
+    endpoint: Endpoint, fact: Mapping[str, Any], values: Mapping[str, str] | None = None
+) -> Posted:
+    document = read(FAMILY, fact["file"], {"token": FACTS["token"], **(values or {})})
     auth = fact.get("auth", "none")
     headers = {"Authorization": f"Bearer {FACTS['token']}"} if auth == "header" else {}
     sent = time.time()
@@ -178,7 +180,22 @@ def test_fill_vector(index: int, filled: tuple[Endpoint, list[Posted]]) -> None:
 @pytest.mark.parametrize("name", sorted(VECTORS))
 def test_status_vector(name: str, filled: tuple[Endpoint, list[Posted]]) -> None:
     fact = VECTORS[name]
-    posted = post(filled[0], fact)
+    check_answer(post(filled[0], fact), fact)
+
+
+@pytest.mark.parametrize(
+    "fact", FACTS["replay"], ids=[f"{r['mdk']}#{r['key']}" for r in FACTS["replay"]]
+)
+def test_a_key_sent_back_as_given(
+    fact: dict[str, Any], filled: tuple[Endpoint, list[Posted]]
+) -> None:
+    endpoint = filled[0]
+    keys = post(endpoint, VECTORS[fact["mdk"]]).message.findall("nmwg:data/nmwg:key", NS)
+    key = etree.tostring(keys[fact["key"]]).decode()
+    check_answer(post(endpoint, fact, {"key": key}), fact)
+
+
+def check_answer(posted: Posted, fact: Mapping[str, Any]) -> None:
     message, document = posted.message, posted.document
     check_common(message, document, fact)
     assert canonical_prefixes_only(message) == []
@@ -266,6 +283,7 @@ def test_without_definitions_e2emon_is_a_configuration_error(tmp_path: Path) -> 
 
 def test_every_status_vector_has_facts() -> None:
     named = {v["file"] for v in [*FACTS["fill"], *FACTS["vector"], FACTS["unconfigured"]]}
+    named |= {r["file"] for r in FACTS["replay"]}
     assert set(vector_names(FAMILY)) - {FACTS["definitions"]} == named
 
 
