@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response, Security
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException  # FastAPI raises this base class too
 
-from netsonde.archive import UnknownTestError
+from netsonde.archive import Archive, UnknownTestError
 from netsonde.http.rest import (
     ERRORS,
     TIME_FORMS,
@@ -165,11 +165,20 @@ def window_of(row: dict[str, Any], window_us: int) -> Window:
 
 # ---- the router --------------------------------------------------------------------------------
 
+ArchiveOf = Callable[[], Archive]  # this thread's connection
+
 
 def build_router(host: Host) -> APIRouter:
     router = APIRouter(route_class=ApiRoute, responses=ERRORS, tags=["archive"])
-    archive = host.archive.get  # this thread's connection
+    archive = host.archive.get
+    _test_routes(router, archive)
+    _run_routes(router, archive, inline=host.inline_queries)
+    _aggregate_route(router, archive)
+    _store_route(router, archive, host)
+    return router
 
+
+def _test_routes(router: APIRouter, archive: ArchiveOf) -> None:
     @router.get("/tests", response_model=StoredTestPage, summary="List and search tests")
     def list_tests(
         page: Annotated[Paging, Depends(paging)],
@@ -208,80 +217,88 @@ def build_router(host: Host) -> APIRouter:
             raise HTTPException(404, f"no test with key {key!r}")
         return StoredTest.model_validate(rows[0])
 
-    def runs_page(
-        f: RunFilter,
-        page: Paging,
-        *,
-        results_only: bool,
-        states: list[RunState] | None,
-        samples: bool,
-        order: Order,
-    ) -> Response:
-        rows = archive().find_runs(
-            test_id=f.test_id,
-            test_key=f.test_key,
-            states=[str(s) for s in states or ()],
-            since_us=f.since_us,
-            until_us=f.until_us,
-            results_only=results_only,
-            samples=samples,
-            after=decode_cursor(page.cursor, int, str),
-            descending=order == "desc",
-            offset=page.offset,
-            limit=page.limit + 1,
-        )
-        built = StoredRunPage(
-            items=[StoredRun.from_row(r, samples=samples) for r in rows[: page.limit]],
-            limit=page.limit,
-            offset=page.offset,
-            next_cursor=_next_cursor(rows, page.limit, "planned_us", "run_id"),
-        )
-        # Validated once, above; returning the model would make FastAPI validate every row
-        # again on the way out (a third of the time of a busy results query).
-        return Response(built.model_dump_json(), media_type="application/json")
 
-    def run_pages(results_only: bool) -> Callable[..., Response]:
-        # The filter and paging parameters are declared here rather than as dependencies:
-        # FastAPI's dependency solving was ~45 % of the time of a small results query.
-        def endpoint(
-            test_id: TestIdQ = None,
-            test_key: TestKeyQ = None,
-            from_: FromQ = None,
-            until: UntilQ = None,
-            limit: LimitQ = 100,
-            offset: OffsetQ = 0,
-            cursor: CursorQ = None,
-            state: Annotated[list[RunState] | None, Query(description="any of these")] = None,
-            samples: Annotated[bool, Query(description="include per-packet samples")] = False,
-            order: Annotated[Order, Query(description="by planned start")] = "asc",
-        ) -> Response:
-            return runs_page(
-                make_run_filter(test_id, test_key, from_, until),
-                make_paging(limit, offset, cursor),
-                results_only=results_only,
-                states=state,
-                samples=samples,
-                order=order,
-            )
-
-        if not host.inline_queries:
-            return endpoint
-
-        # In an API worker (a process that only serves HTTP) the query runs on the event loop:
-        # the hop to a pool thread and back costs more than a bounded (≤ 1,000 rows) query.
-        @functools.wraps(endpoint)
-        async def inline(*args: Any, **kwargs: Any) -> Response:
-            return endpoint(*args, **kwargs)
-
-        return inline
-
+def _run_routes(router: APIRouter, archive: ArchiveOf, *, inline: bool) -> None:
     router.get("/runs", response_model=StoredRunPage, summary="Runs of every state")(
-        run_pages(results_only=False)
+        _run_pages(archive, results_only=False, inline=inline)
     )
     router.get("/results", response_model=StoredRunPage, summary="Runs that have a result")(
-        run_pages(results_only=True)
+        _run_pages(archive, results_only=True, inline=inline)
     )
 
+
+def _run_pages(archive: ArchiveOf, *, results_only: bool, inline: bool) -> Callable[..., Response]:
+    # The filter and paging parameters are declared here rather than as dependencies:
+    # FastAPI's dependency solving was ~45 % of the time of a small results query.
+    def endpoint(
+        test_id: TestIdQ = None,
+        test_key: TestKeyQ = None,
+        from_: FromQ = None,
+        until: UntilQ = None,
+        limit: LimitQ = 100,
+        offset: OffsetQ = 0,
+        cursor: CursorQ = None,
+        state: Annotated[list[RunState] | None, Query(description="any of these")] = None,
+        samples: Annotated[bool, Query(description="include per-packet samples")] = False,
+        order: Annotated[Order, Query(description="by planned start")] = "asc",
+    ) -> Response:
+        return _runs_page(
+            archive(),
+            make_run_filter(test_id, test_key, from_, until),
+            make_paging(limit, offset, cursor),
+            results_only=results_only,
+            states=state,
+            samples=samples,
+            order=order,
+        )
+
+    if not inline:
+        return endpoint
+
+    # In an API worker (a process that only serves HTTP) the query runs on the event loop:
+    # the hop to a pool thread and back costs more than a bounded (≤ 1,000 rows) query.
+    @functools.wraps(endpoint)
+    async def on_loop(*args: Any, **kwargs: Any) -> Response:
+        return endpoint(*args, **kwargs)
+
+    return on_loop
+
+
+def _runs_page(
+    archive: Archive,
+    f: RunFilter,
+    page: Paging,
+    *,
+    results_only: bool,
+    states: list[RunState] | None,
+    samples: bool,
+    order: Order,
+) -> Response:
+    rows = archive.find_runs(
+        test_id=f.test_id,
+        test_key=f.test_key,
+        states=[str(s) for s in states or ()],
+        since_us=f.since_us,
+        until_us=f.until_us,
+        results_only=results_only,
+        samples=samples,
+        after=decode_cursor(page.cursor, int, str),
+        descending=order == "desc",
+        offset=page.offset,
+        limit=page.limit + 1,
+    )
+    built = StoredRunPage(
+        items=[StoredRun.from_row(r, samples=samples) for r in rows[: page.limit]],
+        limit=page.limit,
+        offset=page.offset,
+        next_cursor=_next_cursor(rows, page.limit, "planned_us", "run_id"),
+    )
+    # Validated once, above; returning the model would make FastAPI validate every row
+    # again on the way out (a third of the time of a busy results query).
+    return Response(built.model_dump_json(), media_type="application/json")
+
+
+def _aggregate_route(router: APIRouter, archive: ArchiveOf) -> None:
     @router.get("/aggregate", response_model=Aggregation, summary="Statistics per time window")
     def aggregate(
         f: Annotated[RunFilter, Depends(run_filter)],
@@ -320,6 +337,8 @@ def build_router(host: Host) -> APIRouter:
             next_cursor=encode_cursor([rows[limit]["start_us"]]) if more else None,
         )
 
+
+def _store_route(router: APIRouter, archive: ArchiveOf, host: Host) -> None:
     # Documents the bearer scheme in OpenAPI; the check itself is StoreRoute.admit, which runs
     # before the body is read.
     bearer = Security(HTTPBearer(auto_error=False, description="the [api] token"))
@@ -346,4 +365,3 @@ def build_router(host: Host) -> APIRouter:
             413: {"model": ErrorBody, "description": "body larger than max_body_bytes"},
         },
     )
-    return router
