@@ -28,6 +28,7 @@ from netsonde.daemon.pidfile import AlreadyRunning, running_pid
 from netsonde.http.server import ListenError
 from netsonde.model import from_us, to_us
 from netsonde.mp.spool import read_dead_letters
+from netsonde.mp.status import DaemonStatus, read_status
 from netsonde.nmwg.client import ClientError, exchange, render
 from netsonde.probes import ping as ping_tool
 from netsonde.units import parse_duration, parse_time
@@ -188,66 +189,66 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Is the daemon running? Its pid, uptime and the next scheduled runs."""
     cfg = service.load_config(config)
     pid = running_pid(cfg.pidfile)
-    snap: dict[str, Any] = {}
-    if pid is not None:
-        try:
-            snap = json.loads(service.status_path(cfg).read_text())
-        except (OSError, ValueError):
-            snap = {}
+    snap = read_status(service.status_path(cfg)) if pid is not None else None
     if as_json:
-        _print_json({"running": pid is not None, "pid": pid, **snap})
+        _print_json({"running": pid is not None, "pid": pid, **(snap.to_json() if snap else {})})
     elif pid is None:
         out.print(f"netsonde is not running (pidfile {cfg.pidfile})")
     else:
-        up = time.time() - from_us(snap["started_us"]) if "started_us" in snap else None
+        up = time.time() - from_us(snap.started_us) if snap else None
         out.print(f"netsonde is running: pid {pid}" + (f", up {_duration(up)}" if up else ""))
         if snap:
-            runs = ", ".join(f"{k} {v}" for k, v in sorted(snap["runs"].items())) or "none yet"
-            out.print(
-                f"tests {snap['tests']}, in progress {snap['in_progress']}, "
-                f"waiting {snap['waiting']}, stored {snap['stored']}; runs: {runs}"
-            )
-            if late := snap.get("lateness"):
-                out.print(
-                    f"start lateness (last runs): p50 {late['p50_ms']:.1f} ms, "
-                    f"p99 {late['p99_ms']:.1f} ms, max {late['max_ms']:.1f} ms"
-                )
-            for key in ("archive_error", "reload_error"):
-                if snap.get(key):
-                    out.print(f"{key.replace('_', ' ')}: {snap[key]}", style="red")
-            _print_supervision(snap)
-            table = Table("next run (UTC)", "test")
-            for item in snap["upcoming"]:
-                table.add_row(_when(item["planned_us"]), item["test_id"])
-            out.print(table)
+            _print_status(snap)
     raise typer.Exit(0 if pid is not None else 3)  # 3: "not running", as LSB init scripts say
 
 
-def _print_supervision(snap: dict[str, Any]) -> None:
+def _print_status(snap: DaemonStatus) -> None:
+    point = snap.point
+    runs = ", ".join(f"{k} {v}" for k, v in sorted(point.runs.items())) or "none yet"
+    out.print(
+        f"tests {point.tests}, in progress {point.in_progress}, "
+        f"waiting {point.waiting}, stored {snap.stored}; runs: {runs}"
+    )
+    if late := point.lateness:
+        out.print(
+            f"start lateness (last runs): p50 {late.p50_ms:.1f} ms, "
+            f"p99 {late.p99_ms:.1f} ms, max {late.max_ms:.1f} ms"
+        )
+    for what, error in (("archive error", snap.archive_error), ("reload error", snap.reload_error)):
+        if error:
+            out.print(f"{what}: {error}", style="red")
+    _print_supervision(snap)
+    table = Table("next run (UTC)", "test")
+    for item in point.upcoming:
+        table.add_row(_when(item.planned_us), item.test_id)
+    out.print(table)
+
+
+def _print_supervision(snap: DaemonStatus) -> None:
     """Workers (a line for each that restarted or is not running), spool and reaper."""
-    workers = snap.get("workers") or {}
+    workers = snap.workers
     if workers:
-        restarts = sum(w["restarts"] for w in workers.values())
+        restarts = sum(w.restarts for w in workers.values())
         out.print(f"workers: {len(workers)}, restarts {restarts}")
     for name, w in workers.items():
-        if w["restarts"] or w["state"] != "running":
-            pid = f" pid {w['pid']}" if w.get("pid") else ""
-            last = f"; last: {w['last_exit']}" if w.get("last_exit") else ""
-            style = None if w["state"] == "running" else "yellow"
-            out.print(f"  {name}: {w['state']}{pid}, restarts {w['restarts']}{last}", style=style)
-    if sp := snap.get("spool"):
-        age = sp.get("oldest_age_s")
+        if w.restarts or w.state != "running":
+            pid = f" pid {w.pid}" if w.pid else ""
+            last = f"; last: {w.last_exit}" if w.last_exit else ""
+            style = None if w.state == "running" else "yellow"
+            out.print(f"  {name}: {w.state}{pid}, restarts {w.restarts}{last}", style=style)
+    if sp := snap.spool:
+        age = sp.oldest_age_s
         out.print(
-            f"spool ({sp.get('protocol')}): delivered {sp['delivered']}, backlog {sp['backlog']}"
+            f"spool ({sp.protocol}): delivered {sp.delivered}, backlog {sp.backlog}"
             + (f" (oldest {_duration(age)} old)" if age else "")
-            + f", dead letters {sp['dead_letters']}"
+            + f", dead letters {sp.dead_letters}"
         )
-        if sp.get("last_error"):
-            out.print(f"spool error: {sp['last_error']}", style="red")
-    if (rp := snap.get("reaper")) and (rp.get("kills_term") or rp.get("kills_kill")):
-        out.print(f"cleanup: {rp['kills_term']} SIGTERM, {rp['kills_kill']} SIGKILL sent")
-    if snap.get("loop_stalls"):
-        out.print(f"event loop stalls: {snap['loop_stalls']}", style="red")
+        if sp.last_error:
+            out.print(f"spool error: {sp.last_error}", style="red")
+    if (rp := snap.reaper) and (rp.kills_term or rp.kills_kill):
+        out.print(f"cleanup: {rp.kills_term} SIGTERM, {rp.kills_kill} SIGKILL sent")
+    if snap.loop_stalls:
+        out.print(f"event loop stalls: {snap.loop_stalls}", style="red")
 
 
 @app.command("dead-letters")

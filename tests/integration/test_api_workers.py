@@ -19,6 +19,13 @@ ECHO = """<nmwg:message xmlns:nmwg="http://ggf.org/ns/nmwg/base/2.0/" type="Echo
 </nmwg:eventType></nmwg:metadata><nmwg:data id="d" metadataIdRef="m"/></nmwg:message>"""
 
 
+def serving(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.ConnectError:  # no worker listens yet
+        return False
+
+
 def test_workers_serve_count_restart_and_stop(
     daemon_factory: Callable[[str], DaemonProcess],
 ) -> None:
@@ -44,7 +51,7 @@ params = {{ count = 2, interval = 0.05 }}
     workers = status["api_workers"]
     assert len(workers) == 2 and d.proc is not None
     assert set(workers) <= descendants(d.proc.pid)  # the daemon's own children
-    d.wait_for(lambda: httpx.get(f"{base}/api/v1/tests").status_code == 200, 10)
+    d.wait_for(lambda: serving(f"{base}/api/v1/tests"), 10)  # the workers are importing
 
     with httpx.Client(base_url=base) as client:  # new connections spread over both workers
         for _ in range(20):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -16,6 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from hosting import host
 from netsonde.api.metrics import Metrics, MetricsMiddleware, metrics_route, path_template
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
+from netsonde.mp.status import (
+    DaemonStatus,
+    Lateness,
+    PointStatus,
+    ReaperStats,
+    SpoolStats,
+    WorkerStatus,
+)
 from netsonde.probes import ping
 from netsonde.services.archive.rest import build_router
 
@@ -138,20 +146,22 @@ def test_each_instance_has_its_own_registry() -> None:
 
 # ---- the daemon's status ------------------------------------------------------------------------
 
-STATUS: dict[str, Any] = {
-    "tests": 12,
-    "in_progress": 3,
-    "waiting": 1,
-    "runs": {"finished": 40},
-    "lateness": {"p50_ms": 0.5, "p99_ms": 7.25, "max_ms": 12.0},
-    "stored": 40,
-    "archive_backlog": 2,
-    "archive_error": None,
-}
+STATUS = DaemonStatus(
+    point=PointStatus(
+        tests=12,
+        in_progress=3,
+        waiting=1,
+        runs={"finished": 40},
+        lateness=Lateness(p50_ms=0.5, p99_ms=7.25, max_ms=12.0),
+    ),
+    stored=40,
+    archive_backlog=2,
+    archive_error=None,
+)
 
 
 def test_status_is_read_at_scrape_time() -> None:
-    status = dict(STATUS)
+    status = STATUS
     m = Metrics(status=lambda: status)
     found = scrape(m)
     assert value(found, "netsonde_tests") == 12
@@ -165,11 +175,12 @@ def test_status_is_read_at_scrape_time() -> None:
     }
     assert lateness == {"p50": 0.5, "p99": 7.25, "max": 12.0}
     assert ("netsonde_spool_backlog", frozenset()) not in found  # no spool in this status
-    status.update(
+    status = replace(
+        status,
         stored=41,
         archive_error="disk full",
-        spool={"backlog": 5, "oldest_age_s": 61.5, "dead_letters": 1, "delivered": 9},
-        lateness=None,
+        spool=SpoolStats(backlog=5, oldest_age_s=61.5, dead_letters=1, delivered=9),
+        point=replace(status.point, lateness=None),
     )
     found = scrape(m)
     assert value(found, "netsonde_archive_stored_total") == 41
@@ -182,15 +193,15 @@ def test_status_is_read_at_scrape_time() -> None:
 
 
 def test_supervised_workers_reaper_and_loop_stalls_are_exported() -> None:
-    status = {
-        **STATUS,
-        "workers": {
-            "runner": {"state": "running", "restarts": 2, "heartbeat_age_s": 0.25},
-            "server:iperf3": {"state": "backoff", "restarts": 7, "heartbeat_age_s": 3.0},
+    status = replace(
+        STATUS,
+        workers={
+            "runner": WorkerStatus(state="running", restarts=2, heartbeat_age_s=0.25),
+            "server:iperf3": WorkerStatus(state="backoff", restarts=7, heartbeat_age_s=3.0),
         },
-        "reaper": {"kills_term": 3, "kills_kill": 1, "reaped": 4},
-        "loop_stalls": 1,
-    }
+        reaper=ReaperStats(kills_term=3, kills_kill=1, reaped=4),
+        loop_stalls=1,
+    )
     found = scrape(Metrics(status=lambda: status))
     assert value(found, "netsonde_worker_restarts_total", worker="runner") == 2
     assert value(found, "netsonde_worker_restarts_total", worker="server:iperf3") == 7
@@ -204,7 +215,7 @@ def test_supervised_workers_reaper_and_loop_stalls_are_exported() -> None:
 
 
 def test_a_failing_status_does_not_break_the_scrape() -> None:
-    def broken() -> dict[str, Any]:
+    def broken() -> DaemonStatus:
         raise RuntimeError("scheduler gone")
 
     m = Metrics(status=broken)
@@ -212,6 +223,15 @@ def test_a_failing_status_does_not_break_the_scrape() -> None:
     found = scrape(m)
     assert value(found, "netsonde_runs_total", test="lan", state="finished") == 1
     assert not any(name == "netsonde_tests" for name, _ in found)
+
+
+def test_no_status_yet_gives_only_the_metrics_that_do_not_need_it() -> None:
+    """An API worker before the daemon has written status.json (``read_status`` gives None)."""
+    m = Metrics(status=lambda: None)
+    m.observe_run(GOOD, SPEC)
+    found = scrape(m)
+    assert value(found, "netsonde_runs_total", test="lan", state="finished") == 1
+    assert not any(name.startswith(("netsonde_tests", "netsonde_worker")) for name, _ in found)
 
 
 # ---- over HTTP -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ process, and the test runner must not adopt every orphan on the host's behalf.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import pytest
 
 from netsonde import config, proctree
 from netsonde.daemon.reaper import CleanupRule, Reaper, check_pattern
+from netsonde.mp.status import ReaperStats
 from netsonde.proctree import ProcInfo
 
 PY = sys.executable
@@ -118,8 +120,8 @@ def test_old_matching_descendant_is_killed_not_the_others(marker: str, cleanup: 
     wait_until(lambda: not proctree.is_alive(match))
     assert proctree.is_alive(other) and proctree.is_alive(stranger)
     assert parent.poll() is None
-    assert reaper.stats["kills_term"] == 1 and reaper.stats["kills_kill"] == 0
-    assert reaper.stats["last_kill"] is not None
+    assert reaper.stats.kills_term == 1 and reaper.stats.kills_kill == 0
+    assert reaper.stats.last_kill is not None
     assert reaper.scan(now=time.time() + 3600) == []  # the others never match
 
 
@@ -146,14 +148,9 @@ def test_sigterm_ignored_means_sigkill_after_the_grace(
     assert [k.signal for k in reaper.scan(now=t + 0.31)] == [signal.SIGKILL]
     assert stubborn.wait(timeout=5) == -signal.SIGKILL
     assert reaper.scan(now=t + 10) == []  # gone: nothing more to do
-    assert reaper.stats | {"last_scan_seconds": 0} == {
-        "kills_term": 1,
-        "kills_kill": 1,
-        "reaped": 0,
-        "last_kill": t + 0.31,
-        "scans": 4,
-        "last_scan_seconds": 0,
-    }
+    assert dataclasses.replace(reaper.stats, last_scan_seconds=0) == ReaperStats(
+        kills_term=1, kills_kill=1, reaped=0, last_kill=t + 0.31, scans=4, last_scan_seconds=0
+    )
 
 
 def test_exempt_processes_are_never_killed(marker: str, cleanup: list) -> None:
@@ -201,7 +198,7 @@ time.sleep(0.6)  # a zombie is reaped once it has been seen in an earlier scan
 reaper.scan()
 out["second_scan"] = zombie_children() == [kept.pid]
 out["kept_status"] = kept.wait()
-out["reaped"] = reaper.stats["reaped"]
+out["reaped"] = reaper.stats.reaped
 print(json.dumps(out))
 """
 )
@@ -250,7 +247,7 @@ print(json.dumps({{
     "kill": sorted(k.pid for k in kills if k.signal == signal.SIGKILL),
     "expected": sorted([tree.pid, grandchild, adopted]),
     "left": left, "stay": stay.pid, "zombies": zombie_children(), "took": took,
-    "stats": [reaper.stats["kills_term"], reaper.stats["kills_kill"]],
+    "stats": [reaper.stats.kills_term, reaper.stats.kills_kill],
 }}))
 stay.kill()
 """

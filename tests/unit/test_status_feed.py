@@ -149,7 +149,7 @@ def test_transient_sqlite_error_is_retried_not_lost(tmp_path: Path) -> None:
     feed.submit(run_of(RunState.FINISHED, [link(ID_3, "up", "normal")], time_us=T0 * 10**6), SPEC)
     feed.close()
     assert _ranges(db, ID_3) == [(T0, T0, "up", "normaloperation")]
-    assert feed.stats["stored"] == 1 and feed.stats["error"] is None
+    assert feed.stats.stored == 1 and feed.stats.error is None
 
 
 def test_refused_update_is_dropped_alone(tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_refused_update_is_dropped_alone(tmp_path: Path) -> None:
     feed.submit(past, SPEC)  # the clock went back: "update in the past"
     feed.submit(later, SPEC)
     feed.close()
-    assert feed.stats["rejected"] == 1 and feed.stats["stored"] == 1
+    assert feed.stats.rejected == 1 and feed.stats.stored == 1
     assert _ranges(db, ID_3) == [(T0 + 5, T0 + 5, "up", "normaloperation")]
     assert _ranges(db, ID_GE) == [(T0, T0, "down", "normaloperation")]
 

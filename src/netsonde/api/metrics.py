@@ -24,6 +24,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from netsonde.model import Run, TestSpec
+from netsonde.mp.status import DaemonStatus, SpoolStats, StatusSource, WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,11 @@ REQUEST_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 RTT_STATS = {"min": "minRtt", "median": "medianRtt", "max": "maxRtt"}
 UNMATCHED = "<unmatched>"  # one label for every path no route knows: bounded cardinality
 
-Status = Callable[[], Mapping[str, Any]]
-
 
 class Metrics:
     def __init__(
         self,
-        status: Status | None = None,
+        status: StatusSource | None = None,
         *,
         runs: bool = True,
         http: bool = True,
@@ -153,19 +152,10 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else math.nan
 
 
-# Status keys (MeasurementPoint.snapshot plus the archive writer's) → gauges.
-_STATUS_GAUGES = {
-    "tests": ("netsonde_tests", "Tests configured"),
-    "in_progress": ("netsonde_runs_in_progress", "Runs in progress"),
-    "waiting": ("netsonde_runs_waiting", "Runs due but waiting for a free slot"),
-    "archive_backlog": ("netsonde_archive_backlog", "Runs waiting for the archive writer"),
-}
-
-
 class StatusCollector(Collector):
     """The daemon's state, read when scraped (nothing to keep in step between scrapes)."""
 
-    def __init__(self, status: Status) -> None:
+    def __init__(self, status: StatusSource) -> None:
         self._status = status
 
     def describe(self) -> Iterable[Metric]:
@@ -177,97 +167,104 @@ class StatusCollector(Collector):
         except Exception:  # a scrape must still answer with the metrics that do not need it
             log.exception("status snapshot failed")
             return []
-        return list(_status_metrics(status))
+        return [] if status is None else list(_status_metrics(status))
 
 
-def _status_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
-    for key, (name, doc) in _STATUS_GAUGES.items():
-        if isinstance(status.get(key), int | float):
-            yield GaugeMetricFamily(name, doc, value=status[key])
-    lateness = status.get("lateness")
-    if isinstance(lateness, Mapping):
+def _status_metrics(status: DaemonStatus) -> Iterable[Metric]:
+    point = status.point
+    for name, doc, value in (
+        ("netsonde_tests", "Tests configured", point.tests),
+        ("netsonde_runs_in_progress", "Runs in progress", point.in_progress),
+        ("netsonde_runs_waiting", "Runs due but waiting for a free slot", point.waiting),
+        ("netsonde_archive_backlog", "Runs waiting for the archive writer", status.archive_backlog),
+    ):
+        yield GaugeMetricFamily(name, doc, value=value)
+    if point.lateness is not None:
         family = GaugeMetricFamily(
             "netsonde_scheduler_lateness_ms",
             "Start lateness of recent runs (actual minus planned start), ms",
             labels=["stat"],
         )
-        for stat in ("p50", "p99", "max"):
-            if isinstance(lateness.get(f"{stat}_ms"), int | float):
-                family.add_metric([stat], lateness[f"{stat}_ms"])
+        family.add_metric(["p50"], point.lateness.p50_ms)
+        family.add_metric(["p99"], point.lateness.p99_ms)
+        family.add_metric(["max"], point.lateness.max_ms)
         yield family
-    if isinstance(status.get("stored"), int):
-        yield CounterMetricFamily(
-            "netsonde_archive_stored", "Runs stored in the archive", value=status["stored"]
-        )
+    yield CounterMetricFamily(
+        "netsonde_archive_stored", "Runs stored in the archive", value=status.stored
+    )
     yield from _supervision_metrics(status)
-    if "archive_error" in status:
-        yield GaugeMetricFamily(
-            "netsonde_archive_write_failing",
-            "1 while the last archive write failed (it is retried)",
-            value=0 if status["archive_error"] is None else 1,
-        )
+    yield GaugeMetricFamily(
+        "netsonde_archive_write_failing",
+        "1 while the last archive write failed (it is retried)",
+        value=0 if status.archive_error is None else 1,
+    )
 
 
-def _supervision_metrics(status: Mapping[str, Any]) -> Iterable[Metric]:
+def _supervision_metrics(status: DaemonStatus) -> Iterable[Metric]:
     """Workers (restarts, heartbeat age, up), the spool, the reaper and loop stalls."""
-    workers = status.get("workers")
-    if isinstance(workers, Mapping):
-        restarts = CounterMetricFamily(
-            "netsonde_worker_restarts",
-            "Restarts of a supervised worker (died or stopped beating)",
-            labels=["worker"],
-        )
-        age = GaugeMetricFamily(
-            "netsonde_worker_heartbeat_age_seconds",
-            "Seconds since a worker's last heartbeat",
-            labels=["worker"],
-        )
-        up = GaugeMetricFamily(
-            "netsonde_worker_up",
-            "1 while a worker runs (0: backing off or exited)",
-            labels=["worker"],
-        )
-        for name, w in workers.items():
-            restarts.add_metric([name], w.get("restarts", 0))
-            age.add_metric([name], w.get("heartbeat_age_s", 0.0))
-            up.add_metric([name], 1 if w.get("state") == "running" else 0)
-        yield from (restarts, age, up)
-    spool = status.get("spool")
-    if isinstance(spool, Mapping):
-        for key, name, doc in _SPOOL_GAUGES:
-            value = spool.get(key)
-            if isinstance(value, int | float):
-                yield GaugeMetricFamily(name, doc, value=value)
-        if isinstance(spool.get("delivered"), int):
-            yield CounterMetricFamily(
-                "netsonde_spool_delivered",
-                "Results delivered to the remote archive",
-                value=spool["delivered"],
-            )
-    reaper = status.get("reaper")
-    if isinstance(reaper, Mapping):
+    yield from _worker_metrics(status.workers)
+    if (spool := status.spool) is not None:
+        yield from _spool_metrics(spool)
+    if (reaper := status.reaper) is not None:
         kills = CounterMetricFamily(
             "netsonde_reaper_kills", "Processes signalled by the cleanup list", labels=["signal"]
         )
-        kills.add_metric(["TERM"], reaper.get("kills_term", 0))
-        kills.add_metric(["KILL"], reaper.get("kills_kill", 0))
+        kills.add_metric(["TERM"], reaper.kills_term)
+        kills.add_metric(["KILL"], reaper.kills_kill)
         yield kills
         yield CounterMetricFamily(
-            "netsonde_reaper_reaped", "Orphaned children reaped", value=reaper.get("reaped", 0)
+            "netsonde_reaper_reaped", "Orphaned children reaped", value=reaper.reaped
         )
-    if isinstance(status.get("loop_stalls"), int):
-        yield CounterMetricFamily(
-            "netsonde_event_loop_stalls",
-            "Times the daemon's event loop did not turn for heartbeat_timeout",
-            value=status["loop_stalls"],
-        )
+    yield CounterMetricFamily(
+        "netsonde_event_loop_stalls",
+        "Times the daemon's event loop did not turn for heartbeat_timeout",
+        value=status.loop_stalls,
+    )
 
 
-_SPOOL_GAUGES = (
-    ("backlog", "netsonde_spool_backlog", "Results in the spool waiting for delivery"),
-    ("oldest_age_s", "netsonde_spool_oldest_age_seconds", "Age of the oldest undelivered result"),
-    ("dead_letters", "netsonde_spool_dead_letters", "Results refused for good (dead-letter table)"),
-)
+def _worker_metrics(workers: Mapping[str, WorkerStatus]) -> Iterable[Metric]:
+    restarts = CounterMetricFamily(
+        "netsonde_worker_restarts",
+        "Restarts of a supervised worker (died or stopped beating)",
+        labels=["worker"],
+    )
+    age = GaugeMetricFamily(
+        "netsonde_worker_heartbeat_age_seconds",
+        "Seconds since a worker's last heartbeat",
+        labels=["worker"],
+    )
+    up = GaugeMetricFamily(
+        "netsonde_worker_up",
+        "1 while a worker runs (0: backing off or exited)",
+        labels=["worker"],
+    )
+    for name, w in workers.items():
+        restarts.add_metric([name], w.restarts)
+        age.add_metric([name], w.heartbeat_age_s)
+        up.add_metric([name], 1 if w.state == "running" else 0)
+    return (restarts, age, up)
+
+
+def _spool_metrics(spool: SpoolStats) -> Iterable[Metric]:
+    yield GaugeMetricFamily(
+        "netsonde_spool_backlog", "Results in the spool waiting for delivery", value=spool.backlog
+    )
+    if spool.oldest_age_s is not None:  # nothing waiting: no age
+        yield GaugeMetricFamily(
+            "netsonde_spool_oldest_age_seconds",
+            "Age of the oldest undelivered result",
+            value=spool.oldest_age_s,
+        )
+    yield GaugeMetricFamily(
+        "netsonde_spool_dead_letters",
+        "Results refused for good (dead-letter table)",
+        value=spool.dead_letters,
+    )
+    yield CounterMetricFamily(
+        "netsonde_spool_delivered",
+        "Results delivered to the remote archive",
+        value=spool.delivered,
+    )
 
 
 # ---- HTTP ------------------------------------------------------------------------------------

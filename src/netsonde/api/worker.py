@@ -26,17 +26,11 @@ from netsonde.api.metrics import Metrics
 from netsonde.archive import connections
 from netsonde.http.limits import RequestLimits
 from netsonde.http.server import bind
+from netsonde.mp.status import read_status
 from netsonde.services import SECTIONS
 from netsonde.services.base import Host
 
 log = logging.getLogger("netsonde.api.worker")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -54,7 +48,7 @@ def build(settings: dict[str, Any]) -> Any:
         name=settings["name"],
         token=settings["token"],
         limits=RequestLimits(settings["request_timeout"], settings["max_body_bytes"]),
-        status=lambda: _read_json(status_file),
+        status=lambda: read_status(status_file),  # None until the daemon has written it
         inline_queries=True,
         sections={
             name: SECTIONS[name].model_validate(section)

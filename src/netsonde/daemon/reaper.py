@@ -24,9 +24,10 @@ import signal
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from netsonde import proctree
+from netsonde.mp.status import ReaperStats
 from netsonde.proctree import ProcInfo
 
 log = logging.getLogger(__name__)
@@ -132,14 +133,7 @@ class Reaper:
             self.subreaper = proctree.become_subreaper()
             if not self.subreaper:
                 log.warning("cannot become a child subreaper: orphans will escape to init")
-        self.stats: dict[str, Any] = {
-            "kills_term": 0,
-            "kills_kill": 0,
-            "reaped": 0,
-            "last_kill": None,  # epoch seconds of the last signal sent
-            "scans": 0,
-            "last_scan_seconds": 0.0,  # how long the last scan took
-        }
+        self.stats = ReaperStats()  # replaced whole on each change: a reader sees one state
 
     # ---- periodic scan ------------------------------------------------------------------------
 
@@ -153,8 +147,11 @@ class Reaper:
         if self.rules:
             kills += self._enforce(table, now)
         self._reap(table)
-        self.stats["scans"] += 1
-        self.stats["last_scan_seconds"] = time.perf_counter() - started
+        self.stats = dataclasses.replace(
+            self.stats,
+            scans=self.stats.scans + 1,
+            last_scan_seconds=time.perf_counter() - started,
+        )
         return kills
 
     def _escalate(self, table: dict[int, ProcInfo], now: float) -> list[Kill]:
@@ -203,13 +200,16 @@ class Reaper:
         unsettled = {k[0] for k, seen in self._zombies.items() if now - seen < _SETTLE}
         reaped = proctree.reap_orphans({*self.keep(), *unsettled}, table)
         if reaped:
-            self.stats["reaped"] += len(reaped)
+            self._count_reaped(len(reaped))
             log.info("reaped %d orphan(s): %s", len(reaped), ", ".join(map(str, reaped)))
 
     def _record(self, info: ProcInfo, sig: signal.Signals, now: float, rule: str) -> Kill:
         kill = Kill(info.pid, sig, info.age(now), rule, info.cmdline[:_CMDLINE_SHOWN])
-        self.stats["kills_term" if sig == signal.SIGTERM else "kills_kill"] += 1
-        self.stats["last_kill"] = now
+        st = self.stats
+        if sig == signal.SIGTERM:
+            self.stats = dataclasses.replace(st, kills_term=st.kills_term + 1, last_kill=now)
+        else:
+            self.stats = dataclasses.replace(st, kills_kill=st.kills_kill + 1, last_kill=now)
         log.warning(
             "cleanup: %s pid %d (age %.1fs, rule %r): %s",
             sig.name,
@@ -261,7 +261,11 @@ class Reaper:
 
     def _reap_all(self) -> None:
         reaped = proctree.reap_orphans(self.keep())
-        self.stats["reaped"] += len(reaped)
+        if reaped:
+            self._count_reaped(len(reaped))
+
+    def _count_reaped(self, n: int) -> None:
+        self.stats = dataclasses.replace(self.stats, reaped=self.stats.reaped + n)
 
     def _reap_until_clean(self, end: float) -> None:
         """Reap until no zombie child is left but the kept ones (a SIGKILLed process turns into

@@ -34,6 +34,7 @@ from netsonde.daemon.api_workers import ApiWorkers
 from netsonde.daemon.pidfile import PidFile
 from netsonde.daemon.reaper import Reaper
 from netsonde.daemon.servers import KeptServer, should_restart
+from netsonde.daemon.sink import Consumer, RunSink
 from netsonde.daemon.supervisor import (
     Exited,
     Heartbeat,
@@ -43,10 +44,11 @@ from netsonde.daemon.supervisor import (
 )
 from netsonde.http.limits import RequestLimits
 from netsonde.http.server import bind, serve
-from netsonde.model import Run, to_us
+from netsonde.model import Run, TestSpec, to_us
 from netsonde.mp.point import MeasurementPoint
 from netsonde.mp.runner import ForkServerGone, Runner
 from netsonde.mp.spool import Spool
+from netsonde.mp.status import DaemonStatus, SpoolStats
 from netsonde.services import SECTIONS, SERVICES
 from netsonde.services.base import Feed, Host
 
@@ -100,6 +102,9 @@ class Daemon:
         self.spool: Spool | None = None
         self.reaper: Reaper | None = None
         self.servers: list[KeptServer] = []
+        # Set by main before anything asks for the status.
+        self.writer: BatchWriter | None = None
+        self.point: MeasurementPoint | None = None
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
@@ -109,46 +114,95 @@ class Daemon:
         # First too: as a child subreaper the daemon gets the orphans of runs and servers (not
         # init), and the reaper finds and reaps them.
         self.reaper = reaper = Reaper(cfg.cleanup, keep=self._children, exempt=self._children)
+        archive, writer = self._open_storage()
+        runner = Runner()
+        # With API workers the daemon keeps the run metrics; the workers count requests.
+        sink = RunSink(self._consumers(writer, http=not workers))
+        point = self._build_point(archive, runner, sink)
+        stop = asyncio.Event()
+        self._handle_signals(stop, point, archive)
+        self._add_workers(point, runner, writer, reaper, stop)
+        self._add_api(listener, workers, stop)
+        watching = asyncio.create_task(self.watchdog.beat_forever())
+        self.watchdog.start()
+        restarting = self._schedule_restart(stop)
+        self._log_start(serving=listener is not None)
+        await runner.start()
+        self.supervisor.start(stop)
+        if on_ready:
+            on_ready()
+        try:
+            await stop.wait()
+        finally:
+            stop.set()
+            await self._stop_in_order(point, runner)
+            await self._close(archive, writer, reaper)
+            watching.cancel()
+            self.watchdog.stop()
+            if restarting is not None:
+                restarting.cancel()
+            with contextlib.suppress(FileNotFoundError):
+                status_path(cfg).unlink()
+            log.info("stopped: %s", dict(point.counts))
+
+    def _open_storage(self) -> tuple[Archive, BatchWriter]:
+        """The archive (and its writer thread), the services' feeds and the spool: everything
+        that keeps runs."""
+        cfg = self.cfg
         archive = open_archive(cfg.archive_url)
         archive.register_tests(cfg.tests, to_us(time.time()))
-        writer = BatchWriter(archive)
+        self.writer = writer = BatchWriter(archive)
         # Services that consume runs (the Status MA's link states from snmp_link runs), each
         # writing from a thread of its own.
         for service in SERVICES:
             made = service.feed(cfg) if service.feed else None
             if made is not None:
                 self.feeds[service.name] = made
-        feeds = list(self.feeds.values())
-        self.spool = spool = self._open_spool()
-        runner = Runner()
-        # With API workers the daemon keeps the run metrics; the workers count requests.
-        self.metrics = metrics = Metrics(lambda: self.snapshot(point, writer), http=not workers)
+        self.spool = self._open_spool()
+        return archive, writer
 
-        def sink(run: Run) -> None:
-            writer.submit(run)
-            spec = point.scheduler.spec(run.test_id)
-            metrics.observe_run(run, spec)
-            for feed in feeds:
-                feed.submit(run, spec)
-            if spool is not None and spec is not None:
-                spool.submit(spec, run)
+    def _consumers(self, writer: BatchWriter, *, http: bool) -> list[Consumer]:
+        """Who gets each run, in this order: the archive, the run metrics, each service's feed,
+        the spool. ``http``: the metrics count HTTP requests too (no API worker processes)."""
+        self.metrics = metrics = Metrics(self.status, http=http)
+        consumers: list[Consumer] = [lambda run, _spec: writer.submit(run), metrics.observe_run]
+        consumers += [feed.submit for feed in self.feeds.values()]
+        if self.spool is not None:
+            consumers.append(_spooled(self.spool))
+        return consumers
 
+    def _build_point(self, archive: Archive, runner: Runner, sink: RunSink) -> MeasurementPoint:
         # Crash recovery: continue each periodic test after its last stored slot (so no slot
         # runs twice) and record the slots that passed while down as missed, through ``sink``.
+        cfg = self.cfg
         resume = archive.last_slots(t.key for t in cfg.tests if not t.schedule.poisson)
-        point = MeasurementPoint(
+        self.point = point = MeasurementPoint(
             cfg.tests,
             executor=runner,
             sink=sink,
             max_children=cfg.max_children,
             resume=resume,
         )
-        stop = asyncio.Event()
+        sink.follow(point.scheduler)
+        return point
+
+    def _handle_signals(
+        self, stop: asyncio.Event, point: MeasurementPoint, archive: Archive
+    ) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._reload(point, archive))
 
+    def _add_workers(
+        self,
+        point: MeasurementPoint,
+        runner: Runner,
+        writer: BatchWriter,
+        reaper: Reaper,
+        stop: asyncio.Event,
+    ) -> None:
+        """Every part that runs as a supervised worker, and the ``[[server]]`` keep-alives."""
         sup = self.supervisor
         sup.add("scheduler", lambda hb: point.run(stop, hb.beat))
         sup.add(
@@ -160,16 +214,15 @@ class Daemon:
         sup.add_thread("archive-writer", writer)
         for name, feed in self.feeds.items():
             sup.add_thread(f"{name}-feed", feed.worker)
-        if spool is not None:
-            sup.add_thread("spool", spool)
-        sup.add("publisher", lambda hb: self._publish(point, writer, hb))
+        if self.spool is not None:
+            sup.add_thread("spool", self.spool)
+        sup.add("publisher", self._publish)
         sup.add("reaper", lambda hb: reap_forever(reaper, hb))
-        for spec in cfg.servers:
+        for spec in self.cfg.servers:
             self._keep_server(spec)
-        self._add_api(listener, workers, lambda: self.snapshot(point, writer), stop)
-        watching = asyncio.create_task(self.watchdog.beat_forever())
-        self.watchdog.start()
-        restarting = self._schedule_restart(stop)
+
+    def _log_start(self, *, serving: bool) -> None:
+        cfg = self.cfg
         log.info(
             "netsonde %s: %d test(s), %d server(s), archive %s%s, serving %s",
             os.getpid(),
@@ -177,35 +230,12 @@ class Daemon:
             len(cfg.servers),
             cfg.archive_url,
             f", spool to {cfg.spool.url}" if cfg.spool else "",
-            self.url if listener else "nothing (api disabled)",
+            self.url if serving else "nothing (api disabled)",
         )
-        await runner.start()
-        sup.start(stop)
-        if on_ready:
-            on_ready()
-        try:
-            await stop.wait()
-        finally:
-            stop.set()
-            await self._stop_in_order(point, runner)
-            writer.close()
-            archive.close()
-            for feed in feeds:
-                feed.close()
-            if spool is not None:
-                spool.close()
-            await asyncio.to_thread(reaper.final_sweep, 5.0)
-            watching.cancel()
-            self.watchdog.stop()
-            if restarting is not None:
-                restarting.cancel()
-            with contextlib.suppress(FileNotFoundError):
-                status_path(cfg).unlink()
-            log.info("stopped: %s", dict(point.counts))
 
     async def _stop_in_order(self, point: MeasurementPoint, runner: Runner) -> None:
         """Nothing new starts, the runs in progress end (they need the fork server), then the
-        rest; the writer threads are flushed by the caller after this."""
+        rest; the writer threads are flushed by ``_close`` after this."""
         sup = self.supervisor
         await sup.stop_worker("scheduler")
         await point.drain(self.cfg.stop_timeout)
@@ -215,6 +245,16 @@ class Daemon:
         if self.api_workers is not None:
             await self.api_workers.stop()
         await sup.stop_all()  # servers, publisher, reaper; threads are left to their close()
+
+    async def _close(self, archive: Archive, writer: BatchWriter, reaper: Reaper) -> None:
+        """Flush what writes from threads, close the stores, then leave no child behind."""
+        writer.close()
+        archive.close()
+        for feed in self.feeds.values():
+            feed.close()
+        if self.spool is not None:
+            self.spool.close()
+        await asyncio.to_thread(reaper.final_sweep, 5.0)
 
     def _children(self) -> set[int]:
         """Our direct children that others wait for: never reaped nor killed by the reaper."""
@@ -228,7 +268,7 @@ class Daemon:
         return Spool(
             self.cfg.data_dir / SPOOL_FILE,
             sp.url,
-            protocol=sp.protocol,
+            protocol=sp.protocol,  # type: ignore[arg-type]
             token=sp.token,
             batch_size=sp.batch_size,
             timeout=sp.timeout,
@@ -259,13 +299,7 @@ class Daemon:
 
         return asyncio.create_task(later())
 
-    def _add_api(
-        self,
-        listener: socket.socket | None,
-        workers: int,
-        status: Callable[[], dict[str, Any]],
-        stop: asyncio.Event,
-    ) -> None:
+    def _add_api(self, listener: socket.socket | None, workers: int, stop: asyncio.Event) -> None:
         """Serve HTTP until ``stop``: in this loop, or in ``workers`` processes."""
         if listener is None:
             return
@@ -282,7 +316,7 @@ class Daemon:
             name=cfg.name,
             token=cfg.api.token,
             limits=RequestLimits(cfg.api.request_timeout, cfg.api.max_body_bytes),
-            status=status,
+            status=self.status,
             sections=cfg.sections,
         )
         app = create_app(host, self.metrics)
@@ -309,29 +343,35 @@ class Daemon:
         host, port = self.cfg.listen_address
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
-    def snapshot(self, point: MeasurementPoint, writer: BatchWriter) -> dict[str, Any]:
-        return {
-            "pid": os.getpid(),
-            "started_us": to_us(self.started),
-            "config": str(self.config_path) if self.config_path else None,
-            "archive": self.cfg.archive_url,
-            "url": self.url if self.cfg.api.enabled else None,
-            "reloads": self.reloads,
-            "reload_error": self.last_reload_error,
-            "stored": writer.stored,
-            "archive_backlog": writer.backlog,
-            "archive_error": writer.last_error,
-            "api_workers": self.api_workers.pids if self.api_workers else None,
-            "api_worker_restarts": self.api_workers.restarts if self.api_workers else 0,
-            "feeds": {name: feed.stats for name, feed in self.feeds.items()},
-            "workers": self.supervisor.snapshot(),
-            "worker_restarts": self.supervisor.restarts,
-            "loop_stalls": self.watchdog.stalls,
-            "spool": self.spool.stats if self.spool else None,
-            "reaper": self.reaper.stats if self.reaper else None,
-            "restart_every_s": self.cfg.restart_every,
-            **point.snapshot(),
-        }
+    def status(self) -> DaemonStatus:
+        """What the daemon is doing: published in status.json, read by ``/metrics``."""
+        point, writer = self.point, self.writer
+        if point is None or writer is None:
+            raise RuntimeError("no status before the daemon has started")
+        api = self.api_workers
+        return DaemonStatus(
+            pid=os.getpid(),
+            started_us=to_us(self.started),
+            config=str(self.config_path) if self.config_path else None,
+            archive=self.cfg.archive_url,
+            url=self.url if self.cfg.api.enabled else None,
+            reloads=self.reloads,
+            reload_error=self.last_reload_error,
+            stored=writer.stored,
+            archive_backlog=writer.backlog,
+            archive_error=writer.last_error,
+            api_workers=tuple(api.pids) if api else None,
+            api_worker_restarts=api.restarts if api else 0,
+            feeds={name: feed.stats for name, feed in self.feeds.items()},
+            workers=self.supervisor.status(),
+            worker_restarts=self.supervisor.restarts,
+            loop_stalls=self.watchdog.stalls,
+            # The spool's stats are a dict of exactly these keys (a renamed one fails here).
+            spool=SpoolStats(**self.spool.stats) if self.spool else None,
+            reaper=self.reaper.stats if self.reaper else None,
+            restart_every_s=self.cfg.restart_every,
+            point=point.status(),
+        )
 
     def _reload(self, point: MeasurementPoint, archive: Archive) -> None:
         try:
@@ -347,13 +387,13 @@ class Daemon:
         self.last_reload_error = None
         log.info("reloaded %s: %d test(s)", self.config_path or "embedded default", len(new.tests))
 
-    async def _publish(self, point: MeasurementPoint, writer: BatchWriter, hb: Heartbeat) -> None:
+    async def _publish(self, hb: Heartbeat) -> None:
         """Write status.json (and the run metrics for API workers) every second."""
         failing: str | None = None
         while True:
             hb.beat()
             try:
-                write_json_atomically(status_path(self.cfg), self.snapshot(point, writer))
+                write_json_atomically(status_path(self.cfg), self.status().to_json())
                 if self.api_workers is not None and self.metrics is not None:
                     write_bytes_atomically(metrics_path(self.cfg), self.metrics.exposition()[0])
                 if failing:
@@ -364,6 +404,16 @@ class Daemon:
                     log.error("cannot write %s: %s", status_path(self.cfg), e)
                 failing = str(e)
             await asyncio.sleep(1.0)
+
+
+def _spooled(spool: Spool) -> Consumer:
+    """The spool as a run consumer: it sends a run as its test's spec says (none: not sent)."""
+
+    def consume(run: Run, spec: TestSpec | None) -> None:
+        if spec is not None:
+            spool.submit(spec, run)
+
+    return consume
 
 
 async def runner_body(runner: Runner, hb: Heartbeat) -> None:

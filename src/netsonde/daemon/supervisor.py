@@ -23,7 +23,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import NoReturn, Protocol
+
+from netsonde.mp.status import WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +81,16 @@ class WorkerState:
     last_exit: str | None = None
     last_exit_at: float | None = None
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "pid": self.pid() if self.pid else None,
-            "restarts": self.restarts,
-            "heartbeat_age_s": round(self.heartbeat.age, 3),
-            "up_s": round(time.time() - self.started, 3) if self.state == "running" else None,
-            "last_exit": self.last_exit,
-            "last_exit_at": self.last_exit_at,
-        }
+    def status(self) -> WorkerStatus:
+        return WorkerStatus(
+            state=self.state,
+            pid=self.pid() if self.pid else None,
+            restarts=self.restarts,
+            heartbeat_age_s=round(self.heartbeat.age, 3),
+            up_s=round(time.time() - self.started, 3) if self.state == "running" else None,
+            last_exit=self.last_exit,
+            last_exit_at=self.last_exit_at,
+        )
 
 
 class Supervisor:
@@ -202,8 +204,8 @@ class Supervisor:
         abandoned (if it can be: ``abandon()``) for a fresh one when its heartbeat goes stale."""
         return self.add(name, thread_body(component), on_stale=getattr(component, "abandon", None))
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        return {name: w.snapshot() for name, w in self.workers.items()}
+    def status(self) -> dict[str, WorkerStatus]:
+        return {name: w.status() for name, w in self.workers.items()}
 
     @property
     def restarts(self) -> int:

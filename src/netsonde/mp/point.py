@@ -13,10 +13,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from netsonde.model import Run, RunState, TestSpec, to_us
 from netsonde.mp.scheduler import Dispatch, Scheduler
+from netsonde.mp.status import Lateness, PointStatus, Upcoming
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class LatenessWindow:
             old = self._recent.pop(0)
             del self._sorted[bisect.bisect_left(self._sorted, old)]
 
-    def summary(self) -> dict[str, float] | None:
+    def summary(self) -> Lateness | None:
         s = self._sorted
         if not s:
             return None
@@ -52,7 +53,7 @@ class LatenessWindow:
         def ms_at(q: float) -> float:  # nearest rank
             return s[min(len(s) - 1, int(q * len(s)))] / 1000
 
-        return {"p50_ms": ms_at(0.5), "p99_ms": ms_at(0.99), "max_ms": s[-1] / 1000}
+        return Lateness(p50_ms=ms_at(0.5), p99_ms=ms_at(0.99), max_ms=s[-1] / 1000)
 
 
 class MeasurementPoint:
@@ -166,15 +167,16 @@ class MeasurementPoint:
         self.counts[str(run.state)] += 1
         self._sink(run)
 
-    def snapshot(self, upcoming: int = 10) -> dict[str, Any]:
-        return {
-            "tests": len(self.scheduler.specs),
-            "in_progress": self.scheduler.running,
-            "waiting": self.scheduler.waiting,
-            "runs": dict(self.counts),
-            "lateness": self.lateness.summary(),
-            "upcoming": [
-                {"test_id": test_id, "planned_us": to_us(at)}
+    def status(self, upcoming: int = 10) -> PointStatus:
+        """Counts, lateness and the next ``upcoming`` runs, for the daemon's status."""
+        return PointStatus(
+            tests=len(self.scheduler.specs),
+            in_progress=self.scheduler.running,
+            waiting=self.scheduler.waiting,
+            runs=dict(self.counts),
+            lateness=self.lateness.summary(),
+            upcoming=tuple(
+                Upcoming(test_id=test_id, planned_us=to_us(at))
                 for at, test_id in self.scheduler.upcoming(upcoming)
-            ],
-        }
+            ),
+        )

@@ -19,9 +19,8 @@ from netsonde.archive import Archive, PerThread
 from netsonde.config import Config, Section
 from netsonde.http.limits import RequestLimits
 from netsonde.model import Run, TestSpec
+from netsonde.mp.status import FeedStats, StatusSource
 from netsonde.nmwg.service import NMWGService
-
-StatusSnapshot = Callable[[], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -33,9 +32,9 @@ class Host:
     name: str = ""  # this measurement point's name: the PingER "src" of local tests
     token: str | None = None  # store requests need it; None disables them
     limits: RequestLimits = field(default_factory=RequestLimits)
-    # A live snapshot of the measurement point when the daemon runs alongside; None when this
-    # process serves an archive alone.
-    status: StatusSnapshot | None = None
+    # The daemon's live status when it runs alongside; None when this process serves an
+    # archive alone.
+    status: StatusSource | None = None
     # True in an API worker process: small queries may run on its event loop (nothing else
     # shares it); False inside the daemon, whose loop also runs the scheduler.
     inline_queries: bool = False
@@ -69,7 +68,7 @@ class Feed(Protocol):
     def submit(self, run: Run, spec: TestSpec | None) -> int: ...
 
     @property
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self) -> FeedStats: ...
 
     def close(self) -> None: ...
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from netsonde.archive.writer import BatchWriter
 from netsonde.model import US_PER_S, Run, RunState, TestSpec
+from netsonde.mp.status import FeedStats
 from netsonde.probes import snmp_link
 from netsonde.services.status.store import LinkStatusStore, StatusError, Update
 
@@ -131,13 +131,13 @@ class StatusFeed:
         return self.writer
 
     @property
-    def stats(self) -> dict[str, Any]:
-        return {
-            "stored": self.writer.stored,
-            "backlog": self.writer.backlog,
-            "rejected": self._updates.rejected,
-            "error": self.writer.last_error,
-        }
+    def stats(self) -> FeedStats:
+        return FeedStats(
+            stored=self.writer.stored,
+            backlog=self.writer.backlog,
+            rejected=self._updates.rejected,
+            error=self.writer.last_error,
+        )
 
     def close(self) -> None:
         """Write everything submitted, stop the thread and close the store."""
