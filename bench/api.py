@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from netsonde.archive.sqlite import SQLiteArchive
+from netsonde.archive import open_archive
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
 from netsonde.probes import ping
 
@@ -58,7 +58,7 @@ def specs(n: int) -> list[TestSpec]:
 def build_archive(path: Path, n_tests: int, n_runs: int) -> None:
     """Fill ``path`` with n_tests × n_runs finished ping runs (deterministic values)."""
     rng = random.Random(42)
-    archive = SQLiteArchive(path)
+    archive = open_archive(f"sqlite:///{path}")
     tests = specs(n_tests)
     archive.register_tests(tests, T0 * 1_000_000)
     batch: list[Run] = []

@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from netsonde.archive.sqlite import SQLiteArchive
+from netsonde.archive import open_archive
 from netsonde.archive.writer import BatchWriter
 from netsonde.metrics import pinger_summary
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
@@ -209,7 +209,7 @@ def spool_outage(runs: list[tuple[TestSpec, Run]], work: Path, args: argparse.Na
 
 
 def batch_writer(runs: list[tuple[TestSpec, Run]], work: Path) -> dict:
-    archive = SQLiteArchive(work / "local.sqlite")
+    archive = open_archive(f"sqlite:///{work / 'local.sqlite'}")
     archive.register_tests({s.key: s for s, _ in runs}.values(), T0)
     writer = BatchWriter(archive)
     started = time.monotonic()

@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from hosting import host
-from netsonde.archive.sqlite import SQLiteArchive
+from hosting import host, sqlite_url
+from netsonde.archive import open_archive
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
 from netsonde.probes import ping
 from netsonde.services.archive.rest import build_router
@@ -54,7 +54,7 @@ def runs(spec: TestSpec) -> list[Run]:
 
 
 def build_app(path: Path) -> FastAPI:
-    archive = SQLiteArchive(path)
+    archive = open_archive(sqlite_url(path))
     archive.register_tests(SPECS, T0)
     for spec in SPECS:
         archive.store_runs(runs(spec))

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from hosting import host
-from netsonde.archive.sqlite import SQLiteArchive
+from hosting import host, sqlite_url
+from netsonde.archive import open_archive
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec, run_id_for
 from netsonde.probes import noop, ping
 from netsonde.services.archive.rest import build_router
@@ -80,7 +80,7 @@ def a_run(k: int) -> Run:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     path = Path(tmp_path_factory.mktemp("rest")) / "archive.sqlite"
-    archive = SQLiteArchive(path)
+    archive = open_archive(sqlite_url(path))
     archive.register_tests([A, A2, B, N], REGISTERED)
     archive.store_runs([a_run(k) for k in range(len(A_RUNS))])
     archive.store_runs(

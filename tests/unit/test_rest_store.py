@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from hosting import host
-from netsonde.archive.sqlite import SQLiteArchive
+from hosting import host, sqlite_url
+from netsonde.archive import open_archive
 from netsonde.model import Schedule, TestSpec
 from netsonde.probes import ping
 from netsonde.services.archive.rest import build_router
@@ -93,7 +93,7 @@ def make_client(path: Path, **ctx: Any) -> TestClient:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "archive.sqlite"
-    archive = SQLiteArchive(path)
+    archive = open_archive(sqlite_url(path))
     archive.register_tests([LOCAL], T0)
     archive.close()
     return path

@@ -167,11 +167,12 @@ def test_until_bounds_the_missed_slots() -> None:
 
 
 def test_archive_last_slots_is_the_highest_stored_slot_of_any_state(tmp_path: Any) -> None:
-    from netsonde.archive.sqlite import SQLiteArchive
+    from hosting import sqlite_url
+    from netsonde.archive import open_archive
     from netsonde.model import Run
 
     a, b, c = make_spec("a"), make_spec("b"), make_spec("c")
-    archive = SQLiteArchive(tmp_path / "archive.sqlite")
+    archive = open_archive(sqlite_url(tmp_path / "archive.sqlite"))
     archive.register_tests([a, b, c], to_us(T0))
     archive.store_runs(
         [
