@@ -45,6 +45,7 @@ def test_echo_vector(name: str, endpoint: Endpoint) -> None:
 
 def test_every_echo_vector_has_facts() -> None:
     assert set(vector_names(FAMILY)) == set(VECTORS)
+    assert all(v["codes"] for v in VECTORS.values())  # every answer here is result pairs
 
 
 def test_the_echo_grammar_can_fail(endpoint: Endpoint) -> None:

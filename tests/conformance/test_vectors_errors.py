@@ -43,6 +43,7 @@ def test_error_vector(name: str, endpoint: Endpoint) -> None:
 
 def test_every_error_vector_has_facts() -> None:
     assert set(vector_names(FAMILY)) == set(VECTORS)
+    assert all(v["codes"] for v in VECTORS.values())  # every answer here is result pairs
 
 
 @pytest.mark.parametrize("fact", FACTS["http"], ids=[h["what"] for h in FACTS["http"]])

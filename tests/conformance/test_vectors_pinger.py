@@ -195,6 +195,8 @@ def test_pinger_vector(name: str, ma: PingerVectors) -> None:
 def test_every_pinger_vector_has_facts() -> None:
     used = set(VECTORS) | {s["file"] for s in FACTS["store"]} | {FACTS["stored"]["file"]}
     assert set(vector_names(FAMILY)) == used
+    # and every fact says what the answer holds: result codes, or keys, or rows
+    assert all(v.get("codes") or {"keys", "series"} & set(v) for v in VECTORS.values())
 
 
 def test_the_vectors_cover_both_request_kinds_and_their_failures() -> None:

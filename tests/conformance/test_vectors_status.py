@@ -285,6 +285,9 @@ def test_every_status_vector_has_facts() -> None:
     named = {v["file"] for v in [*FACTS["fill"], *FACTS["vector"], FACTS["unconfigured"]]}
     named |= {r["file"] for r in FACTS["replay"]}
     assert set(vector_names(FAMILY)) - {FACTS["definitions"]} == named
+    # and every fact says what the answer holds: result codes, or states, keys, circuits
+    answered = [*FACTS["vector"], *FACTS["replay"]]
+    assert all(f.get("codes") or {"states", "keys", "circuits"} & set(f) for f in answered)
 
 
 def test_the_status_grammar_can_fail(filled: tuple[Endpoint, list[Posted]]) -> None:
