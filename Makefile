@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench sysdeps clean
+.PHONY: run test lint format bench bench-versions sysdeps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,8 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/status.py --links 10000 --rounds 1000
 	$(BIN)/python bench/spool.py --write BENCHMARKS.md
 	$(BIN)/python bench/icmp.py --write
+
+bench-versions: $(STAMP) sysdeps ; $(BIN)/python bench/versions.py --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) netsonde-data .pytest_cache
