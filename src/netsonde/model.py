@@ -10,8 +10,8 @@ import enum
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 US_PER_S = 1_000_000
 
@@ -123,6 +123,31 @@ class PacketSample:
     recv_us: int | None = None  # arrival time, epoch µs, when known
 
 
+# The Status MA's link state vocabulary (PROTOCOL.md §4): what an SNMP agent's numbers map to.
+OperState = Literal["up", "down", "degraded", "unknown"]
+AdminState = Literal["normal", "maintenance", "troubleshooting", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkObservation:
+    """One link's state as one poll saw it: what snmp_link hands the Status MA's feed.
+
+    ``error`` says why a state is ``unknown`` when the poll, not the agent, is the cause (no
+    answer, interface not found); ``agent_answered`` is False when the agent said nothing at all.
+    """
+
+    link_id: str
+    interface: str  # as configured: the name, or the index as text
+    if_index: int | None
+    oper: OperState
+    admin: AdminState
+    time_us: int  # when the poll's answers came back
+    oper_raw: int | None = None  # the agent's own ifOperStatus number, when it gave one
+    admin_raw: int | None = None
+    error: str | None = None
+    agent_answered: bool = True
+
+
 @dataclass(slots=True)
 class Result:
     """What a tool produced for one run.
@@ -139,6 +164,14 @@ class Result:
     values: dict[str, float | int | None] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # tool-specific detail (resolved addr…)
     error: str | None = None  # set when the tool could not measure (state becomes FAILED)
+    links: list[LinkObservation] = field(default_factory=list)  # snmp_link: one per link
+
+    def detail(self) -> dict[str, Any]:
+        """The tool detail as JSON-ready data: ``extra``, with the link observations under
+        ``"links"``. What the archive keeps and serves for the run (and the spool sends)."""
+        if not self.links:
+            return self.extra
+        return {**self.extra, "links": [asdict(o) for o in self.links]}
 
 
 @dataclass(slots=True)

@@ -14,15 +14,31 @@ from integration.conftest import DaemonProcess
 from netsonde.model import Run, RunState, Schedule, TestSpec, run_id_for
 from netsonde.mp.runner import Runner
 from netsonde.probes import command, noop, ping
+from netsonde.probes import deadline as deadlines
 from procs import alive
 
-# Ignores SIGTERM, starts a grandchild that ignores it too, writes both pids, then hangs.
+# Ignores SIGTERM, starts a grandchild that ignores it too, writes both pids, then hangs, and
+# stops its parent, the tool: a tool that cannot keep its own deadline, as a wedged one would
+# not, so the runner's hard deadline has to act.
 HANGING_PROBE = """\
 import os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 child = subprocess.Popen([sys.executable, "-c",
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
 open(sys.argv[1], "w").write(f"{os.getpid()} {child.pid}")
+os.kill(os.getppid(), signal.SIGSTOP)
+time.sleep(600)
+"""
+
+# Sleeps past any deadline, with a child in its process group and one in a session of its own
+# (out of reach of the run's group); writes the three pids.
+SLEEPING_PROBE = """\
+import os, subprocess, sys, time
+sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
+group = subprocess.Popen(sleep)
+own = subprocess.Popen(sleep, start_new_session=True)
+open(sys.argv[1] + ".tmp", "w").write(f"{os.getpid()} {group.pid} {own.pid}")
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 time.sleep(600)
 """
 
@@ -46,6 +62,7 @@ def execute(spec: TestSpec, grace: float = 0.5) -> Run:
     async def once() -> Run:
         runner = Runner(grace=grace)
         try:
+            await runner.start()  # as the daemon does: its start-up is not the run's time
             return await runner.execute(spec, run)
         finally:
             await runner.close()
@@ -63,17 +80,52 @@ def test_hung_tool_is_killed_with_its_group_and_recorded_as_timeout(tmp_path: Pa
     script, pids = write_probe(tmp_path)
     params = command.Params(program=sys.executable, args=(str(script), str(pids)))
     started = time.monotonic()
-    run = execute(spec_for("command", params, timeout=1.0))
+    run = execute(spec_for("command", params, timeout=2.0))
     took = time.monotonic() - started
     assert run.state is RunState.TIMEOUT
     assert "deadline" in (run.error or "")
-    assert 1.0 <= took < 1.0 + 0.5 + 3, f"took {took:.2f}s"  # deadline + grace + slack
+    assert 2.0 <= took < 2.0 + 0.5 + 3, f"took {took:.2f}s"  # deadline + grace + slack
     probe_pid, grandchild_pid = map(int, pids.read_text().split())
     deadline = time.monotonic() + 2
     while (alive(probe_pid) or alive(grandchild_pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(probe_pid), "the probe ignored SIGTERM and must have got SIGKILL"
     assert not alive(grandchild_pid), "the probe's child is in the same group and must be gone"
+
+
+def _sleeping(tmp_path: Path) -> tuple[command.Params, Path]:
+    script, pids = tmp_path / "sleep.py", tmp_path / "pids"
+    script.write_text(SLEEPING_PROBE)
+    return command.Params(program=sys.executable, args=(str(script), str(pids))), pids
+
+
+def _all_gone(pids: Path, within: float = 1.0) -> None:
+    found = [int(p) for p in pids.read_text().split()]
+    assert len(found) == 3
+    end = time.monotonic() + within
+    while any(map(alive, found)) and time.monotonic() < end:
+        time.sleep(0.02)
+    assert not [p for p in found if alive(p)], "the program and both its children must be gone"
+
+
+def test_command_past_its_deadline_ends_itself_with_its_processes(tmp_path: Path) -> None:
+    params, pids = _sleeping(tmp_path)
+    started = time.time()
+    result = command.run("127.0.0.1", params, deadline=started + 2.0)
+    took = time.time() - started
+    assert result.error is not None and "did not finish" in result.error, result
+    assert 2.0 - deadlines.MARGIN - 0.1 <= took < 2.0, f"took {took:.2f}s"
+    _all_gone(pids)  # killed by the tool itself: no runner here
+
+
+def test_command_past_its_deadline_is_a_failed_run_not_a_killed_one(tmp_path: Path) -> None:
+    params, pids = _sleeping(tmp_path)
+    started = time.monotonic()
+    run = execute(spec_for("command", params, timeout=2.0))
+    took = time.monotonic() - started
+    assert run.state is RunState.FAILED and "did not finish" in (run.error or ""), run
+    assert took < 2.0, f"took {took:.2f}s: the runner's deadline had to act"
+    _all_gone(pids)
 
 
 def test_ping_run_finishes_with_samples() -> None:
@@ -126,8 +178,8 @@ data_dir = "data"
 id = "hang"
 tool = "command"
 target = "127.0.0.1"
-interval = "2s"
-timeout = "1s"
+interval = "3s"
+timeout = "2s"
 max_runs = 1
 params = {{ program = "{sys.executable}", args = ["{script}", "{pids}"] }}
 """

@@ -45,7 +45,7 @@ def _run(agent: SnmpAgent, params: snmp_link.Params) -> Result:
 
 
 def _states(result: Result) -> dict[str, tuple[str, str]]:
-    return {link["interface"]: (link["oper"], link["admin"]) for link in result.extra["links"]}
+    return {link.interface: (link.oper, link.admin) for link in result.links}
 
 
 def _poll_until(agent: SnmpAgent, want: dict[str, tuple[str, str]], within: float = 10.0) -> Result:
@@ -66,13 +66,16 @@ def test_link_down_and_up_follow_ip_link(snmp_agent: SnmpAgent) -> None:
     assert result.values == {
         "links": 2, "up": 2, "down": 0, "degraded": 0, "unknown": 0, "maintenance": 0, "errors": 0
     }  # fmt: skip
-    ids = [link["link_id"] for link in result.extra["links"]]
+    ids = [link.link_id for link in result.links]
     assert ids == [f"urn:ogf:network:domain=test:host=127.0.0.1:port={n}" for n in ["vA", "vB"]]
-    assert all(isinstance(link["if_index"], int) for link in result.extra["links"])
+    assert all(isinstance(link.if_index, int) for link in result.links)
+    # every observation carries the time the poll's answers came back
+    assert len({link.time_us for link in result.links}) == 1
+    assert abs(result.links[0].time_us / 1e6 - time.time()) < 5
 
     snmp_agent.link(LINK_B, "down")
     down = _poll_until(snmp_agent, {LINK_A: ("down", "normal"), LINK_B: ("down", "maintenance")})
-    raw = {link["interface"]: (link["oper_raw"], link["admin_raw"]) for link in down.extra["links"]}
+    raw = {link.interface: (link.oper_raw, link.admin_raw) for link in down.links}
     assert raw[LINK_B] == (2, 2)  # the agent's own numbers are kept for the record
     assert down.values["down"] == 2 and down.values["maintenance"] == 1
 
@@ -102,9 +105,9 @@ def test_indexes_and_names_mixed(snmp_agent: SnmpAgent) -> None:
 
 def _assert_unknown_not_down(result: Result, reason: str) -> None:
     assert result.error is not None and reason in result.error
-    for link in result.extra["links"]:
-        assert (link["oper"], link["admin"]) == ("unknown", "unknown")
-        assert not link["agent_answered"] and reason in link["error"]
+    for link in result.links:
+        assert (link.oper, link.admin) == ("unknown", "unknown")
+        assert not link.agent_answered and link.error is not None and reason in link.error
     assert result.values["unknown"] == 2 and result.values["down"] == 0
 
 
@@ -121,6 +124,17 @@ def test_silent_agent_is_unknown(
     result = _run(snmp_agent, _params(snmp_agent, **change(snmp_agent)))
     _assert_unknown_not_down(result, "No SNMP response")
     assert snmp_agent.community not in repr(result)  # neither secret shows up in the result
+
+
+def test_silent_agent_keeps_the_link_ids_of_an_answered_poll(snmp_agent: SnmpAgent) -> None:
+    # An index is its own ifIndex even when the agent says nothing; a name's is not known.
+    template = {"link_id": "urn:x:port={interface}:index={if_index}"}
+    params = _params(snmp_agent, interfaces=[LINK_A, 1], **template)
+    answered = _run(snmp_agent, params)
+    silent = _run(snmp_agent, _params(snmp_agent, interfaces=[LINK_A, 1], port=1, **template))
+    assert answered.error is None and silent.error is not None
+    assert [o.link_id for o in silent.links] == ["urn:x:port=vA:index=", "urn:x:port=1:index=1"]
+    assert [o.link_id for o in answered.links][1] == "urn:x:port=1:index=1"
 
 
 def test_stopped_agent_is_unknown(snmp_agent: SnmpAgent) -> None:

@@ -23,7 +23,9 @@ TIMEOUT = 2.0
 GRACE = 2.0  # the daemon's Runner() default
 
 # argv: pidfile, "group" | "setsid". Both processes ignore SIGTERM; the grandchild is a plain
-# fork (no exec), so it inherits SIG_IGN.
+# fork (no exec), so it inherits SIG_IGN. The probe then stops its parent, the command tool:
+# a tool that cannot keep its own deadline (as a wedged one would not), so that the runner's
+# hard deadline has to act.
 HUNG_PROBE = """\
 import os, signal, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -36,6 +38,7 @@ if child == 0:
 with open(sys.argv[1] + ".tmp", "w") as f:
     f.write(f"{os.getpid()} {child}")
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+os.kill(os.getppid(), signal.SIGSTOP)
 time.sleep(600)
 """
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from netsonde.model import SchedClass
 from netsonde.probes import iperf3
 
 DATA = Path(__file__).parent / "data" / "iperf3"
@@ -166,7 +167,7 @@ def test_bad_params_are_refused(bad: dict[str, Any]) -> None:
 def test_default_timeout_covers_the_whole_test() -> None:
     p = iperf3.Params(duration=10, omit=2, connect_timeout=5)
     assert iperf3.default_timeout(p) == 27.0
-    assert iperf3.DEFAULT_CLASS == "exclusive"
+    assert iperf3.TOOL.default_class is SchedClass.EXCLUSIVE
 
 
 def test_bad_target_refused() -> None:

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import pickle
 import socket
+from dataclasses import asdict
 from pathlib import Path
 
 from netsonde import config
 from netsonde import probes as tools
-from netsonde.model import Schedule, TestSpec, run_id_for
-from netsonde.probes import ping
+from netsonde.archive import open_archive
+from netsonde.model import LinkObservation, Result, Run, RunState, Schedule, TestSpec, run_id_for
+from netsonde.probes import ping, snmp_link
 
 
 def spec(source: str = "", target: str = "127.0.0.1", test_id: str = "a") -> TestSpec:
@@ -47,3 +50,35 @@ def test_run_of_fills_identity_from_spec_and_nominal_time() -> None:
     )
     assert (run.slot, run.planned_us) == (7, 1_700_000_000_500_000)
     assert Run.of(s, 5).slot == 5 and Run.of(s, 5).planned_us == 5
+
+
+def _snmp_run() -> tuple[TestSpec, Run]:
+    s = TestSpec(
+        "sw", "snmp_link", "192.0.2.7", Schedule(10),
+        snmp_link.Params(community="c", interfaces=["eth0"]),
+    )  # fmt: skip
+    seen = LinkObservation(
+        "urn:x:eth0", "eth0", 2, "down", "maintenance", 1_700_000_000_250_000, 2, 2
+    )
+    result = Result("snmp_link", s.target, values={"links": 1}, extra={"port": 161}, links=[seen])
+    return s, Run.of(s, 1_700_000_000_000_000, state=RunState.FINISHED, result=result)
+
+
+def test_link_observations_are_one_shape_in_the_tool_detail() -> None:
+    _, run = _snmp_run()
+    assert run.result is not None
+    detail = run.result.detail()
+    assert detail == {"port": 161, "links": [asdict(run.result.links[0])]}
+    assert detail["links"][0]["time_us"] == 1_700_000_000_250_000
+    assert run.result.extra == {"port": 161}  # the typed observations are not copied into it
+    assert Result("ping", "x", extra={"a": 1}).detail() == {"a": 1}
+
+
+def test_link_observations_survive_the_fork_server_and_the_archive(tmp_path: Path) -> None:
+    s, run = _snmp_run()
+    assert pickle.loads(pickle.dumps(run)) == run  # the forked child's way to the daemon
+    archive = open_archive(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    archive.register_tests([s], run.planned_us)
+    assert archive.store_runs([run]) == 1
+    (row,) = archive.find_runs(test_id="sw", samples=True)
+    assert run.result is not None and row["extra"] == run.result.detail()

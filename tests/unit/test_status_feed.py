@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,10 @@ import pytest
 
 from netsonde import probes as tools
 from netsonde.config import ConfigError, parse
-from netsonde.model import Result, Run, RunState, Schedule, TestSpec
+from netsonde.model import LinkObservation, Result, Run, RunState, Schedule, TestSpec
 from netsonde.probes import noop, snmp_link
 from netsonde.services import SECTIONS
-from netsonde.services.status.feed import StatusFeed, configured_link_ids, readings_from_run
+from netsonde.services.status.feed import StatusFeed, readings_from_run
 from netsonde.services.status.store import LinkStatusStore, Update
 
 T0 = 1_700_000_000  # unix seconds
@@ -30,30 +31,27 @@ ID_GE = "urn:ogf:network:domain=test:host=192.0.2.7:port=ge-0/0/1:index=5"
 ID_3 = "urn:ogf:network:domain=test:host=192.0.2.7:port=3:index=3"
 
 
-def link(link_id: str, oper: str, admin: str, **more: Any) -> dict[str, Any]:
-    return {"link_id": link_id, "oper": oper, "admin": admin, "error": None, **more}
+def link(
+    link_id: str, oper: Any, admin: Any, time_us: int = T0 * 1_000_000, **more: Any
+) -> LinkObservation:
+    interface = link_id.partition(":port=")[2].partition(":")[0]
+    return LinkObservation(link_id, interface, None, oper, admin, time_us, **more)
 
 
-def run_of(
-    state: RunState, links: list[dict[str, Any]] | None, *, time_us: int | None = None, k: int = 0
-) -> Run:
+def run_of(state: RunState, links: list[LinkObservation] | None, *, k: int = 0) -> Run:
     start = (T0 + k) * 1_000_000
     result = None
     if links is not None:
-        extra: dict[str, Any] = {"port": 161, "links": links}
-        if time_us is not None:
-            extra["time_us"] = time_us
-        result = Result(tool="snmp_link", target=SPEC.target, extra=extra)
+        result = Result(tool="snmp_link", target=SPEC.target, extra={"port": 161}, links=links)
     return Run.of(
         SPEC, start, state=state, actual_us=start + 1000, end_us=start + 900_000, result=result
     )
 
 
 def test_finished_run_gives_one_update_per_link_at_the_poll_second() -> None:
+    t = T0 * 1_000_000 + 999_999  # floored, not rounded
     run = run_of(
-        RunState.FINISHED,
-        [link(ID_GE, "up", "normal"), link(ID_3, "down", "maintenance")],
-        time_us=T0 * 1_000_000 + 999_999,  # floored, not rounded
+        RunState.FINISHED, [link(ID_GE, "up", "normal", t), link(ID_3, "down", "maintenance", t)]
     )
     assert readings_from_run(run, SPEC) == [
         Update(ID_GE, T0, "up", "normal", "full", True),
@@ -62,19 +60,20 @@ def test_finished_run_gives_one_update_per_link_at_the_poll_second() -> None:
 
 
 def test_failed_run_with_unknown_readings_is_unknown() -> None:
+    t = (T0 + 2) * 1_000_000
     links = [
-        link(ID_GE.replace("=5", "="), "unknown", "unknown", error="No SNMP response"),
-        link(ID_3, "unknown", "unknown", error="No SNMP response"),
+        link(ID_GE.replace("=5", "="), "unknown", "unknown", t, error="No SNMP response"),
+        link(ID_3, "unknown", "unknown", t, error="No SNMP response"),
     ]
-    run = run_of(RunState.FAILED, links, time_us=(T0 + 2) * 1_000_000)
+    run = run_of(RunState.FAILED, links)
     run.error = "no answer from the SNMP agent: No SNMP response"
     updates = readings_from_run(run, SPEC)
     assert [(u.time, u.oper, u.admin) for u in updates] == [(T0 + 2, "unknown", "unknown")] * 2
 
 
-def test_poll_time_missing_falls_back_to_the_run_end() -> None:
-    run = run_of(RunState.FINISHED, [link(ID_3, "up", "normal")])
-    assert readings_from_run(run, None) == [Update(ID_3, T0, "up", "normal")]
+def test_the_spec_is_not_needed_when_the_run_has_its_observations() -> None:
+    run = run_of(RunState.FINISHED, [link(ID_3, "up", "normal", (T0 + 3) * 1_000_000)])
+    assert readings_from_run(run, None) == [Update(ID_3, T0 + 3, "up", "normal")]
 
 
 def test_timeout_without_result_is_unknown_for_every_configured_link() -> None:
@@ -82,7 +81,6 @@ def test_timeout_without_result_is_unknown_for_every_configured_link() -> None:
     run.error = "killed at its 4s deadline"
     # a name's ifIndex is not known without an answer; an index is its own
     ids = ["urn:ogf:network:domain=test:host=192.0.2.7:port=ge-0/0/1:index=", ID_3]
-    assert configured_link_ids(SPEC) == ids
     assert readings_from_run(run, SPEC) == [Update(i, T0 + 10, "unknown", "unknown") for i in ids]
     assert readings_from_run(run, None) == []  # without the spec nobody knows the links
 
@@ -92,19 +90,27 @@ def test_nobody_looked_nothing_recorded(state: RunState) -> None:
     assert readings_from_run(run_of(state, None), SPEC) == []
 
 
-def test_other_tools_and_malformed_entries_are_ignored() -> None:
+def test_other_tools_are_ignored() -> None:
     other = Run.of(
         TestSpec("n", "noop", "x", Schedule(interval=1), noop.Params()),
         T0 * 1_000_000,
         state=RunState.FINISHED,
-        result=Result(tool="noop", target="x", extra={"links": [link(ID_3, "up", "normal")]}),
+        result=Result(tool="noop", target="x", links=[link(ID_3, "up", "normal")]),
     )
     assert readings_from_run(other, None) == []
-    bad = run_of(
-        RunState.FINISHED,
-        [{"oper": "up"}, "junk", link(ID_GE, 1, "normal"), link(ID_3, "up", "normal")],
-    )  # type: ignore[list-item]
-    assert [u.link_id for u in readings_from_run(bad, SPEC)] == [ID_3]
+
+
+def test_the_tool_and_the_feed_agree_on_the_link_ids_of_an_unanswered_poll() -> None:
+    # No time left for the poll: the tool reports every link unknown, under the ids the feed
+    # gives the same links when the run is killed at its deadline instead.
+    result = snmp_link.run(SPEC.target, SPEC.params, time.time())
+    assert result.error == "no time left before the deadline"
+    assert result.values["unknown"] == 2 and result.values["errors"] == 2
+    timed_out = run_of(RunState.TIMEOUT, None)
+    assert [o.link_id for o in result.links] == [
+        u.link_id for u in readings_from_run(timed_out, SPEC)
+    ]
+    assert all(not o.agent_answered and o.oper == o.admin == "unknown" for o in result.links)
 
 
 def _ranges(path: Path, link_id: str) -> list[tuple[int, int, str, str]]:
@@ -118,7 +124,7 @@ def test_feed_writes_ranges_from_runs(tmp_path: Path) -> None:
     states = ["up", "up", "down", "down", "down", "up"]
     for k, oper in enumerate(states):
         admin = "maintenance" if oper == "down" else "normal"
-        run = run_of(RunState.FINISHED, [link(ID_3, oper, admin)], time_us=(T0 + k) * 1_000_000 + 5)
+        run = run_of(RunState.FINISHED, [link(ID_3, oper, admin, (T0 + k) * 1_000_000 + 5)])
         assert feed.submit(run, SPEC) == 1
     assert feed.submit(run_of(RunState.MISSED, None), SPEC) == 0
     feed.close()
@@ -146,7 +152,7 @@ class FlakyStore(LinkStatusStore):
 def test_transient_sqlite_error_is_retried_not_lost(tmp_path: Path) -> None:
     db = tmp_path / "status.sqlite"
     feed = StatusFeed(FlakyStore(db, failures=2), max_delay=0.01)
-    feed.submit(run_of(RunState.FINISHED, [link(ID_3, "up", "normal")], time_us=T0 * 10**6), SPEC)
+    feed.submit(run_of(RunState.FINISHED, [link(ID_3, "up", "normal")]), SPEC)
     feed.close()
     assert _ranges(db, ID_3) == [(T0, T0, "up", "normaloperation")]
     assert feed.stats.stored == 1 and feed.stats.error is None
@@ -157,8 +163,8 @@ def test_refused_update_is_dropped_alone(tmp_path: Path) -> None:
     with LinkStatusStore(db) as store:
         store.update(ID_3, T0 + 5, "up", "normal")
     feed = StatusFeed(LinkStatusStore(db), max_delay=0.5)  # both runs land in one batch
-    past = run_of(RunState.FINISHED, [link(ID_3, "up", "normal")], time_us=T0 * 10**6)
-    later = run_of(RunState.FINISHED, [link(ID_GE, "down", "normal")], time_us=T0 * 10**6)
+    past = run_of(RunState.FINISHED, [link(ID_3, "up", "normal")])
+    later = run_of(RunState.FINISHED, [link(ID_GE, "down", "normal")])
     feed.submit(past, SPEC)  # the clock went back: "update in the past"
     feed.submit(later, SPEC)
     feed.close()
@@ -195,6 +201,10 @@ def test_status_db_relative_to_the_file_and_disabled(tmp_path: Path) -> None:
         ("\n\n[status]\ndbb = 1\n", ":4: status.dbb: unknown key; did you mean 'db'?"),
         ('[status]\ndb = ""\n', ":2: status.db: String should have at least 1 character"),
         ('[status]\n\ndb = "."\n', ":3: status.db: {tmp} is a directory"),
+        (
+            '[status]\n\n\ne2emon_definitions = "links.conf"\n',
+            ":4: status.e2emon_definitions: {tmp}/links.conf: no such file",
+        ),
     ],
 )
 def test_status_errors_name_key_and_line(tmp_path: Path, text: str, message: str) -> None:

@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from pysnmp.error import PySnmpError
 from pysnmp.hlapi.v3arch.asyncio import (
@@ -46,8 +46,7 @@ from pysnmp.hlapi.v3arch.asyncio import (
 )
 from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
 
-OperState = Literal["up", "down", "degraded", "unknown"]
-AdminState = Literal["normal", "maintenance", "troubleshooting", "unknown"]
+from netsonde.model import AdminState, OperState
 
 IF_DESCR = "1.3.6.1.2.1.2.2.1.2"
 IF_ADMIN_STATUS = "1.3.6.1.2.1.2.2.1.7"
@@ -84,9 +83,6 @@ class LinkReading:
     error: str | None = None
     agent_answered: bool = True  # False: the agent said nothing (timeout, transport error)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 class SnmpError(Exception):
     """The agent did not answer usefully (timeout, transport or protocol error)."""
@@ -101,8 +97,10 @@ def admin_state(raw: int | None) -> AdminState:
 
 
 def unknown_reading(interface: Interface, error: str, *, answered: bool = True) -> LinkReading:
+    # Without an answer an index is still its own ifIndex; a name's is not known.
+    index = interface if isinstance(interface, int) else None
     return LinkReading(
-        str(interface), None, "unknown", "unknown", error=error, agent_answered=answered
+        str(interface), index, "unknown", "unknown", error=error, agent_answered=answered
     )
 
 

@@ -1,18 +1,13 @@
-"""The probe registry: one module per tool, all with the same small interface.
+"""The probe registry: one module per tool, each exporting one ``TOOL`` (``base.Tool``: its
+name, parameter model, target check, default timeout and run function).
 
-Each tool module exposes
-    NAME: str
-    Params: a pydantic model (extra keys forbidden), validated when the config is loaded
-    check_target(target: str) -> str      raise ValueError if the target is unacceptable
-    default_timeout(params) -> float       the hard deadline of one run when none is configured
-    run(target: str, params, deadline: float) -> Result   (deadline: epoch seconds)
-
-Adding a tool is one new module and one line in ``TOOLS``.
+Every tool spends the run's deadline the same way (``deadline.py``). Adding a tool is one new
+module and one line in ``TOOLS``.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+from typing import Any
 
 from netsonde.probes import (
     command,
@@ -26,13 +21,26 @@ from netsonde.probes import (
     traceroute,
     twamp,
 )
+from netsonde.probes.base import Tool
 
-TOOLS: dict[str, ModuleType] = {
-    m.NAME: m for m in (ping, command, noop, snmp_link, twamp, dns, http, tcp, traceroute, iperf3)
+TOOLS: dict[str, Tool[Any]] = {
+    tool.name: tool
+    for tool in (
+        ping.TOOL,
+        command.TOOL,
+        noop.TOOL,
+        snmp_link.TOOL,
+        twamp.TOOL,
+        dns.TOOL,
+        http.TOOL,
+        tcp.TOOL,
+        traceroute.TOOL,
+        iperf3.TOOL,
+    )
 }
 
 
-def get(name: str) -> ModuleType:
+def get(name: str) -> Tool[Any]:
     try:
         return TOOLS[name]
     except KeyError:

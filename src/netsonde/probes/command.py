@@ -3,18 +3,20 @@
 The program is executed directly, never through a shell. ``{target}`` in an argument is
 replaced by the (validated) target. The program prints one JSON object of metric name →
 number (or null) on stdout; a non-zero exit status fails the run with its last stderr line.
-The runner's hard deadline applies: a program that hangs is killed with its process group.
+A program still running when the run's time is up (``deadline.py``) is killed with what it
+started, and the run fails with "did not finish".
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from netsonde.model import Result
+from netsonde.probes.base import Tool
+from netsonde.probes.external import DidNotFinish, last_line, run_program
 from netsonde.probes.targets import check_host
 
 NAME = "command"
@@ -44,12 +46,13 @@ def default_timeout(params: Params) -> float:
 def run(target: str, params: Params, deadline: float) -> Result:
     argv = [params.program, *(a.replace("{target}", target) for a in params.args)]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        proc = run_program(argv, deadline)
     except OSError as e:
         return Result(tool=NAME, target=target, error=f"cannot run {params.program}: {e.strerror}")
+    except DidNotFinish as e:
+        return Result(tool=NAME, target=target, error=str(e))
     if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        tail = lines[-1] if lines else ""
+        tail = last_line(proc.stderr)
         return Result(tool=NAME, target=target, error=f"exit status {proc.returncode} {tail}")
     try:
         values = json.loads(proc.stdout)
@@ -60,3 +63,6 @@ def run(target: str, params: Params, deadline: float) -> Result:
     except ValueError:
         return Result(tool=NAME, target=target, error="output is not a JSON object of numbers")
     return Result(tool=NAME, target=target, values=values)
+
+
+TOOL = Tool(NAME, Params, check_target, default_timeout, run)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from typing import Any, Literal
 
 import dns.exception
@@ -34,11 +33,11 @@ import dns.rrset
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from netsonde.model import Result
+from netsonde.probes import deadline as deadlines
+from netsonde.probes.base import Tool
 from netsonde.probes.targets import check_ip
 
 NAME = "dns"
-
-_MARGIN = 0.2  # seconds kept back from the run's deadline to report instead of being killed
 
 
 def _regexes(v: tuple[str, ...]) -> tuple[str, ...]:
@@ -167,9 +166,9 @@ def record_texts(section: list[dns.rrset.RRset]) -> list[str]:
 
 
 def run(target: str, params: Params, deadline: float) -> Result:
-    timeout = min(params.timeout, deadline - time.time() - _MARGIN)
+    timeout = deadlines.budget(deadline, params.timeout)
     if timeout <= 0:
-        return Result(tool=NAME, target=target, error="no time left before the deadline")
+        return Result(tool=NAME, target=target, error=deadlines.NO_TIME_LEFT)
     query = query_for(params)
     send = dns.query.udp if params.transport == "udp" else dns.query.tcp
     try:
@@ -223,3 +222,6 @@ def evaluate(target: str, params: Params, response: dns.message.Message) -> Resu
     if failures:
         extra["failed"] = failures
     return Result(tool=NAME, target=target, values=values, extra=extra)
+
+
+TOOL = Tool(NAME, Params, check_target, default_timeout, run)

@@ -26,11 +26,12 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from netsonde.model import Result
+from netsonde.probes import deadline as deadlines
 from netsonde.probes import tlsinfo
+from netsonde.probes.base import Tool
 
 NAME = "http"
 
-_MARGIN = 0.2  # seconds kept back from the run's deadline to report instead of being killed
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
 _PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 
@@ -161,9 +162,9 @@ def _only_ip_hosts(request: httpx.Request) -> None:
 
 
 def run(target: str, params: Params, deadline: float) -> Result:
-    budget = min(params.timeout, deadline - time.time() - _MARGIN)
+    budget = deadlines.budget(deadline, params.timeout)
     if budget <= 0:
-        return Result(tool=NAME, target=target, error="no time left before the deadline")
+        return Result(tool=NAME, target=target, error=deadlines.NO_TIME_LEFT)
     end = time.monotonic() + budget
     phases = _Phases()
     extra: dict[str, Any] = {}
@@ -273,3 +274,6 @@ def _describe(e: BaseException) -> str:
         text = str(cause) or type(cause).__name__
         return f"{type(e).__name__}: {text}"
     return str(e)
+
+
+TOOL = Tool(NAME, Params, check_target, default_timeout, run)

@@ -3,8 +3,8 @@
 Schedule it in the ``exclusive`` class (``class = "exclusive"`` in the test's config): a
 throughput test saturates the path and the host's CPU, so anything running beside it measures
 the test rather than the network, and the test measures its neighbours (pScheduler and IEPM-BW
-ran throughput tests one at a time for the same reason). ``DEFAULT_CLASS`` says so for a config
-loader that wants a per-tool default.
+ran throughput tests one at a time for the same reason). Its ``TOOL`` says so: a test that
+does not name its class runs in ``exclusive``.
 
 The values are iperf3's own: TCP throughput is what the receiver got (``sum_received``), UDP
 throughput is the received rate, and UDP jitter (RFC 3550, as iperf3 computes it) and loss are
@@ -20,12 +20,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from netsonde.model import Result
+from netsonde.model import Result, SchedClass
+from netsonde.probes.base import Tool
 from netsonde.probes.external import DidNotFinish, last_line, run_program
 from netsonde.probes.targets import check_host, family_of
 
 NAME = "iperf3"
-DEFAULT_CLASS = "exclusive"  # see the module docstring; the config's `class` decides
 
 _RATE = r"^\d+(?:\.\d+)?[KMG]?$"
 
@@ -168,3 +168,6 @@ def run(target: str, params: Params, deadline: float) -> Result:
     except ReportError as e:
         return Result(tool=NAME, target=target, error=str(e))
     return Result(tool=NAME, target=target, values=values, extra=extra)
+
+
+TOOL = Tool(NAME, Params, check_target, default_timeout, run, default_class=SchedClass.EXCLUSIVE)

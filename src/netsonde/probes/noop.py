@@ -1,4 +1,8 @@
-"""A tool that measures nothing: for benchmarks of the scheduler and runner themselves."""
+"""A tool that measures nothing: for benchmarks of the scheduler and runner themselves.
+
+It keeps the deadline policy like any tool: a sleep that does not fit ends at the budget and
+the run fails with "no time left".
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from netsonde.model import Result
+from netsonde.probes import deadline as deadlines
+from netsonde.probes.base import Tool
 
 NAME = "noop"
 
@@ -25,6 +31,11 @@ def default_timeout(params: Params) -> float:
 
 
 def run(target: str, params: Params, deadline: float) -> Result:
-    if params.sleep:
-        time.sleep(params.sleep)
-    return Result(tool=NAME, target=target, values={"slept": params.sleep})
+    slept = max(0.0, deadlines.budget(deadline, params.sleep))
+    if slept:
+        time.sleep(slept)
+    error = deadlines.NO_TIME_LEFT if slept < params.sleep else None
+    return Result(tool=NAME, target=target, values={"slept": slept}, error=error)
+
+
+TOOL = Tool(NAME, Params, check_target, default_timeout, run)

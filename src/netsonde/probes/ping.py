@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from netsonde.engines.icmp import ping_many
 from netsonde.metrics import delay_summary, pinger_summary
 from netsonde.model import PacketSample, Result
+from netsonde.probes import deadline as deadlines
+from netsonde.probes.base import Tool
 from netsonde.probes.targets import check_host
 
 NAME = "ping"
@@ -48,8 +50,11 @@ def default_timeout(params: Params) -> float:
 
 
 def _run_seconds(params: Params) -> int:
-    probes = params.count + int(params.prime)
-    return math.ceil((probes - 1) * params.interval + params.wait)
+    return math.ceil(_sending_seconds(params) + params.wait)
+
+
+def _sending_seconds(params: Params) -> float:
+    return (params.count + int(params.prime) - 1) * params.interval
 
 
 def resolve(target: str, family: str) -> str:
@@ -133,4 +138,15 @@ def run_many(targets: Sequence[str], params: Params, gap: float = 0.001) -> list
 
 
 def run(target: str, params: Params, deadline: float) -> Result:
+    # The wait for the last replies is cut to end within the deadline's budget; when not
+    # even the requests fit, none is sent.
+    sending = _sending_seconds(params)
+    wait = deadlines.budget(deadline, sending + params.wait) - sending
+    if wait <= 0:
+        return Result(tool=NAME, target=target, error=deadlines.NO_TIME_LEFT)
+    if wait < params.wait:
+        params = params.model_copy(update={"wait": wait})
     return run_many([target], params)[0]
+
+
+TOOL = Tool(NAME, Params, check_target, default_timeout, run)

@@ -1,10 +1,10 @@
 """Layer-2 link state from an SNMP agent's IF-MIB, for the Status MA.
 
 One run polls ifOperStatus/ifAdminStatus of the configured interfaces of one agent (the
-target) and reports one reading per link in ``extra["links"]``; the status store turns
-consecutive readings into ranges. States and their mapping are described in
+target) and reports one ``LinkObservation`` per link in ``Result.links``; the Status MA's feed
+turns consecutive observations into ranges. States and their mapping are described in
 ``netsonde.engines.snmp``. An agent that does not answer yields ``unknown`` readings (and a run
-error), never ``down``.
+error), never ``down``; so does a run with no time left for the poll (``deadline.py``).
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ from __future__ import annotations
 import math
 import time
 from string import Formatter
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from netsonde.engines.snmp import LinkReading, poll_interfaces_sync
-from netsonde.model import Result, to_us
+from netsonde.engines.snmp import LinkReading, poll_interfaces_sync, unknown_reading
+from netsonde.model import LinkObservation, Result, to_us
+from netsonde.probes import deadline as deadlines
+from netsonde.probes.base import Tool
 from netsonde.probes.targets import check_host
 
 NAME = "snmp_link"
 
 _LINK_ID_FIELDS = {"target", "interface", "if_index"}
-_MARGIN = 0.5  # seconds kept back from the deadline to report unknown instead of being killed
 
 
 class Params(BaseModel):
@@ -76,41 +76,71 @@ def link_id(params: Params, target: str, reading: LinkReading) -> str:
     return params.link_id.format(target=target, interface=reading.interface, if_index=index)
 
 
-def _counts(readings: list[LinkReading]) -> dict[str, float | int | None]:
-    counts: dict[str, float | int | None] = {"links": len(readings)}
+def observation(params: Params, target: str, reading: LinkReading, time_us: int) -> LinkObservation:
+    return LinkObservation(
+        link_id=link_id(params, target, reading),
+        interface=reading.interface,
+        if_index=reading.if_index,
+        oper=reading.oper,
+        admin=reading.admin,
+        time_us=time_us,
+        oper_raw=reading.oper_raw,
+        admin_raw=reading.admin_raw,
+        error=reading.error,
+        agent_answered=reading.agent_answered,
+    )
+
+
+def unknown_links(target: str, params: Params, why: str, time_us: int) -> list[LinkObservation]:
+    """Every configured link ``unknown``: the agent was not asked, or not in time."""
+    return [
+        observation(params, target, unknown_reading(i, why, answered=False), time_us)
+        for i in params.interfaces
+    ]
+
+
+def _counts(links: list[LinkObservation]) -> dict[str, float | int | None]:
+    counts: dict[str, float | int | None] = {"links": len(links)}
     for state in ("up", "down", "degraded", "unknown"):
-        counts[state] = sum(r.oper == state for r in readings)
-    counts["maintenance"] = sum(r.admin == "maintenance" for r in readings)
-    counts["errors"] = sum(r.error is not None for r in readings)
+        counts[state] = sum(o.oper == state for o in links)
+    counts["maintenance"] = sum(o.admin == "maintenance" for o in links)
+    counts["errors"] = sum(o.error is not None for o in links)
     return counts
 
 
-def _agent_error(readings: list[LinkReading]) -> str | None:
+def _agent_error(links: list[LinkObservation]) -> str | None:
     """The run's error when the agent told us nothing at all (every link unknown, one cause)."""
-    if readings and not any(r.agent_answered for r in readings):
-        return f"no answer from the SNMP agent: {readings[0].error}"
+    if links and not any(o.agent_answered for o in links):
+        return f"no answer from the SNMP agent: {links[0].error}"
     return None
 
 
 def run(target: str, params: Params, deadline: float) -> Result:
-    readings = list(
-        poll_interfaces_sync(
+    limit = deadlines.budget(deadline)
+    if limit <= 0:
+        error: str | None = deadlines.NO_TIME_LEFT
+        links = unknown_links(target, params, deadlines.NO_TIME_LEFT, to_us(time.time()))
+    else:
+        readings = poll_interfaces_sync(
             target,
             params.community.get_secret_value(),
             params.interfaces,
             port=params.port,
             timeout=params.timeout,
             retries=params.retries,
-            limit=max(deadline - time.time() - _MARGIN, 0.1),
-        ).values()
-    )
-    links: list[dict[str, Any]] = [
-        {"link_id": link_id(params, target, r), **r.as_dict()} for r in readings
-    ]
+            limit=limit,
+        )
+        now_us = to_us(time.time())  # the answers are in: the time of every observation
+        links = [observation(params, target, r, now_us) for r in readings.values()]
+        error = _agent_error(links)
     return Result(
         tool=NAME,
         target=target,
-        values=_counts(readings),
-        extra={"time_us": to_us(time.time()), "port": params.port, "links": links},
-        error=_agent_error(readings),
+        values=_counts(links),
+        extra={"port": params.port},
+        error=error,
+        links=links,
     )
+
+
+TOOL = Tool(NAME, Params, check_target, default_timeout, run)

@@ -21,12 +21,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from netsonde.model import Result
+from netsonde.probes import deadline as deadlines
 from netsonde.probes import tlsinfo
+from netsonde.probes.base import Tool
 from netsonde.probes.targets import check_ip
 
 NAME = "tcp"
 
-_MARGIN = 0.2  # seconds kept back from the run's deadline to report instead of being killed
 _MAX_READ = 1 << 20  # bytes read while waiting for an expected line
 
 
@@ -73,9 +74,9 @@ def default_timeout(params: Params) -> float:
 
 
 def run(target: str, params: Params, deadline: float) -> Result:
-    budget = min(params.timeout, deadline - time.time() - _MARGIN)
+    budget = deadlines.budget(deadline, params.timeout)
     if budget <= 0:
-        return Result(tool=NAME, target=target, error="no time left before the deadline")
+        return Result(tool=NAME, target=target, error=deadlines.NO_TIME_LEFT)
     end = time.monotonic() + budget
     values: dict[str, float | int | None] = {"connectMs": None, "ok": 0}
     extra: dict[str, Any] = {"port": params.port}
@@ -177,3 +178,6 @@ def _reason(e: BaseException) -> str:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 6)
+
+
+TOOL = Tool(NAME, Params, check_target, default_timeout, run)

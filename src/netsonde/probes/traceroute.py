@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from netsonde.model import Result
+from netsonde.probes.base import Tool
 from netsonde.probes.external import DidNotFinish, last_line, run_program
 from netsonde.probes.targets import check_host, family_of
 
@@ -221,3 +222,6 @@ def run(target: str, params: Params, deadline: float) -> Result:
     values, extra = summarise(dest or target, hops)
     extra["method"] = params.method
     return Result(tool=NAME, target=target, values=values, extra=extra)
+
+
+TOOL = Tool(NAME, Params, check_target, default_timeout, run)

@@ -50,9 +50,10 @@ from netsonde.engines.twamp.udp import (
 )
 from netsonde.metrics import delay_summary, pinger_summary
 from netsonde.model import PacketSample, Result
+from netsonde.probes import deadline as deadlines
+from netsonde.probes.base import Tool
 
 NAME = "twamp"
-_DEADLINE_MARGIN = 0.5  # seconds kept free before the runner's hard deadline
 
 
 class Params(BaseModel):
@@ -221,6 +222,10 @@ def _drain(sock: socket.socket, session: _Session, until: float, want: int) -> N
 
 
 def run(target: str, params: Params, deadline: float) -> Result:
+    # The last moment to send or wait for an answer, on the monotonic clock.
+    last = deadlines.monotonic_end(deadline)
+    if last <= time.monotonic():
+        return Result(tool=NAME, target=target, error=deadlines.NO_TIME_LEFT)
     # Not connect()ed: with no route connect() fails at once, and an unreachable reflector is
     # a measurement (every packet lost), not a failed run. take() checks the source instead.
     try:
@@ -240,8 +245,6 @@ def run(target: str, params: Params, deadline: float) -> Result:
         sock.setblocking(False)  # TX stamps make it readable with no datagram to read
         if enable_tx_stamps(sock):
             session.tx_order = []
-        # The runner kills us at `deadline` (epoch); translate it to the monotonic clock.
-        last = time.monotonic() + (deadline - time.time()) - _DEADLINE_MARGIN
         start = time.monotonic()
         sent = 0
         for seq in range(params.count):
@@ -288,3 +291,6 @@ def run(target: str, params: Params, deadline: float) -> Result:
             "kernel_send_stamps": len(session.tx_ns),
         },
     )
+
+
+TOOL = Tool(NAME, Params, check_target, default_timeout, run)

@@ -1,12 +1,12 @@
-"""snmp_link runs → link status store: each poll's readings become store updates.
+"""snmp_link runs → link status store: each poll's link observations become store updates.
 
 ``readings_from_run`` is the pure mapping; ``StatusFeed`` is what the daemon's run sink calls.
 It maps on the caller's thread (cheap) and writes from a thread of its own (a ``BatchWriter``),
 so the event loop never waits for SQLite; a transient SQLite error (locked, disk full) keeps the
 batch and retries it with backoff, as the archive writer does.
 
-Time of an update: the poll's own time (``extra["time_us"]``, taken when the readings came
-back), in whole unix seconds (floored), which is what the store and the Status MA speak.
+Time of an update: the poll's own time (``LinkObservation.time_us``, taken when the answers
+came back), in whole unix seconds (floored), which is what the store and the Status MA speak.
 
 A run without readings:
 
@@ -30,25 +30,9 @@ from netsonde.services.status.store import LinkStatusStore, StatusError, Update
 
 log = logging.getLogger(__name__)
 
-UNKNOWN = "unknown"
-
 
 def _seconds(us: int) -> int:
     return us // US_PER_S
-
-
-def configured_link_ids(spec: TestSpec) -> list[str]:
-    """The link ids the spec's readings carry when the agent could not be asked: the ifIndex
-    of a name is not known then, so ``{if_index}`` is empty (as the tool does)."""
-    params: snmp_link.Params = spec.params
-    return [
-        params.link_id.format(
-            target=spec.target,
-            interface=str(i),
-            if_index=str(i) if isinstance(i, int) else "",
-        )
-        for i in params.interfaces
-    ]
 
 
 def is_snmp_link(run: Run, spec: TestSpec | None) -> bool:
@@ -63,26 +47,14 @@ def readings_from_run(run: Run, spec: TestSpec | None = None) -> list[Update]:
     ``spec`` (the run's test) names the links when the run has no result; without it such a
     run gives nothing.
     """
-    result = run.result
-    if result is not None:
-        links = result.extra.get("links")
-        if result.tool != snmp_link.NAME or not isinstance(links, list):
-            return []
-        when = result.extra.get("time_us")
-        if not isinstance(when, int):
-            when = run.end_us or run.actual_us or run.planned_us
-        t = _seconds(when)
-        return [
-            Update(link["link_id"], t, link.get("oper", UNKNOWN), link.get("admin", UNKNOWN))
-            for link in links
-            if isinstance(link, dict)
-            and all(isinstance(link.get(k, UNKNOWN), str) for k in ("link_id", "oper", "admin"))
-            and "link_id" in link
-        ]
-    if run.state is RunState.TIMEOUT and spec is not None and spec.tool == snmp_link.NAME:
-        t = _seconds(run.end_us or run.actual_us or run.planned_us)
-        return [Update(link, t, UNKNOWN, UNKNOWN) for link in configured_link_ids(spec)]
-    return []
+    if run.result is not None:
+        links = run.result.links if run.result.tool == snmp_link.NAME else []
+    elif run.state is RunState.TIMEOUT and spec is not None and spec.tool == snmp_link.NAME:
+        end = run.end_us or run.actual_us or run.planned_us
+        links = snmp_link.unknown_links(spec.target, spec.params, run.error or "timeout", end)
+    else:
+        links = []
+    return [Update(o.link_id, _seconds(o.time_us), o.oper, o.admin) for o in links]
 
 
 class _StoreUpdates:
