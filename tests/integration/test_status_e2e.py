@@ -8,10 +8,15 @@ the change (polling it directly) and holds the daemon to that: its new range mus
 earlier than the change and no later than one poll interval after the agent showed it (plus one
 second: stored times are whole seconds and a poll takes a moment). The agent's lag is asserted
 only loosely (< 10 s) and reported in the failure message.
+
+The same daemon with ``[status] e2emon_definitions`` answers E2EMon's ``Path.Status`` over HTTP
+at ``/perfSONAR_PS/services/status``: the circuit of the definitions file, its nodes, and its
+state combined from the two links' states as polled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,12 +26,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from lxml import etree
 
 from netsonde.engines.snmp import poll_interfaces_sync
+from netsonde.nmwg import ns
 from snmp_fixture import LINK_A, LINK_B, SnmpAgent, snmp_agent
 
 pytestmark = pytest.mark.integration
@@ -76,6 +84,14 @@ def _get(url: str) -> tuple[int, Any]:
         return 0, str(e)
 
 
+def _post(url: str, body: bytes) -> tuple[int, bytes]:
+    try:
+        with _NO_PROXY.open(urllib.request.Request(url, data=body), timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 class Api:
     def __init__(self, agent: SnmpAgent, port: int, daemon: subprocess.Popen[bytes], log: Path):
         self.agent, self.base, self.daemon, self.log = (
@@ -87,6 +103,9 @@ class Api:
 
     def get(self, path: str) -> tuple[int, Any]:
         return self.agent.inside(_get, self.base + path)
+
+    def post(self, path: str, body: str) -> tuple[int, bytes]:
+        return self.agent.inside(_post, self.base + path, body.encode())
 
     def latest(self) -> dict[str, dict[str, Any]]:
         code, body = self.get("/api/v1/links")
@@ -143,43 +162,48 @@ def _both(latest: dict[str, dict[str, Any]], oper: str) -> dict[str, dict[str, A
     return latest if both else None
 
 
-def test_link_down_up_shows_as_new_ranges(snmp_agent: SnmpAgent, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _daemon(agent: SnmpAgent, tmp_path: Path, extra: str = "") -> Iterator[Api]:
+    """A real ``netsonde run`` inside the agent's namespace, polling both links every second;
+    ``extra`` is appended to its config. Killed at the end if the test did not stop it."""
     assert NETSONDE.exists(), f"no netsonde entry point next to {sys.executable}"
-    port = snmp_agent.inside(_free_port)
+    port = agent.inside(_free_port)
     config = tmp_path / "netsonde.toml"
     config.write_text(
         CONFIG.format(
             data=tmp_path / "data",
             port=port,
             interval=INTERVAL,
-            community=snmp_agent.community,
-            agent_port=snmp_agent.port,
+            community=agent.community,
+            agent_port=agent.port,
             a=LINK_A,
             b=LINK_B,
             link_id=LINK_ID,
         )
+        + extra
     )
     config.chmod(0o600)  # it holds the community
     log = tmp_path / "daemon.log"
-    started = time.monotonic()
+    argv = ["ip", "netns", "exec", agent.netns, str(NETSONDE), "run", "--config", str(config)]
     with log.open("wb") as out:
         daemon = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                snmp_agent.netns,
-                str(NETSONDE),
-                "run",
-                "--config",
-                str(config),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        api = Api(snmp_agent, port, daemon, log)
+        yield Api(agent, port, daemon, log)
+    finally:
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait(timeout=10)
+
+
+def test_link_down_up_shows_as_new_ranges(snmp_agent: SnmpAgent, tmp_path: Path) -> None:
+    started = time.monotonic()
+    with _daemon(snmp_agent, tmp_path) as api:
         first = api.wait(lambda: _both(api.latest(), "up"), within=15)
         assert first[ID_B]["admin"] == "normaloperation"
 
@@ -202,14 +226,83 @@ def test_link_down_up_shows_as_new_ranges(snmp_agent: SnmpAgent, tmp_path: Path)
         assert code == 200 and body["ranges"] == [ranges[1]]
         feed = json.loads((tmp_path / "data" / "status.json").read_text())["feeds"]["status"]
         assert feed["stored"] >= 3 and feed["error"] is None  # the daemon reports its feed
-        os.killpg(daemon.pid, signal.SIGTERM)  # a clean stop flushes and closes the store
-        assert daemon.wait(timeout=10) == 0, log.read_text()
+        os.killpg(api.daemon.pid, signal.SIGTERM)  # a clean stop flushes and closes the store
+        assert api.daemon.wait(timeout=10) == 0, api.log.read_text()
         assert time.monotonic() - started < 40
-    finally:
-        if daemon.poll() is None:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            try:
-                daemon.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-                daemon.wait(timeout=10)
+
+
+# ---- E2EMon compat (Path.Status) through the daemon ----------------------------------------
+
+# One circuit of two segments, vA and vB: its state is theirs combined (the worst wins).
+DEFINITIONS = f"""<config>
+  <domain>E2E</domain>
+  <node name="E2E-NORTH"><city>Oslo</city><country>NO</country></node>
+  <node name="south"/>
+  <circuit knowledge="full">
+    <globalName>E2E-NORTH-SOUTH</globalName><localName>NORTH-SOUTH</localName>
+    <segmentID>{ID_A}</segmentID><segmentID>{ID_B}</segmentID>
+    <endpoint type="endpoint" name="E2E-NORTH"/><endpoint type="demarcpoint" name="south"/>
+  </circuit>
+</config>
+"""
+
+PATH_STATUS = f"""<nmwg:message xmlns:nmwg="{ns.NMWG}" type="SetupDataRequest" id="e2e">
+  <nmwg:metadata id="m1"><nmwg:eventType>Path.Status</nmwg:eventType></nmwg:metadata>
+  <nmwg:data id="d1" metadataIdRef="m1"/>
+</nmwg:message>"""
+
+
+def _path_status(api: Api) -> dict[str, Any]:
+    """Path.Status for every circuit, now, over HTTP: what E2EMon's collector asks."""
+    code, body = api.post("/perfSONAR_PS/services/status", PATH_STATUS)
+    assert code == 200, body
+    message = next(etree.fromstring(body).iter(ns.clark("nmwg:message")))
+    link = next(message.iter(f"{{{ns.NMTL2_E2EMON}}}link"))
+    (datum,) = message.iter(ns.clark("ifevt:datum"))
+    return {
+        "domain": message.findtext(f"{ns.clark('nmwg:parameters')}/{ns.clark('nmwg:parameter')}"),
+        "nodes": [n.get("id") for n in message.iter(ns.clark("nmwgtopo3:node")) if n.get("id")],
+        "ends": [n.get("nodeIdRef") for n in link.iter(ns.clark("nmwgtopo3:node"))],
+        "link": [link.findtext(f"{{{ns.NMTL2_E2EMON}}}{t}") for t in ("globalName", "type")],
+        "state": (
+            datum.findtext(ns.clark("ifevt:stateOper")),
+            datum.findtext(ns.clark("ifevt:stateAdmin")),
+        ),
+        "codes": [
+            e.text for e in message.iter(ns.clark("nmwg:eventType")) if "error" in (e.text or "")
+        ],
+    }
+
+
+def test_e2emon_path_status_from_a_daemon(snmp_agent: SnmpAgent, tmp_path: Path) -> None:
+    (tmp_path / "links.conf").write_text(DEFINITIONS)  # relative to the config file
+    with _daemon(snmp_agent, tmp_path, '\n[status]\ne2emon_definitions = "links.conf"\n') as api:
+        api.wait(lambda: _both(api.latest(), "up"), within=15)
+        answer = _path_status(api)
+        # the same observations, kept by the archive as the runs' tool detail
+        code, body = api.get("/api/v1/results?test_id=links&samples=true&order=desc&limit=1")
+        assert code == 200, body
+        (run,) = body["items"]
+        observed = run["result"]["extra"]["links"]
+        assert [(o["link_id"], o["oper"], o["admin"]) for o in observed] == [
+            (ID_A, "up", "normal"),
+            (ID_B, "up", "normal"),
+        ]
+        assert all(o["time_us"] // 1_000_000 >= run["actual_us"] // 1_000_000 for o in observed)
+        assert answer == {
+            "domain": "E2E",
+            "nodes": ["E2E-NORTH", "E2E-SOUTH"],  # "south": domain-prefixed, upper-cased
+            "ends": ["E2E-NORTH", "E2E-SOUTH"],
+            "link": ["E2E-NORTH-SOUTH", "DOMAIN_Link"],
+            "state": ("up", "normaloperation"),
+            "codes": [],
+        }
+        # vB down by its admin: the circuit is down (vA lost carrier) and in maintenance.
+        api.agent.link(LINK_B, "down")
+        down = api.wait(
+            lambda: (a := _path_status(api))["state"] == ("down", "maintenance") and a, within=20
+        )
+        assert down["link"] == ["E2E-NORTH-SOUTH", "DOMAIN_Link"]
+        latest = api.latest()
+        assert (latest[ID_A]["oper"], latest[ID_B]["admin"]) == ("down", "maintenance")
+        api.agent.link(LINK_B, "up")
