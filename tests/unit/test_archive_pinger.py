@@ -26,7 +26,7 @@ META = [
         (MetaFilter(), ["k1", "k2", "k3"]),
         (MetaFilter(destination="127.0.0.1"), ["k1", "k3"]),
         (MetaFilter(source="mp.example", packet_size=1000), ["k2"]),
-        (MetaFilter(packet_interval=0.2), ["k3"]),  # float compare, not string
+        (MetaFilter(interval=0.2), ["k3"]),  # float compare, not string
         (MetaFilter(transport="icmp", ttl=64), ["k1", "k2"]),  # transport is case-blind
         (MetaFilter(transport="UDP"), []),
         (MetaFilter(count=7), []),

@@ -17,13 +17,13 @@ from netsonde.nmwg import ns
 
 # The envelope every perfSONAR-PS client sends and expects back (PROTOCOL.md §2.1).
 ENVELOPE_HEAD = (
-    b'<SOAP-ENV:Envelope xmlns:SOAP-ENC="http://schemas.xmlsoap.org/soap/encoding/"\n'
-    b'                   xmlns:xsd="http://www.w3.org/2001/XMLSchema"\n'
-    b'                   xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"\n'
-    b'                   xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/">\n'
-    b"  <SOAP-ENV:Header/>\n"
-    b"  <SOAP-ENV:Body>\n"
-)
+    f'<SOAP-ENV:Envelope xmlns:SOAP-ENC="{ns.SOAP_ENC}"\n'
+    f'                   xmlns:xsd="{ns.XSD}"\n'
+    f'                   xmlns:xsi="{ns.XSI}"\n'
+    f'                   xmlns:SOAP-ENV="{ns.SOAP_ENV}">\n'
+    "  <SOAP-ENV:Header/>\n"
+    "  <SOAP-ENV:Body>\n"
+).encode()
 ENVELOPE_TAIL = b"\n  </SOAP-ENV:Body>\n</SOAP-ENV:Envelope>\n"
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

@@ -10,7 +10,7 @@ from netsonde.nmwg import build, ns
 from netsonde.nmwg.codes import NMWGError
 from netsonde.nmwg.parse import parse_message
 
-SOAP_ACTION = "http://ggf.org/ns/nmwg/base/2.0/message/"
+SOAP_ACTION = f"{ns.NMWG}message/"
 MAX_RESPONSE_BYTES = 512 * 1024 * 1024
 
 

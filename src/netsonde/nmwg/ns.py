@@ -43,6 +43,9 @@ NMTM_20070914 = "http://ggf.org/ns/nmwg/time/20070914/"
 NMTL2_E2EMON = "http://ggf.org/ns/nmwg/topology/l2/3.0/"
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP_ENC = "http://schemas.xmlsoap.org/soap/encoding/"
+XSD = "http://www.w3.org/2001/XMLSchema"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
 XML = "http://www.w3.org/XML/1998/namespace"
 
 PREFIXES: dict[str, str] = {

@@ -227,7 +227,7 @@ def _run_routes(router: APIRouter, archive: ArchiveOf, *, inline: bool) -> None:
     )
 
 
-def _run_pages(archive: ArchiveOf, *, results_only: bool, inline: bool) -> Callable[..., Response]:
+def _run_pages(archive: ArchiveOf, *, results_only: bool, inline: bool) -> Callable[..., Any]:
     # The filter and paging parameters are declared here rather than as dependencies:
     # FastAPI's dependency solving was ~45 % of the time of a small results query.
     def endpoint(

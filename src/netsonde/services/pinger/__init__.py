@@ -2,7 +2,8 @@
 MeasurementArchiveStore requests on the archive's ping tests (PROTOCOL.md §4.12–4.14).
 
 ``views.py`` the PingER view of the archive (metadata, datums, consolidation), ``ma.py`` the
-NMWG handlers. The MP endpoint answers Echo only, as the original did.
+NMWG handlers; the wire format they speak is ``netsonde.nmwg.pinger`` (the spool's NMWG sender
+speaks it too). The MP endpoint answers Echo only, as the original did.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from netsonde.nmwg.pinger import MA_PATH
 from netsonde.nmwg.service import NMWGService
 from netsonde.services.base import Endpoints, Host, ServiceDef
 from netsonde.services.pinger.ma import PingerState, pinger_ma
 
 NAME = "pinger"
-MA_PATH = "/perfSONAR_PS/services/pinger/ma"
 MP_PATH = "/perfSONAR_PS/services/pinger/mp"
 
 
@@ -32,3 +33,5 @@ def serve(host: Host) -> PingerService:
 
 
 SERVICE = ServiceDef(name=NAME, serve=serve)
+
+__all__ = ["MA_PATH", "MP_PATH", "NAME", "SERVICE", "PingerService", "serve"]

@@ -10,28 +10,17 @@ are whatever was measured (the 2008 MP stored them swapped).
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from lxml import etree
 from pydantic import ValidationError
 
 from netsonde.archive import Archive, ArchiveError, PerThread
-from netsonde.metrics import pinger_summary
-from netsonde.model import (
-    PacketSample,
-    Result,
-    Run,
-    RunState,
-    Schedule,
-    TestSpec,
-    to_us,
-)
-from netsonde.nmwg import build, codes, ns
+from netsonde.model import Schedule, TestSpec, to_us
+from netsonde.nmwg import build, codes, ns, pinger
 from netsonde.nmwg.codes import PINGER_FAILURE_METADATAKEY, PINGER_FAILURE_SETUPDATA, NMWGError
 from netsonde.nmwg.message import Message, Unit
 from netsonde.nmwg.service import NMWGService, RequestContext, require_store_token
@@ -39,8 +28,6 @@ from netsonde.probes import ping
 from netsonde.probes.targets import check_host
 from netsonde.services.pinger import views as views
 
-PINGER = "http://ggf.org/ns/nmwg/tools/pinger/2.0/"
-SELECT = "http://ggf.org/ns/nmwg/ops/select/2.0/"
 DEFAULT_WINDOW = 86_400  # seconds: the original's "last 24 hours" when no time is given
 QUERY_SIZE_LIMIT = 1_000_000  # rows, the original's query_size_limit default
 
@@ -82,26 +69,14 @@ def _wanted(unit: Unit, failure: str) -> views.MetaFilter | str:
         found = subject.find(f".//{tag}") if subject is not None else None
         return found.get("value") if found is not None else None
 
-    def number(name: str, kind: type[int] | type[float]) -> int | float | None:
-        raw = params.get(name)
-        if raw is None or raw == "":
-            return None
-        try:
-            value = kind(float(raw)) if kind is float else kind(raw)
-        except ValueError:
-            raise NMWGError(failure, f"Parameter {name} is not a number: {raw!r}") from None
-        if not math.isfinite(value):
-            raise NMWGError(failure, f"Parameter {name} is not a number: {raw!r}")
-        return value
-
+    try:
+        wanted = pinger.read_parameters(params)
+    except ValueError as e:
+        raise NMWGError(failure, str(e)) from None
     return views.MetaFilter(
         source=endpoint(_SRC),
         destination=endpoint(_DST),
-        count=number("count", int),  # type: ignore[arg-type]
-        packet_size=number("packetSize", int),  # type: ignore[arg-type]
-        ttl=number("ttl", int),  # type: ignore[arg-type]
-        packet_interval=number("packetInterval", float),
-        transport=params.get("transport") or None,
+        **wanted,  # type: ignore[arg-type]
     )
 
 
@@ -123,17 +98,6 @@ def _lookup(unit: Unit, rctx: RequestContext[PingerState], failure: str) -> list
     return found
 
 
-def _address_type(value: str) -> str:
-    try:
-        return f"ipv{ipaddress.ip_address(value).version}"
-    except ValueError:
-        return "hostname"
-
-
-def _format(value: float) -> str:
-    return repr(round(value, 6))
-
-
 def _sub_id(rctx: RequestContext[PingerState], kind: str, meta: views.PingerMeta) -> str:
     """``subjKEY.N``/``paramsKEY.N``: the original's ``subjMETAID`` named the select and the
     pinger subject alike, and again in every unit for the same key; these are unique."""
@@ -144,21 +108,10 @@ def _pinger_metadata(
     meta: views.PingerMeta, rctx: RequestContext[PingerState], ref: str | None
 ) -> etree._Element:
     md = build.metadata(rctx.ids, ref=ref)
-    subject = build.element("pinger:subject", {"id": _sub_id(rctx, "subj", meta)}, parent=md)
-    pair = build.element("nmwgt:endPointPair", parent=subject)
-    for tag, value in (("nmwgt:src", meta.source), ("nmwgt:dst", meta.destination)):
-        build.element(tag, {"value": value, "type": _address_type(value)}, parent=pair)
-    params = build.element("pinger:parameters", {"id": _sub_id(rctx, "params", meta)}, parent=md)
-    for name, value in (
-        ("count", str(meta.count)),
-        ("packetSize", str(meta.packet_size)),
-        ("ttl", str(meta.ttl)),
-        ("transport", meta.transport),
-        ("packetInterval", f"{meta.packet_interval:g}"),
-    ):
-        build.element("nmwg:parameter", {"name": name, "value": value}, parent=params)
+    ids = (_sub_id(rctx, "subj", meta), _sub_id(rctx, "params", meta))
+    pinger.add_test(md, ids, meta.source, meta.destination, meta.params())
     build.element("nmwg:key", {"id": meta.key}, parent=md)
-    build.element("nmwg:eventType", text=PINGER, parent=md)
+    build.element("nmwg:eventType", text=pinger.EVENT_TYPE, parent=md)
     return md
 
 
@@ -184,20 +137,12 @@ def _window(unit: Unit, now: float) -> tuple[int, int]:
     return first, last
 
 
-_COMMON_TIME = ns.clark("nmwg:commonTime")
-_DATUM = ns.clark("pinger:datum")
-_DATUM_NSMAP = {"pinger": ns.PINGER}
+DIGITS = 6  # decimals of a SetupDataResponse's datum values
 
 
 def _add_datums(parent: etree._Element, rows: Sequence[views.Datum]) -> None:
-    """The hot loop of a SetupDataResponse (rows × 12 datums): plain lxml calls with the
-    names resolved once, instead of the general element builder."""
-    sub = etree.SubElement
     for row in rows:
-        common = sub(parent, _COMMON_TIME, {"type": "unix", "value": str(row.time)}, _DATUM_NSMAP)
-        for name, value in row.values:
-            text = ("true" if value else "false") if isinstance(value, bool) else _format(value)
-            sub(common, _DATUM, {"name": name, "value": text})
+        pinger.add_summary(pinger.common_time(parent, str(row.time)), row.values, DIGITS)
 
 
 def setup_data(
@@ -228,7 +173,7 @@ def setup_data(
         )
         for name, value in (("startTime", start), ("endTime", end)):
             build.element("nmwg:parameter", {"name": name, "value": str(value)}, parent=params)
-        build.element("nmwg:eventType", text=SELECT, parent=select_md)
+        build.element("nmwg:eventType", text=ns.SELECT, parent=select_md)
         pinger_md = _pinger_metadata(meta, rctx, ref=select_md.get("id"))
         d = build.data(rctx.ids, pinger_md.get("id", ""))
         _add_datums(d, rows)
@@ -241,8 +186,6 @@ def setup_data(
 
 
 # ---- MeasurementArchiveStoreRequest ------------------------------------------------------------
-
-_STORED_SUMMARY = frozenset(views.DATUM_NAMES)
 
 
 def _endpoints(unit: Unit) -> tuple[str, str]:
@@ -275,14 +218,10 @@ def _endpoints(unit: Unit) -> tuple[str, str]:
 
 
 def _store_spec(unit: Unit, src: str, dst: str) -> TestSpec:
-    p = unit.parameters
     try:
-        params = ping.Params(
-            count=int(p.get("count", 10)),
-            interval=float(p.get("packetInterval") or p.get("interval") or 1.0),
-            packet_size=int(p.get("packetSize", 56)),
-            ttl=int(p.get("ttl", 64)),
-        )
+        given = pinger.read_parameters(unit.parameters)
+        given.pop("transport", None)  # ICMP: what ping measures
+        params = ping.Params(**given)
         check_host(dst)
     except (ValueError, ValidationError) as e:
         raise NMWGError(codes.MA_PARAMETERS, f"invalid store parameters: {e}") from None
@@ -296,76 +235,13 @@ def _store_spec(unit: Unit, src: str, dst: str) -> TestSpec:
     )
 
 
-def _number(el: etree._Element, name: str, kind: type[int] | type[float]) -> Any:
-    raw = el.get(name)
-    if raw is None:
-        return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise NMWGError(
-            codes.MA_PARAMETERS, f"pinger:datum {name}={raw!r} is not a number"
-        ) from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise NMWGError(codes.MA_PARAMETERS, f"pinger:datum {name}={raw!r} is not finite")
-    return value
-
-
-def _stored_run(spec: TestSpec, common: etree._Element) -> Run:
-    start = _number(common, "value", float)
-    if start is None or common.get("type", "unix") != "unix":
-        raise NMWGError(
-            codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, "commonTime needs type=unix and a value"
-        )
-    replies: list[PacketSample] = []
-    summary: dict[str, float | int | None] = {}
-    for datum in common.iter(_DATUM):
-        name = datum.get("name")
-        if name is not None:
-            if name not in _STORED_SUMMARY:
-                raise NMWGError(codes.MA_PARAMETERS, f"unknown pinger:datum name {name!r}")
-            raw = datum.get("value", "")
-            summary[name] = (
-                int(raw.lower() in ("true", "1"))
-                if name in views.BOOLEAN_DATUMS
-                else _number(datum, "value", float)
-            )
-            continue
-        seq = _number(datum, "seqNum", int)
-        if seq is None:
-            raise NMWGError(codes.MA_PARAMETERS, "a per-packet pinger:datum needs seqNum")
-        recv = _number(datum, "timeValue", float)
-        replies.append(
-            PacketSample(
-                seq=seq,
-                rtt_ms=_number(datum, "value", float),
-                ttl=_number(datum, "ttl", int),
-                size=_number(datum, "numBytes", int),
-                recv_us=to_us(recv) if recv is not None else None,
-            )
-        )
-    sent = spec.params.count
-    values = pinger_summary(sent, replies) if replies else {}
-    values.update(summary)  # what the sender computed wins; what it left out is derived
-    start_us = to_us(start)
-    duration = _number(common, "duration", float)
-    return Run.of(
-        spec,
-        start_us,
-        state=RunState.FINISHED,
-        actual_us=start_us,
-        end_us=start_us + to_us(duration) if duration is not None else None,
-        result=Result(tool="ping", target=spec.target, sent=sent, replies=replies, values=values),
-    )
-
-
 def store(
     unit: Unit, message: Message, rctx: RequestContext[PingerState]
 ) -> Sequence[etree._Element]:
     require_store_token(rctx.state.token, message, rctx)
     src, dst = _endpoints(unit)
     spec = _store_spec(unit, src, dst)
-    runs = [_stored_run(spec, c) for c in unit.data.iter(_COMMON_TIME)]
+    runs = [pinger.read_run(spec, c) for c in pinger.commons(unit.data)]
     if not runs:
         raise NMWGError(codes.MA_QUERY_INCOMPLETE_DATA, "no nmwg:commonTime to store")
     try:
@@ -385,6 +261,6 @@ def pinger_ma(state: PingerState) -> NMWGService[PingerState]:
             "SetupDataRequest": setup_data,
             "MeasurementArchiveStoreRequest": store,
         },
-        event_types=frozenset({PINGER, SELECT}),
+        event_types=frozenset({pinger.EVENT_TYPE, ns.SELECT}),
         output_metadata=False,
     )

@@ -9,40 +9,33 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from netsonde.archive import Archive
 from netsonde.model import US_PER_S
+from netsonde.nmwg.pinger import BOOLEAN_DATUMS, DATUM_NAMES, PARAMETERS, TRANSPORT
+from netsonde.probes import ping
 
-# The order of the original MA's output (with its lostPercent typo mended: loss is returned).
-DATUM_NAMES = (
-    "minRtt",
-    "maxRtt",
-    "medianRtt",
-    "meanRtt",
-    "clp",
-    "iqrIpd",
-    "lossPercent",
-    "maxIpd",
-    "minIpd",
-    "meanIpd",
-    "duplicates",
-    "outOfOrder",
-)
-BOOLEAN_DATUMS = frozenset({"duplicates", "outOfOrder"})  # counts stored, booleans on the wire
+# A test stored without one of ping's parameters ran with ping's default for it.
+_PING_DEFAULTS = ping.Params().model_dump(mode="json")
 
 
 @dataclass(frozen=True, slots=True)
 class PingerMeta:
+    """One ping test as PingER metadata; the parameters by their ping names (nmwg.pinger)."""
+
     key: str
     source: str
     destination: str
     count: int
     packet_size: int
     ttl: int
-    packet_interval: float
-    transport: str = "ICMP"
+    interval: float
+    transport: str = TRANSPORT
+
+    def params(self) -> dict[str, int | float | str]:
+        return {p.key: getattr(self, p.key) for p in PARAMETERS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,24 +47,26 @@ class MetaFilter:
     count: int | None = None
     packet_size: int | None = None
     ttl: int | None = None
-    packet_interval: float | None = None
+    interval: float | None = None
     transport: str | None = None
 
     def matches(self, m: PingerMeta) -> bool:
-        checks = (
-            (self.source, m.source),
-            (self.destination, m.destination),
-            (self.count, m.count),
-            (self.packet_size, m.packet_size),
-            (self.ttl, m.ttl),
-        )
-        if any(want is not None and want != have for want, have in checks):
+        if self.source is not None and self.source != m.source:
             return False
-        if self.packet_interval is not None and not math.isclose(
-            self.packet_interval, m.packet_interval
-        ):
+        if self.destination is not None and self.destination != m.destination:
             return False
-        return self.transport is None or self.transport.upper() == m.transport
+        return all(_same(p.kind, getattr(self, p.key), getattr(m, p.key)) for p in PARAMETERS)
+
+
+def _same(kind: type, want: object, have: object) -> bool:
+    """None wants anything; a float compares approximately, a name (transport) case-blind."""
+    if want is None:
+        return True
+    if kind is float:
+        return math.isclose(want, have)  # type: ignore[arg-type]
+    if kind is str:
+        return str(want).upper() == str(have).upper()
+    return want == have
 
 
 def metadata(archive: Archive, source: str, key: str | None = None) -> list[PingerMeta]:
@@ -79,16 +74,14 @@ def metadata(archive: Archive, source: str, key: str | None = None) -> list[Ping
     (``source``: this MP's name, for tests stored without one)."""
     out = []
     for t in archive.tests_of_tool("ping", key):
-        p = t["params"]
+        given = {**_PING_DEFAULTS, **t["params"]}
+        params = {p.key: p.kind(given[p.key]) for p in PARAMETERS if p.key in given}
         out.append(
             PingerMeta(
                 key=t["key"],
                 source=t.get("source") or source,
                 destination=t["target"],
-                count=int(p.get("count", 10)),
-                packet_size=int(p.get("packet_size", 56)),
-                ttl=int(p.get("ttl", 64)),
-                packet_interval=float(p.get("interval", 1.0)),
+                **params,  # type: ignore[arg-type]
             )
         )
     return out
@@ -146,7 +139,7 @@ def _row_values(row: dict[str, float | int | None]) -> tuple[tuple[str, float | 
     )
 
 
-_COMBINE = {
+_COMBINE: dict[str, Callable[[list[float]], float]] = {
     "AVERAGE": lambda xs: math.fsum(xs) / len(xs),
     "MIN": min,
     "MAX": max,
@@ -160,11 +153,11 @@ def _datum_values(
     combine = _COMBINE[function.upper()]
     out: list[tuple[str, float | bool]] = []
     for name in DATUM_NAMES:
-        present = [r[name] for r in rows if r.get(name) is not None]
+        present = [v for r in rows if (v := r.get(name)) is not None]
         if not present:
             continue  # null (e.g. RTT at 100 % loss) is left out; zero is kept
         if name in BOOLEAN_DATUMS:
             out.append((name, any(bool(v) for v in present)))
         else:
-            out.append((name, float(combine([float(v) for v in present]))))  # type: ignore[arg-type]
+            out.append((name, float(combine([float(v) for v in present]))))
     return tuple(out)

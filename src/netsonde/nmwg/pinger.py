@@ -1,0 +1,258 @@
+"""The PingER wire format (PROTOCOL.md §4.12–4.14), written once for both of its speakers.
+
+The spool's NMWG sender (``mp/spool``) writes what the PingER MA's store handler
+(``services/pinger``) reads, and the MA answers SetupData in the same form; so the datum names,
+the mapping between PingER parameters and a ping test's parameters, and one run as an
+``nmwg:commonTime`` of ``pinger:datum`` elements live here, not on either side.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from lxml import etree
+
+from netsonde.metrics import pinger_summary
+from netsonde.model import PacketSample, Result, Run, RunState, TestSpec, to_us
+from netsonde.nmwg import build, codes, ns
+from netsonde.nmwg.codes import NMWGError
+
+MA_PATH = "/perfSONAR_PS/services/pinger/ma"
+EVENT_TYPE = ns.PINGER  # a pinger metadata's eventType is the namespace itself
+
+# The order of the original MA's output (with its lostPercent typo mended: loss is returned);
+# the same set as metrics.PINGER_KEYS, in wire order.
+DATUM_NAMES = (
+    "minRtt",
+    "maxRtt",
+    "medianRtt",
+    "meanRtt",
+    "clp",
+    "iqrIpd",
+    "lossPercent",
+    "maxIpd",
+    "minIpd",
+    "meanIpd",
+    "duplicates",
+    "outOfOrder",
+)
+BOOLEAN_DATUMS = frozenset({"duplicates", "outOfOrder"})  # counts stored, booleans on the wire
+
+
+class Parameter(NamedTuple):
+    name: str  # the nmwg:parameter's name
+    key: str  # the ping test's parameter (TestSpec.params) it is
+    kind: type[int] | type[float] | type[str]
+    aliases: tuple[str, ...] = ()  # other names accepted on input
+
+
+# In the original MA's output order. ``transport`` is not a ping parameter: always ICMP.
+PARAMETERS = (
+    Parameter("count", "count", int),
+    Parameter("packetSize", "packet_size", int),
+    Parameter("ttl", "ttl", int),
+    Parameter("transport", "transport", str),
+    Parameter("packetInterval", "interval", float, aliases=("interval",)),
+)
+TRANSPORT = "ICMP"
+
+_COMMON_TIME = ns.clark("nmwg:commonTime")
+_DATUM = ns.clark("pinger:datum")
+_NSMAP = {"pinger": ns.PINGER}
+
+
+# ---- values as text ----------------------------------------------------------------------------
+
+
+def number(value: float | int) -> str:
+    """Shortest exact text: an int as is, a float by repr (``0.0``, ``1.5``)."""
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def parameter_text(value: object) -> str:
+    """A parameter's value: a float without a fraction as an int (``packetInterval="1"``, as the
+    original MA wrote it), any other number exactly."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return number(value) if isinstance(value, int | float) else str(value)
+
+
+def seconds(us: int) -> str:
+    """Epoch µs as exact decimal seconds (float text would lose the last digit or two)."""
+    return f"{us // 1_000_000}.{us % 1_000_000:06d}"
+
+
+def datum_text(name: str, value: float | int | bool, digits: int | None = None) -> str:
+    if name in BOOLEAN_DATUMS:
+        return "true" if value else "false"
+    return number(value if digits is None else round(value, digits))
+
+
+def address_type(value: str) -> str:
+    try:
+        return f"ipv{ipaddress.ip_address(value).version}"
+    except ValueError:
+        return "hostname"
+
+
+# ---- a test: subject and parameters ------------------------------------------------------------
+
+
+def add_test(
+    md: etree._Element,
+    ids: tuple[str, str],
+    src: str,
+    dst: str,
+    params: Mapping[str, Any],
+) -> None:
+    """``pinger:subject`` (the endpoint pair) and ``pinger:parameters`` into metadata ``md``;
+    ``ids`` are the subject's and the parameters block's; ``params`` by ping key (absent or
+    None ones left out)."""
+    subject = build.element("pinger:subject", {"id": ids[0]}, parent=md)
+    pair = build.element("nmwgt:endPointPair", parent=subject)
+    for tag, value in (("nmwgt:src", src), ("nmwgt:dst", dst)):
+        build.element(tag, {"value": value, "type": address_type(value)}, parent=pair)
+    block = build.element("pinger:parameters", {"id": ids[1]}, parent=md)
+    for p in PARAMETERS:
+        if (given := params.get(p.key)) is not None:
+            attrs = {"name": p.name, "value": parameter_text(given)}
+            build.element("nmwg:parameter", attrs, parent=block)
+
+
+def read_parameters(given: Mapping[str, str]) -> dict[str, int | float | str]:
+    """PingER parameters (name → text) → values by ping key; absent or empty ones left out.
+    ValueError names the parameter that is not a (finite) number."""
+    out: dict[str, int | float | str] = {}
+    for p in PARAMETERS:
+        raw = next((given[n] for n in (p.name, *p.aliases) if given.get(n)), None)
+        if raw is None:
+            continue
+        try:
+            value = p.kind(raw)
+        except ValueError:
+            raise ValueError(f"Parameter {p.name} is not a number: {raw!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"Parameter {p.name} is not a number: {raw!r}")
+        out[p.key] = value
+    return out
+
+
+# ---- a run: nmwg:commonTime --------------------------------------------------------------------
+
+
+def common_time(parent: etree._Element, value: str, duration: str | None = None) -> etree._Element:
+    attrs = {"type": "unix", "value": value}
+    if duration is not None:
+        attrs["duration"] = duration
+    return etree.SubElement(parent, _COMMON_TIME, attrs, _NSMAP)
+
+
+def add_summary(
+    common: etree._Element,
+    values: Iterable[tuple[str, float | int | bool]],
+    digits: int | None = None,
+) -> None:
+    """Named datums in the order given. The hot loop of a SetupDataResponse (rows × 12):
+    plain lxml calls with the names resolved once."""
+    sub = etree.SubElement
+    for name, value in values:
+        sub(common, _DATUM, {"name": name, "value": datum_text(name, value, digits)})
+
+
+def add_run(parent: etree._Element, run: Run) -> etree._Element:
+    """A finished ping run as one commonTime: its start (and duration), a datum per reply
+    packet, then the summary datums the run has, in DATUM_NAMES order."""
+    result = run.result
+    assert result is not None
+    start = run.actual_us if run.actual_us is not None else run.planned_us
+    end = run.end_us
+    common = common_time(
+        parent, seconds(start), seconds(end - start) if end is not None and end >= start else None
+    )
+    for p in result.replies:
+        datum = {"seqNum": str(p.seq), "timeType": "unix"}
+        optional = (("value", p.rtt_ms), ("ttl", p.ttl), ("numBytes", p.size))
+        datum.update({k: number(v) for k, v in optional if v is not None})
+        if p.rtt_ms is not None:
+            datum["valueUnits"] = "ms"
+        if p.recv_us is not None:
+            datum["timeValue"] = seconds(p.recv_us)
+        etree.SubElement(common, _DATUM, datum)
+    present = ((n, v) for n in DATUM_NAMES if (v := result.values.get(n)) is not None)
+    add_summary(common, present)
+    return common
+
+
+def commons(data: etree._Element) -> Iterable[etree._Element]:
+    """The nmwg:commonTime elements anywhere in ``data``."""
+    return data.iter(_COMMON_TIME)
+
+
+def read_run(spec: TestSpec, common: etree._Element) -> Run:
+    """One commonTime → a finished run of ``spec``. What the sender summarised wins; what it
+    left out is derived from the per-packet datums. NMWGError says what is wrong."""
+    start = _attr(common, "value", float)
+    if start is None or common.get("type", "unix") != "unix":
+        raise NMWGError(
+            codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, "commonTime needs type=unix and a value"
+        )
+    replies: list[PacketSample] = []
+    summary: dict[str, float | int | None] = {}
+    for datum in common.iter(_DATUM):
+        name = datum.get("name")
+        if name is None:
+            replies.append(_packet(datum))
+        elif name not in _NAMES:
+            raise NMWGError(codes.MA_PARAMETERS, f"unknown pinger:datum name {name!r}")
+        elif name in BOOLEAN_DATUMS:
+            summary[name] = int(datum.get("value", "").lower() in ("true", "1"))
+        else:
+            summary[name] = _attr(datum, "value", float)
+    sent = int(spec.params_dict()["count"])
+    values = pinger_summary(sent, replies) if replies else {}
+    values.update(summary)
+    start_us = to_us(start)
+    duration = _attr(common, "duration", float)
+    return Run.of(
+        spec,
+        start_us,
+        state=RunState.FINISHED,
+        actual_us=start_us,
+        end_us=start_us + to_us(duration) if duration is not None else None,
+        result=Result(tool="ping", target=spec.target, sent=sent, replies=replies, values=values),
+    )
+
+
+_NAMES = frozenset(DATUM_NAMES)
+
+
+def _packet(datum: etree._Element) -> PacketSample:
+    seq = _attr(datum, "seqNum", int)
+    if seq is None:
+        raise NMWGError(codes.MA_PARAMETERS, "a per-packet pinger:datum needs seqNum")
+    recv = _attr(datum, "timeValue", float)
+    return PacketSample(
+        seq=seq,
+        rtt_ms=_attr(datum, "value", float),
+        ttl=_attr(datum, "ttl", int),
+        size=_attr(datum, "numBytes", int),
+        recv_us=to_us(recv) if recv is not None else None,
+    )
+
+
+def _attr(el: etree._Element, name: str, kind: type[int] | type[float]) -> Any:
+    raw = el.get(name)
+    if raw is None:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise NMWGError(
+            codes.MA_PARAMETERS, f"pinger:datum {name}={raw!r} is not a number"
+        ) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise NMWGError(codes.MA_PARAMETERS, f"pinger:datum {name}={raw!r} is not finite")
+    return value
