@@ -1,11 +1,16 @@
 """Hostile requests through the HTTP route: each gets HTTP 200 and an NMWG ErrorResponse with
 the expected code, leaks nothing, reaches nothing on the network and stays within the request
-time limit (a hang or a slow parse would surface as error.common.timeout instead)."""
+time limit (a hang or a slow parse would surface as error.common.timeout instead). Every other
+way XML comes in (an archive's answer to the spool, an NMWG client's answer, the link definitions
+file) goes through the same hardened parser and refuses an entity bomb alike."""
 
 from __future__ import annotations
 
 import asyncio
+import http.server
+import re
 import socket
+import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -18,9 +23,15 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from netsonde.http.limits import RequestLimits
 from netsonde.http.soap import soap_routes
+from netsonde.mp.spool.db import Row
+from netsonde.mp.spool.outcome import nmwg_outcome
 from netsonde.nmwg import build, codes, ns
+from netsonde.nmwg.client import ClientError, exchange
+from netsonde.nmwg.codes import NMWGError
 from netsonde.nmwg.message import Message, Unit
+from netsonde.nmwg.parse import parse_message
 from netsonde.nmwg.service import NMWGService, RequestContext
+from netsonde.services.status.definitions import LinkDefinitionsError, parse_link_definitions
 
 with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -242,3 +253,82 @@ def test_understated_content_length_is_caught_by_counting(app: Starlette) -> Non
 def test_invalid_content_length(app: Starlette) -> None:
     response = post_stream(app, Body(total=10), {"Content-Length": "lots"})
     assert error_of(response) == (codes.TRANSPORT, "Invalid Content-Length header")
+
+
+# --- every other way XML comes in: the same hardened parser ------------------------------------
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "netsonde"
+LAUGHS = "".join(
+    ['<!ENTITY lol0 "lol">'] + [f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)]
+)
+
+
+def bomb(document: str) -> bytes:
+    """``document`` behind a DOCTYPE declaring a billion laughs and ``&ok;`` = "success"."""
+    return f'<!DOCTYPE x [{LAUGHS}<!ENTITY ok "success.ma.added">]>{document}'.encode()
+
+
+def test_the_request_parser_refuses_entity_expansion() -> None:
+    with pytest.raises(NMWGError) as info:
+        parse_message(bomb(echo_request("&lol9;").decode()), LIMIT)
+    assert info.value.code == codes.PARSE_ERROR and "DOCTYPE" in info.value.text
+
+
+def test_the_spool_refuses_entity_expansion_in_an_archive_answer() -> None:
+    # Expanded, &ok; would make this a success for the run: the row would be dropped as stored.
+    answer = (
+        f'<nmwg:message xmlns:nmwg="{ns.NMWG}" type="MeasurementArchiveStoreResponse" id="a">'
+        f'<nmwg:metadata id="r" metadataIdRef="m-run"><nmwg:eventType>&ok;</nmwg:eventType>'
+        "</nmwg:metadata><nmwg:data id='d' metadataIdRef='r'>&lol9;</nmwg:data></nmwg:message>"
+    )
+    rows = [Row(1, 0, "run", "key", b"")]
+    outcome = nmwg_outcome(rows, httpx.Response(200, content=bomb(answer)))
+    assert outcome.delivered == [] and outcome.dead == {}
+    assert outcome.retry is not None and "DOCTYPE declarations are not allowed" in outcome.retry
+    plain = answer.replace("&ok;", "success.ma.added").replace("&lol9;", "")
+    assert nmwg_outcome(rows, httpx.Response(200, content=plain.encode())).delivered == [
+        1
+    ]  # the same answer without the DOCTYPE is read
+
+
+def test_the_link_definitions_reader_refuses_entity_expansion() -> None:
+    with pytest.raises(LinkDefinitionsError, match=r"links\.conf: XML refused: DOCTYPE"):
+        parse_link_definitions(bomb("<config><domain>&lol9;</domain></config>"), "links.conf")
+    assert parse_link_definitions("<config><domain>D</domain></config>").domain == "D"
+
+
+def test_the_nmwg_client_refuses_entity_expansion_in_an_answer() -> None:
+    answer = bomb(echo_request("&lol9;").decode())
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ClientError, match="DOCTYPE declarations are not allowed"):
+            exchange(f"http://127.0.0.1:{server.server_port}/ma", echo_request(), timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_only_the_hardened_parser_builds_an_xml_parser() -> None:
+    """Every other module goes through nmwg.parse.parse_xml (or parse_message)."""
+    calls = re.compile(r"XMLParser\(|etree\.(fromstring|parse|XML|iterparse)\(|ElementTree|minidom")
+    found = [
+        f"{path.relative_to(SRC)}:{n}"
+        for path in SRC.rglob("*.py")
+        if path.relative_to(SRC).as_posix() != "nmwg/parse.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if calls.search(line)
+    ]
+    assert found == []

@@ -525,10 +525,10 @@ def test_a_full_disk_keeps_runs_in_memory_until_the_outbox_can_grow(tmp_path: Pa
 
 
 def test_the_cli_lists_dead_letters_without_their_payload(tmp_path: Path) -> None:
-    from netsonde.mp.spool import _open
+    from netsonde.mp.spool.db import open_outbox
 
     (tmp_path / "netsonde.toml").write_text('[daemon]\ndata_dir = "data"\n')
-    db = _open(tmp_path / "data" / "spool.sqlite")
+    db = open_outbox(tmp_path / "data" / "spool.sqlite")
     db.execute(
         "INSERT INTO dead_letter VALUES (?, ?, ?, ?, ?, ?)",
         ("run-1", "0123456789abcdef", 1_700_000_000_000_000, b"{}", "HTTP 422: runs.0.slot", 1),

@@ -1,10 +1,12 @@
-"""Hardened parsing of NMWG requests (PROTOCOL.md §2.2 items 4 and 5).
+"""Hardened parsing of NMWG requests (PROTOCOL.md §2.2 items 4 and 5), and of every other XML
+netsonde reads: :func:`parse_xml` is the one way in.
 
 Untrusted bytes go through two libxml2 passes with entity expansion, DTD loading and network
 access switched off. The first pass builds nothing: it rejects any DOCTYPE as soon as it is
 seen (so entity declarations, external DTDs and entity bombs are never even read) and stops at
 the first element nested deeper than the limit. Only a document that passes is parsed into a
-tree. Any failure is an :class:`NMWGError`, never an lxml exception.
+tree. :func:`parse_xml` raises :class:`XMLRefused`; the request parser says it as an
+:class:`NMWGError`, never an lxml exception.
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ _PARSER_OPTIONS = {
 }
 _MESSAGE = f"{{{ns.NMWG}}}message"
 _SOURCE = re.compile(r"\(<string>, line \d+\)")
+
+
+class XMLRefused(ValueError):
+    """A document :func:`parse_xml` would not read: why, in one line, and where if known."""
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
 
 
 class _Rejected(Exception):
@@ -71,19 +82,29 @@ def check_size(size: int, limit: int) -> None:
         raise NMWGError(codes.TRANSPORT, f"Request body exceeds the limit of {limit} bytes")
 
 
+def parse_xml(body: bytes, max_depth: int = MAX_DEPTH) -> etree._Element:
+    """Untrusted bytes → root element (comments and processing instructions dropped), or
+    XMLRefused: a DOCTYPE, nesting deeper than ``max_depth``, or not well-formed."""
+    try:
+        etree.fromstring(body, etree.XMLParser(target=_Guard(max_depth), **_PARSER_OPTIONS))
+        return etree.fromstring(body, etree.XMLParser(**_PARSER_OPTIONS))
+    except _Rejected as exc:
+        raise XMLRefused(str(exc)) from None
+    except etree.XMLSyntaxError as exc:
+        # libxml2 messages span lines and name the (meaningless) "<string>" source.
+        detail = " ".join(_SOURCE.sub("", str(exc)).split())
+        line = exc.position[0] if exc.position else exc.lineno
+        raise XMLRefused(detail, line) from None
+
+
 def parse_document(body: bytes, max_depth: int = MAX_DEPTH) -> etree._Element:
     """Untrusted bytes → root element, or NMWGError(error.transport.parse_error)."""
     if not body or body.isspace():
         raise parse_error("Parse failed: empty request body")
     try:
-        etree.fromstring(body, etree.XMLParser(target=_Guard(max_depth), **_PARSER_OPTIONS))
-        return etree.fromstring(body, etree.XMLParser(**_PARSER_OPTIONS))
-    except _Rejected as exc:
+        return parse_xml(body, max_depth)
+    except XMLRefused as exc:
         raise parse_error(f"Parse failed: {exc}") from None
-    except etree.XMLSyntaxError as exc:
-        # libxml2 messages span lines and name the (meaningless) "<string>" source.
-        detail = " ".join(_SOURCE.sub("", str(exc)).split())
-        raise parse_error(f"Parse failed: {detail}") from None
 
 
 def find_message(root: etree._Element) -> etree._Element:

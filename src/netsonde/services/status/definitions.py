@@ -22,6 +22,8 @@ from pathlib import Path
 
 from lxml import etree
 
+from netsonde.nmwg.parse import XMLRefused, parse_xml
+
 KNOWLEDGE = ("full", "partial")
 ENDPOINT_TYPES = ("endpoint", "demarcpoint")
 _NODE_FIELDS = ("city", "country", "institution", "latitude", "longitude")
@@ -233,13 +235,15 @@ class _Reader:
 def parse_link_definitions(
     text: str | bytes, source: str = "<link definitions>"
 ) -> LinkDefinitions:
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True)
     data = text.encode() if isinstance(text, str) else text
     try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as e:
-        line = e.position[0] if e.position else e.lineno
-        raise LinkDefinitionsError(f"{source} line {line}: not well-formed XML: {e.msg}") from None
+        root = parse_xml(data)
+    except XMLRefused as e:
+        if e.line is None:  # refused before a tree: a DOCTYPE, or nesting too deep
+            raise LinkDefinitionsError(f"{source}: XML refused: {e.reason}") from None
+        raise LinkDefinitionsError(
+            f"{source} line {e.line}: not well-formed XML: {e.reason}"
+        ) from None
     return _Reader(source).read(root)
 
 

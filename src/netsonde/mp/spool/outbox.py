@@ -1,21 +1,6 @@
-"""The durable outbox from a measurement point to a remote archive.
-
-``submit`` only enqueues in memory (it is called from the event loop). An *ingest* thread
-encodes each run to its wire form once and commits it to a local SQLite outbox (WAL) every
-~100 ms; a *deliver* thread posts the oldest rows (by run time) to the remote and deletes them
-in one transaction after the remote said yes. A crash between the two re-delivers a batch,
-which is harmless: the remote ignores a run id it already has.
-
-Failures are sorted in two kinds. Transient (no connection, timeout, 5xx, 429, and 401/403,
-a wrong token being a configuration problem the operator fixes): the rows stay and delivery
-backs off (0.5 s doubling to ``max_backoff``). Permanent (400, 413, 422, or an NMWG result code
-saying the data is invalid): the batch is bisected until the bad runs are alone, the good ones
-are delivered, and each bad one moves to the ``dead_letter`` table with the reason.
-
-Protocols: ``rest`` posts JSON to ``/api/v1/store``; ``nmwg`` posts a PingER
-``MeasurementArchiveStoreRequest`` (one metadata/data pair per run) to the PingER MA, which can
-carry finished ping runs only: any other run is dead-lettered at ingest with that reason.
-"""
+"""The outbox and its two threads: *ingest* encodes each submitted run to its wire form once
+and commits it to the SQLite outbox; *deliver* posts the oldest rows to the remote and settles
+them by the remote's answer (the package docstring tells the whole story)."""
 
 from __future__ import annotations
 
@@ -26,340 +11,33 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import httpx
-from lxml import etree
 
-from netsonde.model import Run, RunState, TestSpec, to_us
-from netsonde.nmwg import build, codes, ns
-from netsonde.services.pinger.views import BOOLEAN_DATUMS, DATUM_NAMES
+from netsonde.model import Run, TestSpec, to_us
+from netsonde.mp.spool.db import Entry, Row, open_outbox, read_dead_letters
+from netsonde.mp.spool.nmwg import NMWG_PATH, nmwg_message, nmwg_refusal, nmwg_unit
+from netsonde.mp.spool.outcome import Outcome, nmwg_outcome, rest_outcome
+from netsonde.mp.spool.rest import REST_PATH, rest_body, rest_run, rest_test
 
 log = logging.getLogger(__name__)
 
 Protocol = Literal["rest", "nmwg"]
-REST_PATH = "/api/v1/store"
-NMWG_PATH = "/perfSONAR_PS/services/pinger/ma"
-PINGER = "http://ggf.org/ns/nmwg/tools/pinger/2.0/"
 
 INGEST_WINDOW = 0.1  # seconds: how long a commit waits to gather more runs
 INGEST_MAX = 2000  # runs per ingest transaction
 TICK = 0.5  # seconds: the longest a loop waits without beating
 FIRST_BACKOFF = 0.5
-MAX_ERROR_CHARS = 4000  # the remote refuses a run error longer than 4096 characters
-DB_BUSY_MS = 2000
-
-PERMANENT_HTTP = frozenset({400, 413, 422})
-# NMWG result codes that say the data itself is invalid (as 422 does): retrying cannot help.
-PERMANENT_NMWG = frozenset(
-    {
-        codes.MA_SUBJECT,
-        codes.MA_PARAMETERS,
-        codes.MA_QUERY_INCOMPLETE_DATA,
-        codes.MA_QUERY_INVALID_TIMESTAMP_TYPE,
-        codes.STRUCTURE,
-        codes.NO_METADATA_DATA_PAIR,
-        codes.PARSE_ERROR,
-    }
-)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    planned_us INTEGER NOT NULL,
-    run_id TEXT NOT NULL,
-    test_key TEXT NOT NULL,
-    queued_us INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS outbox_by_time ON outbox (planned_us, run_id);
-CREATE INDEX IF NOT EXISTS outbox_by_queued ON outbox (queued_us);
-CREATE TABLE IF NOT EXISTS tests (key TEXT PRIMARY KEY, payload BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS dead_letter (
-    run_id TEXT NOT NULL,
-    test_key TEXT NOT NULL,
-    planned_us INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    reason TEXT NOT NULL,
-    failed_us INTEGER NOT NULL
-);
-"""
 
 
 def now_us() -> int:
     return to_us(time.time())
 
 
-# ---- encoding ----------------------------------------------------------------------------------
-
-
-class Entry(NamedTuple):
-    """One run, encoded: a row of the outbox, or of dead_letter when ``reason`` is set."""
-
-    planned_us: int
-    run_id: str
-    test_key: str
-    queued_us: int
-    payload: bytes
-    reason: str | None = None
-
-
-def _compact(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def rest_test(spec: TestSpec) -> bytes:
-    """The test as an entry of the store request's ``tests`` (NewTest)."""
-    return _compact(
-        {
-            "test_id": spec.id,
-            "source": spec.source,
-            "tool": spec.tool,
-            "target": spec.target,
-            "params": spec.params_dict(),
-        }
-    )
-
-
-def rest_run(run: Run) -> bytes:
-    """The run as an entry of the store request's ``runs`` (NewRun, by test key)."""
-    out: dict[str, Any] = {
-        "run_id": run.run_id,
-        "test_key": run.test_key,
-        "slot": run.slot,
-        "state": None if run.state is None else str(run.state),
-        "planned_us": run.planned_us,
-    }
-    for name in ("actual_us", "end_us"):
-        if (value := getattr(run, name)) is not None:
-            out[name] = value
-    if run.error is not None:
-        out["error"] = run.error[:MAX_ERROR_CHARS]
-    if (r := run.result) is not None:
-        samples = [
-            {"seq": p.seq, "rtt_ms": p.rtt_ms, "ttl": p.ttl, "size": p.size, "recv_us": p.recv_us}
-            for p in r.replies
-        ]
-        out["result"] = {"sent": r.sent, "values": r.values, "samples": samples, "extra": r.extra}
-    return _compact(out)
-
-
-def _seconds(us: int) -> str:
-    """Epoch µs as exact decimal seconds (float text would lose the last digit or two)."""
-    return f"{us // 1_000_000}.{us % 1_000_000:06d}"
-
-
-def _number(value: float | int) -> str:
-    return str(value) if isinstance(value, int) else repr(float(value))
-
-
-def nmwg_unit(spec: TestSpec, run: Run, source: str) -> bytes:
-    """The run as one metadata/data pair of a PingER MeasurementArchiveStoreRequest
-    (PROTOCOL.md §4.12: the agent's Store message); ids are derived from the run id so that a
-    result code in the answer names its run."""
-    result = run.result
-    assert result is not None
-    params = spec.params_dict()
-    md = build.element("nmwg:metadata", {"id": f"m-{run.run_id}"})
-    subject = build.element("pinger:subject", {"id": f"s-{run.run_id}"}, parent=md)
-    pair = build.element("nmwgt:endPointPair", parent=subject)
-    build.element("nmwgt:src", {"value": source}, parent=pair)
-    build.element("nmwgt:dst", {"value": spec.target}, parent=pair)
-    block = build.element("pinger:parameters", {"id": f"p-{run.run_id}"}, parent=md)
-    for name, key in (
-        ("count", "count"),
-        ("packetSize", "packet_size"),
-        ("ttl", "ttl"),
-        ("packetInterval", "interval"),
-    ):
-        if params.get(key) is not None:
-            value = _number(params[key])
-            build.element("nmwg:parameter", {"name": name, "value": value}, parent=block)
-    build.element("nmwg:eventType", text=PINGER, parent=md)
-    data = build.element("nmwg:data", {"id": f"d-{run.run_id}", "metadataIdRef": f"m-{run.run_id}"})
-    start = run.actual_us if run.actual_us is not None else run.planned_us
-    attrs = {"type": "unix", "value": _seconds(start)}
-    if run.end_us is not None and run.end_us >= start:
-        attrs["duration"] = _seconds(run.end_us - start)
-    common = build.element("nmwg:commonTime", attrs, parent=data)
-    for p in result.replies:
-        datum = {"seqNum": str(p.seq), "timeType": "unix"}
-        optional = (("value", p.rtt_ms), ("ttl", p.ttl), ("numBytes", p.size))
-        datum.update({k: _number(v) for k, v in optional if v is not None})
-        if p.rtt_ms is not None:
-            datum["valueUnits"] = "ms"
-        if p.recv_us is not None:
-            datum["timeValue"] = _seconds(p.recv_us)
-        build.element("pinger:datum", datum, parent=common)
-    for name in DATUM_NAMES:
-        value = result.values.get(name)
-        if value is None:
-            continue
-        text = ("true" if value else "false") if name in BOOLEAN_DATUMS else _number(value)
-        build.element("pinger:datum", {"name": name, "value": text}, parent=common)
-    return etree.tostring(md) + etree.tostring(data)
-
-
-def nmwg_refusal(spec: TestSpec, run: Run) -> str | None:
-    """Why the run cannot be said in a PingER store request; None when it can."""
-    if spec.tool != "ping":
-        return f"protocol nmwg carries ping results only; tool {spec.tool!r} has no NMWG form"
-    if run.state is not RunState.FINISHED or run.result is None:
-        return f"protocol nmwg carries finished ping runs only; this run is {run.state}"
-    return None
-
-
-def nmwg_message(units: Sequence[bytes]) -> bytes:
-    head = (
-        f'<nmwg:message xmlns:nmwg="{ns.NMWG}" type="MeasurementArchiveStoreRequest"'
-        f' id="spool-{time.time_ns()}">'
-    ).encode()
-    return build.ENVELOPE_HEAD + head + b"".join(units) + b"</nmwg:message>" + build.ENVELOPE_TAIL
-
-
-# ---- outcomes of one delivery attempt ----------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """What the remote did with a batch: rows it took, rows it refused for good (with the
-    reason), and, if nothing could be attributed, why the batch as a whole failed."""
-
-    delivered: list[int] = field(default_factory=list)  # outbox ids
-    dead: dict[int, str] = field(default_factory=dict)  # outbox id → reason
-    split: str | None = None  # permanent failure of the batch: bisect to find the bad runs
-    retry: str | None = None  # transient failure of what is neither delivered nor dead
-
-
-class Row(NamedTuple):
-    id: int
-    planned_us: int
-    run_id: str
-    test_key: str
-    payload: bytes
-
-
-def _remote_error(response: httpx.Response) -> str:
-    """``HTTP 422: runs[0].state: ...``: the status and the remote's one-line message."""
-    message = ""
-    try:
-        body = response.json()
-        if isinstance(body, dict):
-            message = str(body.get("error") or body.get("detail") or "")
-    except ValueError:
-        message = response.text[:200]
-    reason = f"HTTP {response.status_code}"
-    return f"{reason}: {message}" if message else f"{reason} {response.reason_phrase}".strip()
-
-
-def rest_outcome(rows: Sequence[Row], response: httpx.Response) -> Outcome:
-    if response.is_success:
-        # Only a StoreReply that counts every run means stored: a 200 from something that is
-        # not a netsonde archive (a wrong URL) must not make the spool drop the rows.
-        try:
-            reply = response.json()
-            stored = reply["runs"] == len(rows) == reply["new"] + reply["duplicates"]
-        except (ValueError, KeyError, TypeError):
-            stored = False
-        if stored:
-            return Outcome(delivered=[r.id for r in rows])
-        return Outcome(
-            retry=f"HTTP {response.status_code} but not a store reply: {response.text[:200]!r}"
-        )
-    error = _remote_error(response)
-    if response.status_code in PERMANENT_HTTP:
-        return Outcome(split=error)
-    return Outcome(retry=error)
-
-
-_XML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-_NMWG_MESSAGE = f"{{{ns.NMWG}}}message"
-_NMWG_METADATA = f"{{{ns.NMWG}}}metadata"
-_NMWG_DATA = f"{{{ns.NMWG}}}data"
-_NMWG_EVENT = f"{{{ns.NMWG}}}eventType"
-_NMWGR_DATUM = f"{{{ns.NMWGR}}}datum"
-
-
-def _results(message: etree._Element) -> Iterator[tuple[str | None, str, str]]:
-    """(metadataIdRef, code, text) of each result pair in an NMWG response message."""
-    texts = {
-        d.get("metadataIdRef"): (d.findtext(_NMWGR_DATUM) or "").strip()
-        for d in message.iterchildren(_NMWG_DATA)
-    }
-    for md in message.iterchildren(_NMWG_METADATA):
-        code = (md.findtext(_NMWG_EVENT) or "").strip()
-        yield md.get("metadataIdRef"), code, texts.get(md.get("id"), "")
-
-
-def nmwg_outcome(rows: Sequence[Row], response: httpx.Response) -> Outcome:
-    if not response.is_success:
-        return Outcome(retry=_remote_error(response))
-    try:
-        root = etree.fromstring(response.content, _XML)
-    except etree.XMLSyntaxError as e:
-        return Outcome(retry=f"NMWG answer is not XML: {e}")
-    message = root if root.tag == _NMWG_MESSAGE else next(root.iter(_NMWG_MESSAGE), None)
-    if message is None:
-        return Outcome(retry="NMWG answer has no nmwg:message")
-    results = list(_results(message))
-    if message.get("type") == "ErrorResponse":
-        _, code, text = results[0] if results else (None, "", "")
-        error = f"NMWG {code}: {text}"
-        # The whole message was refused: for a reason of its own (bisect) or for the server's.
-        too_large = code == codes.TRANSPORT and "exceeds the limit" in text
-        return Outcome(split=error) if code in PERMANENT_NMWG or too_large else Outcome(retry=error)
-    by_ref = {f"m-{r.run_id}": r.id for r in rows}
-    out = Outcome()
-    transient: list[str] = []
-    for ref, code, text in results:
-        row_id = by_ref.pop(ref or "", None)
-        if row_id is None:
-            continue
-        if code.startswith("success."):
-            out.delivered.append(row_id)
-        elif code in PERMANENT_NMWG:
-            out.dead[row_id] = f"NMWG {code}: {text}"
-        else:
-            transient.append(f"NMWG {code}: {text}")
-    if by_ref and not transient:
-        transient.append(f"NMWG answer said nothing about {len(by_ref)} run(s)")
-    out.retry = transient[0] if transient else None
-    return out
-
-
-# ---- the spool ---------------------------------------------------------------------------------
-
-
 class _Retry(Exception):
     """Delivery must wait and try again; the message goes to last_error."""
-
-
-def read_dead_letters(path: Path) -> list[dict[str, Any]]:
-    """The runs refused for good, oldest first, from an outbox file (read-only)."""
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=DB_BUSY_MS / 1000)
-    try:
-        db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT * FROM dead_letter ORDER BY rowid").fetchall()
-        return [dict(r) for r in rows]
-    except sqlite3.OperationalError:  # no table yet
-        return []
-    finally:
-        db.close()
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=DB_BUSY_MS / 1000, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")  # a committed row survives a power cut, too
-    db.executescript(_SCHEMA)
-    return db
 
 
 class Spool:
@@ -516,7 +194,7 @@ class Spool:
         """This thread's connection. One thread at a time: two connections switching a new
         file to WAL at once make one fail with "database is locked" at once, no waiting."""
         with self._open_lock:
-            db = _open(self.path)
+            db = open_outbox(self.path)
             try:
                 self._check_protocol(db)
                 self._load_counts(db)
@@ -781,10 +459,7 @@ class Spool:
                 "SELECT payload FROM tests WHERE key IN (SELECT value FROM json_each(?))", (keys,)
             )
         ]
-        return b'{"tests":[%s],"runs":[%s]}' % (
-            b",".join(tests),
-            b",".join(r.payload for r in rows),
-        )
+        return rest_body(tests, (r.payload for r in rows))
 
     def _settle(self, db: sqlite3.Connection, rows: list[Row], outcome: Outcome) -> None:
         """Delete what was delivered and move what was refused, in one transaction. If the
