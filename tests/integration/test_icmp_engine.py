@@ -183,7 +183,8 @@ def test_a_concurrent_fping_is_foreign_not_ours() -> None:
 
 
 def test_ping_tool_runs_on_the_engine() -> None:
-    result = ping.run("127.0.0.1", ping.Params(count=3, interval=0.02, packet_size=100), 0)
+    params = ping.Params(count=3, interval=0.02, packet_size=100)
+    result = ping.run("127.0.0.1", params, time.time() + ping.default_timeout(params))
     assert result.error is None and result.sent == 3
     assert [(p.seq, p.size, p.ttl) for p in result.replies] == [(k, 108, 64) for k in (1, 2, 3)]
     assert result.values["lossPercent"] == 0.0 and result.extra["socket"] == "raw"
