@@ -13,9 +13,13 @@ from netsonde.model import SchedClass, Schedule, TestSpec
 
 
 class ToolContract(Protocol):
-    """What the config needs of a tool (a module of ``netsonde.probes``)."""
+    """What the config needs of a tool (``netsonde.probes.base.Tool``)."""
 
-    Params: type[BaseModel]
+    @property
+    def Params(self) -> type[BaseModel]: ...
+
+    @property
+    def default_class(self) -> SchedClass: ...
 
     def check_target(self, target: str) -> str: ...
 
@@ -86,7 +90,7 @@ def build_tests(
                     # config's own `class` wins.
                     sched_class=t.sched_class
                     if "sched_class" in t.model_fields_set
-                    else SchedClass(getattr(tool, "DEFAULT_CLASS", SchedClass.BACKGROUND)),
+                    else tool.default_class,
                     timeout=t.timeout or tool.default_timeout(params),
                     source=source,
                 )

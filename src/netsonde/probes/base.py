@@ -30,7 +30,3 @@ class Tool(Generic[P]):
     run: Callable[[str, P, float], Result]  # (target, params, deadline)
     default_class: SchedClass = SchedClass.BACKGROUND  # the config's `class` wins
 
-    @property
-    def DEFAULT_CLASS(self) -> SchedClass:
-        # What config/specs.py reads today (getattr); goes once it reads default_class.
-        return self.default_class
