@@ -101,11 +101,6 @@ def test_netsonde_registers_the_status_ma_in_the_vectors_shape(
     assert registered == list(LINKS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nmwg/ls.py sends no nmwg:data when a service has nothing to list; a lookup service"
-    " answers that with error.ls.register.data_trigger_missing (PROTOCOL.md §4.15)",
-)
 def test_a_service_with_nothing_to_list_registers_with_one_empty_data(
     tmp_path: Path, schemas: Schemas
 ) -> None:

@@ -43,5 +43,7 @@ def test_no_store_registers_no_links(tmp_path: Path) -> None:
         status_service.serve(host(tmp_path / "a.sqlite", sections={"status": off})).lookup_data()
         == []
     )
+    # Still one data (empty): a lookup service refuses a registration without any.
     (only,) = register_requests(ServiceInfo("x", "http://127.0.0.1:1/x"), [])
-    assert only.find("nmwg:data", NS) is None
+    (data,) = only.findall("nmwg:data", NS)
+    assert len(data) == 0 and data.get("metadataIdRef") == only.find("nmwg:metadata", NS).get("id")

@@ -40,6 +40,10 @@ def register_request(service: ServiceInfo, items: Sequence[etree._Element]) -> e
         data = build.data(ids, md.get("id", ""))
         data.append(item)
         message.append(data)
+    if not items:
+        # A lookup service refuses a registration without data (data_trigger_missing): a
+        # service with nothing to list sends one empty data, as the PingER MP did.
+        message.append(build.data(ids, md.get("id", "")))
     return message
 
 
