@@ -8,7 +8,7 @@ from lxml import etree
 
 from netsonde.metrics import PINGER_KEYS
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
-from netsonde.nmwg import build, codes, pinger
+from netsonde.nmwg import build, codes, ns, pinger
 from netsonde.nmwg.codes import NMWGError
 from netsonde.nmwg.message import parameter_map
 from netsonde.probes import ping
@@ -119,6 +119,8 @@ def test_read_parameters_refuses_what_is_not_a_number(raw: str) -> None:
     [
         ('<nmwg:commonTime type="unix"/>', codes.MA_QUERY_INVALID_TIMESTAMP_TYPE),
         ('<nmwg:commonTime type="iso" value="1"/>', codes.MA_QUERY_INVALID_TIMESTAMP_TYPE),
+        ('<nmwg:commonTime type="iso" value="2024-05-01T12:00:00Z"/>',
+         codes.MA_QUERY_INVALID_TIMESTAMP_TYPE),
         ('<nmwg:commonTime value="1"><pinger:datum name="rtt" value="1"/></nmwg:commonTime>',
          codes.MA_PARAMETERS),
         ('<nmwg:commonTime value="1"><pinger:datum value="1"/></nmwg:commonTime>',
@@ -138,3 +140,11 @@ def test_read_run_names_what_is_wrong(common: str, code: str) -> None:
     with pytest.raises(NMWGError) as info:
         pinger.read_run(SPEC, element)
     assert info.value.code == code
+
+
+def test_a_bad_number_is_named_by_its_element() -> None:
+    xml = f'<nmwg:data xmlns:nmwg="{ns.NMWG}"><nmwg:commonTime value="x"/></nmwg:data>'
+    (element,) = pinger.commons(etree.fromstring(xml))
+    with pytest.raises(NMWGError) as info:
+        pinger.read_run(SPEC, element)
+    assert info.value.text == "commonTime value='x' is not a number"

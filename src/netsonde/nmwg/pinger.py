@@ -194,11 +194,14 @@ def commons(data: etree._Element) -> Iterable[etree._Element]:
 def read_run(spec: TestSpec, common: etree._Element) -> Run:
     """One commonTime → a finished run of ``spec``. What the sender summarised wins; what it
     left out is derived from the per-packet datums. NMWGError says what is wrong."""
-    start = _attr(common, "value", float)
-    if start is None or common.get("type", "unix") != "unix":
+    kind = common.get("type", "unix")
+    if kind != "unix":  # before the value: an ISO time is a wrong type, not a bad number
         raise NMWGError(
-            codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, "commonTime needs type=unix and a value"
+            codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, f"commonTime type={kind!r}: only unix is stored"
         )
+    start = _attr(common, "value", float)
+    if start is None:
+        raise NMWGError(codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, "commonTime needs a unix value")
     replies: list[PacketSample] = []
     summary: dict[str, float | int | None] = {}
     for datum in common.iter(_DATUM):
@@ -247,12 +250,11 @@ def _attr(el: etree._Element, name: str, kind: type[int] | type[float]) -> Any:
     raw = el.get(name)
     if raw is None:
         return None
+    where = f"{etree.QName(el).localname} {name}={raw!r}"
     try:
         value = kind(raw)
     except ValueError:
-        raise NMWGError(
-            codes.MA_PARAMETERS, f"pinger:datum {name}={raw!r} is not a number"
-        ) from None
+        raise NMWGError(codes.MA_PARAMETERS, f"{where} is not a number") from None
     if isinstance(value, float) and not math.isfinite(value):
-        raise NMWGError(codes.MA_PARAMETERS, f"pinger:datum {name}={raw!r} is not finite")
+        raise NMWGError(codes.MA_PARAMETERS, f"{where} is not finite")
     return value
