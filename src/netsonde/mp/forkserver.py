@@ -135,10 +135,10 @@ def serve(sock: socket.socket) -> None:
             _child_main(spec, deadline, write_fd)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        child = _Child(token, read_fd, os.pidfd_open(pid))
-        children[pid] = child
+        pidfd = os.pidfd_open(pid)
+        children[pid] = _Child(token, read_fd, pidfd)
         sel.register(read_fd, selectors.EVENT_READ, ("pipe", pid))
-        sel.register(child.pidfd, selectors.EVENT_READ, ("exit", pid))
+        sel.register(pidfd, selectors.EVENT_READ, ("exit", pid))
         send(("started", token, pid))
 
     def finish_if_done(pid: int) -> None:

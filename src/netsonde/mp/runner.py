@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 from netsonde import proctree
 from netsonde.model import Result, Run, RunState, TestSpec, to_us
@@ -87,7 +88,12 @@ class _ForkServer:
             pass
         finally:
             self.closed = True
-            for fut in [*self._started.values(), *self._done.values(), *self._pongs.values()]:
+            pending: list[asyncio.Future[Any]] = [
+                *self._started.values(),
+                *self._done.values(),
+                *self._pongs.values(),
+            ]
+            for fut in pending:
                 if not fut.done():
                     fut.set_exception(ForkServerGone("the fork server died"))
             self._started.clear()

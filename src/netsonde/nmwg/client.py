@@ -59,6 +59,6 @@ def render(message: etree._Element, xpath: str | None = None) -> str:
     return "".join(
         etree.tostring(n, pretty_print=True, encoding="unicode")
         if isinstance(n, etree._Element)
-        else f"{n}\n"
+        else str(n) + "\n"
         for n in nodes
     )

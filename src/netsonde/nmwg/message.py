@@ -450,7 +450,8 @@ def _copy(element: etree._Element) -> etree._Element:
 def _detached(md: etree._Element) -> etree._Element:
     """A metadata copy that no longer points at a parent: its merge chain is folded in."""
     out = _copy(md)
-    out.attrib.pop("metadataIdRef", None)
+    if "metadataIdRef" in out.attrib:
+        del out.attrib["metadataIdRef"]
     return out
 
 

@@ -92,6 +92,11 @@ class LinkDefinitions:
         ]
 
 
+def _line(el: etree._Element) -> int:
+    line = el.sourceline
+    return line if isinstance(line, int) else 0
+
+
 def _text(el: etree._Element) -> str:
     return (el.text or "").strip()
 
@@ -181,7 +186,7 @@ class _Reader:
             tuple(ids),
             tuple(endpoints),
             self.knowledge(el),
-            el.sourceline or 0,
+            _line(el),
         )
 
     def collector_link(self, el: etree._Element) -> LinkDef:
@@ -195,7 +200,7 @@ class _Reader:
                 raise self.fail(child, f"unknown element <{child.tag}> in <link>")
         if not ids:
             raise self.fail(el, "<link> has no <id>")
-        return LinkDef(ids[0], ids[0], tuple(ids), (), self.knowledge(el), el.sourceline or 0)
+        return LinkDef(ids[0], ids[0], tuple(ids), (), self.knowledge(el), _line(el))
 
     def read(self, root: etree._Element) -> LinkDefinitions:
         if root.tag == "links":
