@@ -29,4 +29,3 @@ class Tool(Generic[P]):
     default_timeout: Callable[[P], float]  # a run's hard deadline when none is configured
     run: Callable[[str, P, float], Result]  # (target, params, deadline)
     default_class: SchedClass = SchedClass.BACKGROUND  # the config's `class` wins
-
