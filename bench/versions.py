@@ -448,6 +448,8 @@ def section(
         "(max − min) / median of one version's runs, the noise of this run; rows marked "
         "(peer) run no netsonde code and show how noisy the machine was",
     ]
+    if (head := git("rev-parse", "HEAD")) != this.commit:  # others commit to the same tree
+        lines.append(f"- this version's HEAD moved to {head[:7]} during the run")
     if failed := failed_runs(runs):
         lines.append(f"- failed runs (– in the tables; output in `{args.logs}`): {failed}")
     for name in args.benches:
