@@ -83,7 +83,7 @@ class Scheduler:
         max_recovered: int = MAX_RECOVERED,
     ) -> None:
         """``resume``: by test key, the highest slot the archive holds for a periodic test
-        (see ``SQLiteArchive.last_slots``). Such a test never plans a slot at or below it
+        (see ``Archive.last_slots``). Such a test never plans a slot at or below it
         again, and the slots between it and the first one planned now become missed runs,
         handed out once by ``recovered`` (at most ``max_recovered`` per test). It applies to
         the tests given here only, i.e. at the daemon's start: a test added by a later

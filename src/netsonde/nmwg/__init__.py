@@ -1,4 +1,5 @@
-"""NMWG XML, the message format of the perfSONAR-PS protocol (shared/conformance/PROTOCOL.md).
+"""NMWG XML, the message format of the perfSONAR-PS protocol (its digest: PROTOCOL.md; the
+project's own vectors: tests/vectors).
 
 ``ns``       canonical prefixes and namespace URIs
 ``parse``    hardened parsing of untrusted requests, prefix normalisation

@@ -110,7 +110,7 @@ class StoredRun(_WithIsoTimes):
 
     @classmethod
     def from_row(cls, row: dict[str, Any], *, samples: bool) -> StoredRun:
-        """From an archive row (``SQLiteArchive.find_runs``); ``sent`` is null without result."""
+        """From an archive row (``Archive.find_runs``); ``sent`` is null without result."""
         result = None
         if row["sent"] is not None:
             result = {

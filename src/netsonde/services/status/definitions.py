@@ -1,6 +1,6 @@
 """The Status MA's link definitions file: the nodes and links E2EMon ("compat") output describes.
 
-Formats read (PROTOCOL.md §4.8, §4.11; ``../shared/conformance/config/status``):
+Formats read (PROTOCOL.md §4.8, §4.11; examples in ``tests/vectors/status``):
 
 * ``<config>`` — the E2EMon definitions file: ``<domain>``, ``<node name="…">`` with optional
   ``city``/``country``/``institution``/``latitude``/``longitude``, and links written
