@@ -285,7 +285,7 @@ def _duration(seconds: float) -> str:
 def tests(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """The configured tests."""
     cfg = service.load_config(config)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": s.id,
             "tool": s.tool,

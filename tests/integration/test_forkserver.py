@@ -6,10 +6,14 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from netsonde.model import Run, RunState, Schedule, TestSpec, run_id_for
+from netsonde.mp.forkserver import encode
 from netsonde.mp.runner import Runner
 from netsonde.probes import command, noop
 from procs import alive
@@ -94,3 +98,20 @@ def test_closing_the_runner_stops_the_server_and_its_runs() -> None:
     while (alive(child) or alive(server)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(server) and not alive(child)
+
+
+def test_a_daemon_that_hangs_up_mid_answer_ends_the_server_quietly() -> None:
+    """The daemon closes its end while pings are being answered (it is stopping): the server
+    exits 0 with nothing on stderr, not a BrokenPipeError traceback."""
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netsonde.mp.forkserver", str(theirs.fileno())],
+        pass_fds=[theirs.fileno()],
+        stderr=subprocess.PIPE,
+    )
+    theirs.close()
+    ours.sendall(b"".join(encode(("ping", n)) for n in range(20_000)))  # answers fill the socket
+    ours.shutdown(socket.SHUT_RD)
+    ours.close()
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and b"Traceback" not in err, err.decode()

@@ -5,6 +5,7 @@ one that keeps dying at start), stopped with the daemon."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -51,8 +52,8 @@ class ApiWorkers:
         for i, name in enumerate(self._names):
             supervisor.add(
                 name,
-                lambda hb, i=i: self._body(i, hb),
-                pid=lambda i=i: self._pid(i),
+                functools.partial(self._body, i),
+                pid=functools.partial(self._pid, i),
                 backoff=Backoff(**BACKOFF),
             )
 

@@ -268,7 +268,7 @@ class Daemon:
         return Spool(
             self.cfg.data_dir / SPOOL_FILE,
             sp.url,
-            protocol=sp.protocol,  # type: ignore[arg-type]
+            protocol=sp.protocol,
             token=sp.token,
             batch_size=sp.batch_size,
             timeout=sp.timeout,

@@ -21,9 +21,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from netsonde.mp.status import WorkerStatus
 
@@ -47,7 +47,7 @@ class Heartbeat:
         return time.monotonic() - self.at
 
 
-Body = Callable[[Heartbeat], Awaitable[None]]
+Body = Callable[[Heartbeat], Coroutine[Any, Any, None]]
 
 
 class Backoff:

@@ -207,6 +207,8 @@ def serve(sock: socket.socket) -> None:
                     read_pipe(tag[1])
                 elif tag[0] == "exit" and tag[1] in children:
                     reap(tag[1])
+    except (BrokenPipeError, ConnectionResetError):
+        return  # the daemon closed its end (it is stopping): nobody to answer
     finally:
         for pid in children:
             with contextlib.suppress(OSError):
