@@ -48,6 +48,7 @@ from netsonde.metrics import pinger_summary
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
 from netsonde.mp.spool import Spool, rest_run, rest_test
 from netsonde.probes import ping
+from report import write_section
 
 T0 = 1_700_000_000_000_000  # first run, epoch µs
 STEP = 60_000_000  # one run a minute per test
@@ -270,21 +271,6 @@ def section(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) ->
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the table of the spool section of BENCHMARKS.md (hand-written notes starting
-    "What it shows" are kept), or append the section."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION)
-    if start < 0:
-        path.write_text(old.rstrip("\n") + "\n\n" + text)
-        return
-    end = old.find("\n## ", start + 1)
-    end = len(old) if end < 0 else end + 1
-    notes = old.find("\nWhat it shows", start, end)
-    kept = "\n" + old[notes + 1 : end] if notes >= 0 else ("\n" if end < len(old) else "")
-    path.write_text(old[:start] + text + kept + old[end:])
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--results", type=int, default=50_000)
@@ -323,7 +309,7 @@ def main() -> int:
     text = section(rows, args)
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, SECTION, text)
     return 0
 
 

@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from report import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REF = "8eaff7c"  # "README: results --samples shows the tool detail", before the move
 SECTION = "## Previous version vs this one"
@@ -459,21 +461,6 @@ def section(
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this section of ``path`` (hand-written notes from "What it shows" on are kept),
-    or append it."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION)
-    if start < 0:
-        path.write_text(old.rstrip("\n") + "\n\n" + text)
-        return
-    end = old.find("\n## ", start + 1)
-    end = len(old) if end < 0 else end + 1
-    notes = old.find("\nWhat it shows", start, end)
-    kept = "\n" + old[notes + 1 : end] if notes >= 0 else ("\n" if end < len(old) else "")
-    path.write_text(old[:start] + text + kept + old[end:])
-
-
 def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -513,7 +500,7 @@ def main() -> int:
     text = section(args, versions, runs, (start_load, loadavg()), minutes)
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, SECTION, text)
     return 1 if failed_runs(runs) else 0
 
 
