@@ -22,14 +22,6 @@ ENDPOINT = "/perfSONAR_PS/services/pinger/ma"
 _LEGACY_TESTS = pytest.StashKey[int]()
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        f"{LEGACY_MARKER}: reads the legacy perfSONAR-PS corpus (../shared/conformance); "
-        "skipped when it is absent",
-    )
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     config.stash[_LEGACY_TESTS] = sum(1 for i in items if i.get_closest_marker(LEGACY_MARKER))
 
