@@ -115,3 +115,19 @@ def test_a_daemon_that_hangs_up_mid_answer_ends_the_server_quietly() -> None:
     ours.close()
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0 and b"Traceback" not in err, err.decode()
+
+
+def test_start_returns_once_the_server_has_imported_the_tools() -> None:
+    """Runs asked for right after start() must not wait for the tools' imports (~0.5 s): the
+    server is ready (its tools imported, pydantic's extension mapped) when start() returns."""
+
+    async def go() -> str:
+        runner = Runner()
+        try:
+            await runner.start()
+            assert runner.fork_server_pid is not None
+            return Path(f"/proc/{runner.fork_server_pid}/maps").read_text()
+        finally:
+            await runner.close()
+
+    assert "_pydantic_core" in asyncio.run(go())

@@ -116,6 +116,8 @@ class Daemon:
         self.reaper = reaper = Reaper(cfg.cleanup, keep=self._children, exempt=self._children)
         archive, writer = self._open_storage()
         runner = Runner()
+        # Before the calendar is made: slots due while the tools import would be missed.
+        await runner.start()
         # With API workers the daemon keeps the run metrics; the workers count requests.
         sink = RunSink(self._consumers(writer, http=not workers))
         point = self._build_point(archive, runner, sink)
@@ -127,7 +129,6 @@ class Daemon:
         self.watchdog.start()
         restarting = self._schedule_restart(stop)
         self._log_start(serving=listener is not None)
-        await runner.start()
         self.supervisor.start(stop)
         if on_ready:
             on_ready()

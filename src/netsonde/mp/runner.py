@@ -30,6 +30,7 @@ from netsonde.model import Result, Run, RunState, TestSpec, to_us
 from netsonde.mp.forkserver import encode
 
 _Done = tuple[int, bytes]  # wait status, payload
+READY_TIMEOUT = 30.0  # seconds for a new fork server to import the tools and answer
 
 
 class ForkServerGone(Exception):
@@ -57,6 +58,15 @@ class _ForkServer:
         theirs.close()
         self._reader, self._writer = await asyncio.open_unix_connection(sock=ours)
         self._reading = asyncio.create_task(self._read_loop())
+        # Ready once it answers: it imports every tool first (~0.5 s), and a run asked for
+        # before that would start late by as much.
+        try:
+            await asyncio.wait_for(self.ping(), READY_TIMEOUT)
+        except TimeoutError:
+            self.kill()
+            raise ForkServerGone(
+                f"the fork server did not start within {READY_TIMEOUT:g}s"
+            ) from None
 
     async def run(self, spec: TestSpec, deadline: float) -> tuple[int, asyncio.Future[_Done]]:
         """Ask for a run; returns the child's pid and a future of its (status, payload)."""
@@ -181,7 +191,8 @@ class Runner:
         return self._server
 
     async def start(self) -> None:
-        """Start the fork server now, so the first run does not pay its start-up (~0.2 s)."""
+        """Start the fork server now and wait until it is ready, so the first runs do not pay
+        its start-up (the tools' imports, ~0.5 s)."""
         await self._fork_server()
 
     async def execute(self, spec: TestSpec, run: Run) -> Run:
