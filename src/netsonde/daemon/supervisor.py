@@ -23,9 +23,10 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 from netsonde.mp.status import WorkerStatus
+from netsonde.restartable import Restartable
 
 log = logging.getLogger(__name__)
 
@@ -239,17 +240,6 @@ async def _cancel(task: asyncio.Task[None], timeout: float = 10.0) -> None:
 
 
 # ---- bodies for threads -----------------------------------------------------------------------
-
-
-class Restartable(Protocol):
-    """A component that does its work in thread(s) it can (re)start."""
-
-    def start(self) -> None: ...
-
-    def is_alive(self) -> bool: ...
-
-    @property
-    def beat(self) -> float: ...  # monotonic time of its last heartbeat
 
 
 def thread_body(component: Restartable, poll: float = 0.25) -> Body:

@@ -21,6 +21,7 @@ from netsonde.http.limits import RequestLimits
 from netsonde.model import Run, TestSpec
 from netsonde.mp.status import FeedStats, StatusSource
 from netsonde.nmwg.service import NMWGService
+from netsonde.restartable import Restartable
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Feed(Protocol):
     (see ``daemon/supervisor.py``) that does the slow part."""
 
     @property
-    def worker(self) -> Any: ...
+    def worker(self) -> Restartable: ...
 
     def submit(self, run: Run, spec: TestSpec | None) -> int: ...
 
