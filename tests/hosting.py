@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from netsonde.archive import PerThread, connections
-from netsonde.http.limits import RequestLimits
+from netsonde.limits import RequestLimits
 from netsonde.services.base import Host
 from netsonde.services.status.nmwg import StatusState
 from netsonde.services.status.store import LinkStatusStore

@@ -50,3 +50,17 @@ def parse_time(value: object) -> float:
     if isinstance(value, datetime):
         return value.timestamp()  # naive datetimes are local time, as TOML says
     raise ValueError(f"invalid time {value!r}")
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?", re.IGNORECASE)
+_SIZE_FACTOR = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``1048576``, ``"512k"``, ``"384MB"``, ``"1GiB"`` (binary multiples)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (m := _SIZE.fullmatch(value.strip())):
+        unit = (m[2] or "").lower()[:1]
+        return int(float(m[1]) * _SIZE_FACTOR[unit])
+    raise ValueError(f"invalid size {value!r} (use e.g. 65536, 512k, 384M, 1G)")

@@ -7,8 +7,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from netsonde.http.limits import RequestLimits
 from netsonde.http.soap import soap_routes
+from netsonde.limits import RequestLimits
 
 from . import CONFORMANCE_DIR, LEGACY_MARKER, legacy_corpus_present
 from .rng import RngCache

@@ -25,8 +25,8 @@ from lxml import etree
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from netsonde.http.limits import RequestLimits
 from netsonde.http.soap import soap_routes
+from netsonde.limits import RequestLimits
 from netsonde.nmwg import build, ns
 
 from . import OWN_VECTORS

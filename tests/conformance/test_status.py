@@ -29,8 +29,8 @@ from starlette.applications import Starlette
 
 from hosting import status_store
 from netsonde.archive import PerThread
-from netsonde.http.limits import RequestLimits
 from netsonde.http.soap import soap_routes
+from netsonde.limits import RequestLimits
 from netsonde.nmwg import build
 from netsonde.services.status.nmwg import StatusState, status_ma
 from netsonde.services.status.store import LinkStatusStore

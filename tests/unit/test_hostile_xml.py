@@ -21,8 +21,8 @@ from lxml import etree
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from netsonde.http.limits import RequestLimits
 from netsonde.http.soap import soap_routes
+from netsonde.limits import RequestLimits
 from netsonde.mp.spool.db import Row
 from netsonde.mp.spool.outcome import nmwg_outcome
 from netsonde.nmwg import build, codes, ns

@@ -19,6 +19,7 @@ FLOORS: dict[str, int] = {
     "auth": 0,
     "proctree": 0,
     "restartable": 0,
+    "limits": 0,
     "metrics": 1,
     "engines": 2,
     "nmwg": 2,

@@ -19,8 +19,8 @@ from lxml import etree
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from netsonde.http.limits import RequestLimits
 from netsonde.http.soap import canonical_path, soap_routes
+from netsonde.limits import RequestLimits
 from netsonde.nmwg import build, codes, ns
 from netsonde.nmwg.codes import NMWGError
 from netsonde.nmwg.message import Message, Unit

@@ -15,8 +15,8 @@ from lxml import etree
 from starlette.applications import Starlette
 
 from hosting import status_state
-from netsonde.http.limits import RequestLimits
 from netsonde.http.soap import soap_routes
+from netsonde.limits import RequestLimits
 from netsonde.nmwg import ns
 from netsonde.services.status.definitions import LinkDefinitionsError, parse_link_definitions
 from netsonde.services.status.nmwg import combine_states, status_ma

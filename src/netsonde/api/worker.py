@@ -24,8 +24,8 @@ import uvloop
 from netsonde.api.app import create_app
 from netsonde.api.metrics import Metrics
 from netsonde.archive import connections
-from netsonde.http.limits import RequestLimits
 from netsonde.http.server import bind
+from netsonde.limits import RequestLimits
 from netsonde.mp.status import read_status
 from netsonde.services import SECTIONS
 from netsonde.services.base import Host
@@ -47,7 +47,7 @@ def build(settings: dict[str, Any]) -> Any:
         archive=connections(settings["archive"]),
         name=settings["name"],
         token=settings["token"],
-        limits=RequestLimits(settings["request_timeout"], settings["max_body_bytes"]),
+        limits=RequestLimits(**settings["limits"]),
         status=lambda: read_status(status_file),  # None until the daemon has written it
         inline_queries=True,
         sections={

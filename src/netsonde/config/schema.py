@@ -3,6 +3,7 @@ contributes its own section (:class:`Section`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Mapping
@@ -13,8 +14,9 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
 
+from netsonde.limits import RequestLimits
 from netsonde.model import SchedClass
-from netsonde.units import parse_duration, parse_time
+from netsonde.units import parse_duration, parse_size, parse_time
 
 DEFAULT_LISTEN = "127.0.0.1:8075"
 DEFAULT_DATA_DIR = "./netsonde-data"
@@ -64,7 +66,30 @@ class ApiSection(_Strict):
     token_file: str | None = None
     request_timeout: Duration = Field(30.0, gt=0, le=3600)  # the seed's max_worker_lifetime
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=1024**3)
-    workers: int = Field(0, ge=0, le=64)  # 0: serve inside the daemon; N: N processes
+    # N processes serve HTTP, apart from measuring; 0 serves inside the daemon's own loop
+    # (which then shares its CPU with the scheduler: for tests and tiny hosts only).
+    workers: int = Field(0, ge=0, le=64)
+    # A worker whose memory (RSS) passes this is replaced once its requests are answered.
+    max_worker_rss: Annotated[int, BeforeValidator(parse_size)] = Field(
+        384 * 1024 * 1024, ge=32 * 1024 * 1024
+    )
+    read_timeout: Duration = Field(10.0, gt=0, le=600)
+    max_connections: int = Field(512, ge=8, le=1_000_000)
+    max_elements: int = Field(200_000, ge=100)
+    max_namespaces: int = Field(256, ge=8)
+    max_units: int = Field(1_000, ge=1)
+    max_chain: int = Field(32, ge=1)
+    max_event_types: int = Field(64, ge=1)
+    max_response_datums: int = Field(1_000_000, ge=1)
+    max_response_bytes: Annotated[int, BeforeValidator(parse_size)] = Field(
+        256 * 1024 * 1024, ge=64 * 1024
+    )
+
+    def limits(self) -> RequestLimits:
+        """The per-request limits these keys set (one field each, same names)."""
+        return RequestLimits(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(RequestLimits)}
+        )
 
 
 class SpoolSection(_Strict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import logging.handlers
@@ -42,7 +43,6 @@ from netsonde.daemon.supervisor import (
     Supervisor,
     watch_task,
 )
-from netsonde.http.limits import RequestLimits
 from netsonde.http.server import bind, serve
 from netsonde.model import Run, TestSpec, to_us
 from netsonde.mp.point import MeasurementPoint
@@ -316,7 +316,7 @@ class Daemon:
             archive=connections(cfg.archive_url),
             name=cfg.name,
             token=cfg.api.token,
-            limits=RequestLimits(cfg.api.request_timeout, cfg.api.max_body_bytes),
+            limits=cfg.api.limits(),
             status=self.status,
             sections=cfg.sections,
         )
@@ -329,8 +329,8 @@ class Daemon:
             "archive": cfg.archive_url,
             "name": cfg.name,
             "token": cfg.api.token,
-            "request_timeout": cfg.api.request_timeout,
-            "max_body_bytes": cfg.api.max_body_bytes,
+            "limits": dataclasses.asdict(cfg.api.limits()),
+            "max_worker_rss": cfg.api.max_worker_rss,
             "status_file": str(status_path(cfg)),
             "sections": {n: s.model_dump(mode="json") for n, s in cfg.sections.items()},
             "metrics_file": str(metrics_path(cfg)),

@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-from netsonde.http.limits import RequestLimits
+from netsonde.limits import RequestLimits
 from netsonde.nmwg import build, codes
 from netsonde.nmwg.codes import NMWGError
 from netsonde.nmwg.echo import echo_service

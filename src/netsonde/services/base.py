@@ -17,7 +17,7 @@ from lxml import etree
 
 from netsonde.archive import Archive, PerThread
 from netsonde.config import Config, Section
-from netsonde.http.limits import RequestLimits
+from netsonde.limits import RequestLimits
 from netsonde.model import Run, TestSpec
 from netsonde.mp.status import FeedStats, StatusSource
 from netsonde.nmwg.service import NMWGService
