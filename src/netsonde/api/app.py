@@ -1,6 +1,7 @@
 """The one HTTP app, derived from the services table: each service's NMWG/SOAP endpoints at
-their historic perfSONAR-PS paths and its REST routes under /api/v1 (OpenAPI document at
-/api/v1/openapi.json), plus Prometheus text at /metrics."""
+their historic perfSONAR-PS paths and its REST routes under /api/v1 (an index at /api/v1/, the
+OpenAPI document at /api/v1/openapi.json, Swagger UI served offline at /api/v1/docs), plus
+Prometheus text at /metrics."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from netsonde import __version__
+from netsonde.api import docs
 from netsonde.api.metrics import Metrics, MetricsMiddleware, metrics_route
 from netsonde.http.soap import soap_routes
 from netsonde.nmwg.service import NMWGService
@@ -41,13 +43,15 @@ def create_app(
         description="Measurement archive: REST JSON API. NMWG/SOAP endpoints are at "
         + ", ".join(endpoints)
         + "; Prometheus metrics at /metrics.",
-        openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        openapi_url=docs.OPENAPI_URL,
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: docs_routes serves it
         redoc_url=None,
     )
     for s in served:
         for router in s.routers():
-            app.include_router(router, prefix="/api/v1")
+            app.include_router(router, prefix=docs.PREFIX)
+    app.router.routes.extend(docs.docs_routes(app.title))
+    app.router.routes.append(docs.index_route(app))
     app.router.routes.extend(soap_routes(host.limits, endpoints))
     app.router.routes.append(metrics_route(metrics))
 
@@ -58,8 +62,9 @@ def create_app(
                 "service": "netsonde",
                 "version": __version__,
                 "nmwg": list(endpoints),
-                "rest": "/api/v1/",
-                "openapi": "/api/v1/openapi.json",
+                "rest": f"{docs.PREFIX}/",
+                "docs": docs.DOCS_URL,
+                "openapi": docs.OPENAPI_URL,
                 "metrics": "/metrics",
             }
         )
