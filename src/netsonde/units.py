@@ -9,6 +9,14 @@ from datetime import UTC, datetime, timedelta
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
 
+# The epoch seconds a datetime, and so an ISO 8601 answer, can say: 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59Z. A time outside them is refused where it enters: let in, it would fail
+# later, every time something printed it.
+TIME_MIN = -62_135_596_800
+TIME_MAX = 253_402_300_799
+# The longest interval or timeout a config may give: longer is a typo, never a plan.
+YEAR_S = 366 * 86400.0
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -38,17 +46,34 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+def check_epoch(seconds: float, name: str = "time") -> float:
+    """``seconds`` if it is a time ISO 8601 can say (TIME_MIN … TIME_MAX), else ValueError
+    naming ``name``."""
+    if math.isfinite(seconds) and TIME_MIN <= seconds <= TIME_MAX:
+        return seconds
+    whole = math.isfinite(seconds) and seconds.is_integer() and abs(seconds) < 1e15
+    shown = str(int(seconds)) if whole else f"{seconds:g}"
+    raise ValueError(
+        f"{name} {shown} is out of range: times go from 0001-01-01T00:00:00Z ({TIME_MIN})"
+        f" to 9999-12-31T23:59:59Z ({TIME_MAX})"
+    )
+
+
 def parse_time(value: object) -> float:
-    """Epoch seconds from a TOML datetime, an ISO 8601 string or a number."""
+    """Epoch seconds from a TOML datetime, an ISO 8601 string or a number, in range."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return check_epoch(float(value))
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(f"invalid time {value!r} (use ISO 8601)") from None
     if isinstance(value, datetime):
-        return value.timestamp()  # naive datetimes are local time, as TOML says
+        try:
+            seconds = value.timestamp()  # naive datetimes are local time, as TOML says
+        except (OverflowError, ValueError):  # a naive 0001-01-01 or 9999-12-31 in some zones
+            raise ValueError(f"time {value.isoformat()} is out of range") from None
+        return check_epoch(seconds)
     raise ValueError(f"invalid time {value!r}")
 
 

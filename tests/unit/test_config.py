@@ -326,7 +326,8 @@ def test_duplicate_id_points_at_the_second(tmp_path: Path) -> None:
 
 
 def test_duplicate_id_from_targets_expansion(tmp_path: Path) -> None:
-    lines = [*ping_test("a/192.0.2.1"), "", *ping_test("b"), "", "[[test]]", 'id = "a"']
+    b = ping_test("b", target='"192.0.2.2"')  # not a's definition too: that is refused first
+    lines = [*ping_test("a/192.0.2.1"), "", *b, "", "[[test]]", 'id = "a"']
     lines += ['tool = "ping"', 'targets = ["192.0.2.9", "192.0.2.1"]', "interval = 30"]
     msg = assert_error(toml(*lines), tmp_path, 14, "test[2].id", "duplicate test id 'a/192.0.2.1'")
     assert "first at test[0]" in msg

@@ -30,6 +30,9 @@ from netsonde.config.schema import (
 from netsonde.config.settings import Config, ServerSpec, split_listen
 from netsonde.config.specs import ToolContract, build_tests
 
+# Arrays and inline tables nest this deep at most: a config needs a few levels, never dozens.
+MAX_NESTING = 32
+
 EMBEDDED_DEFAULT = """\
 # The embedded default: ping both loopback addresses every 10 s.
 [daemon]
@@ -85,11 +88,20 @@ def parse(
     sections: Sections = NO_SECTIONS,
 ) -> Config:
     name = str(source) if source else "<embedded default>"
+    lines = KeyLines(text)
+    depth, line = lines.deepest
+    # tomllib recurses once per level: a bomb of nested arrays would end in RecursionError.
+    if depth > MAX_NESTING:
+        raise ConfigError(
+            f"{name}:{line}: arrays or inline tables nested {depth} deep (at most {MAX_NESTING})"
+        )
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise toml_error(name, text, e) from None
-    problems = Problems(name, KeyLines(text))
+    except RecursionError:  # nested in a way the scan did not see: still one clean line
+        raise ConfigError(f"{name}:{line}: nested too deeply to read") from None
+    problems = Problems(name, lines)
 
     shape_model = file_shape(tuple(sections.items()))
     try:

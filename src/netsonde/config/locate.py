@@ -19,11 +19,13 @@ class KeyLines:
 
     tomllib keeps no positions, so this follows the file's table headers and assignments.
     It is used only to point at errors, so approximate is good enough: when a key is not
-    found, the line of its nearest enclosing table is given.
+    found, the line of its nearest enclosing table is given. ``deepest`` is how deep arrays and
+    inline tables nest at most, and the first line that deep.
     """
 
     def __init__(self, text: str) -> None:
         self._lines: dict[tuple[str | int, ...], int] = {}
+        self.deepest = (0, 1)
         counts: dict[tuple[str | int, ...], int] = {}
         table: tuple[str | int, ...] = ()
         depth = 0  # open brackets of a multi-line array or inline table
@@ -44,7 +46,9 @@ class KeyLines:
                 self._lines.setdefault(key, n)
                 for k in _INLINE_KEY.finditer(line):
                     self._lines.setdefault((*key, k[1].strip('"')), n)
-            balance, string = _scan(line, string)
+            balance, peak, string = _scan(line, string)
+            if depth + peak > self.deepest[0]:
+                self.deepest = (depth + peak, n)
             depth = max(0, depth + balance)
 
     @staticmethod
@@ -66,11 +70,12 @@ class KeyLines:
         return 1
 
 
-def _scan(line: str, string: str) -> tuple[int, str]:
-    """Net open brackets on a line, ignoring strings and comments (for multi-line values), and
-    the multi-line string delimiter still open at its end. ``string``: the one open at its start.
+def _scan(line: str, string: str) -> tuple[int, int, str]:
+    """Net open brackets on a line, ignoring strings and comments (for multi-line values), the
+    most open at any point of it, and the multi-line string delimiter still open at its end.
+    ``string``: the one open at its start.
     """
-    depth, quote, i = 0, string, 0
+    depth, peak, quote, i = 0, 0, string, 0
     while i < len(line):
         if quote:
             if line[i] == "\\" and quote[0] == '"':  # an escape in a basic string
@@ -92,7 +97,8 @@ def _scan(line: str, string: str) -> tuple[int, str]:
             break
         elif ch in "[{":
             depth += 1
+            peak = max(peak, depth)
         elif ch in "]}":
             depth -= 1
         i += 1
-    return depth, quote if len(quote) == 3 else ""
+    return depth, peak, quote if len(quote) == 3 else ""

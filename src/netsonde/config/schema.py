@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from netsonde.limits import RequestLimits
 from netsonde.model import SchedClass
-from netsonde.units import parse_duration, parse_size, parse_time
+from netsonde.units import YEAR_S, parse_duration, parse_size, parse_time
 
 DEFAULT_LISTEN = "127.0.0.1:8075"
 DEFAULT_DATA_DIR = "./netsonde-data"
@@ -49,7 +49,7 @@ class DaemonSection(_Strict):
     # A worker whose heartbeat is older than this is restarted.
     heartbeat_timeout: Duration = Field(10.0, ge=1.0, le=3600)
     # The nightly restart IEPM-BW did, for sites that want it: a graceful re-exec.
-    restart_every: Duration | None = Field(None, ge=1.0)
+    restart_every: Duration | None = Field(None, ge=1.0, le=YEAR_S)
 
 
 class ArchiveSection(_Strict):
@@ -141,15 +141,15 @@ class TestSection(_Strict):
     tool: str
     target: str | None = None
     targets: list[str] | None = Field(None, min_length=1)
-    interval: Duration = Field(gt=0)
+    interval: Duration = Field(gt=0, le=YEAR_S)
     offset: Duration = 0.0
     schedule: Literal["periodic", "poisson"] = "periodic"
     start: Time | None = None
     until: Time | None = None
     max_runs: int | None = Field(None, ge=1)
-    slip: Duration | None = None
+    slip: Duration | None = Field(None, le=YEAR_S)
     sched_class: SchedClass = Field(SchedClass.BACKGROUND, alias="class")
-    timeout: Duration | None = Field(None, gt=0)
+    timeout: Duration | None = Field(None, gt=0, le=YEAR_S)
     params: dict[str, Any] = Field(default_factory=dict)
 
 

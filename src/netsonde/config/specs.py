@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from netsonde.config.errors import Loc, Problems
+from netsonde.config.errors import Loc, Problems, format_key
 from netsonde.config.schema import TestSection
 from netsonde.model import SchedClass, Schedule, TestSpec
 
@@ -35,6 +35,9 @@ def build_tests(
 ) -> list[TestSpec]:
     specs: list[TestSpec] = []
     seen: dict[str, int] = {}
+    # The archive files runs by key (source, tool, target, params): two tests with one key
+    # would share run ids, and one test's runs would be dropped as the other's duplicates.
+    keys: dict[str, tuple[str, Loc]] = {}
     for i, t in enumerate(sections):
         here: Loc = ("test", i)
         tool = param_models.get(t.tool)
@@ -71,28 +74,37 @@ def build_tests(
                 )
                 continue
             seen[test_id] = i
-            specs.append(
-                TestSpec(
-                    id=test_id,
-                    tool=t.tool,
-                    target=target,
-                    schedule=Schedule(
-                        interval=t.interval,
-                        offset=t.offset,
-                        poisson=t.schedule == "poisson",
-                        start=t.start,
-                        until=t.until,
-                        max_runs=t.max_runs,
-                        slip=t.slip,
-                    ),
-                    params=params,
-                    # A tool may say which class it belongs in (iperf3: exclusive); the
-                    # config's own `class` wins.
-                    sched_class=t.sched_class
-                    if "sched_class" in t.model_fields_set
-                    else tool.default_class,
-                    timeout=t.timeout or tool.default_timeout(params),
-                    source=source,
-                )
+            spec = TestSpec(
+                id=test_id,
+                tool=t.tool,
+                target=target,
+                schedule=Schedule(
+                    interval=t.interval,
+                    offset=t.offset,
+                    poisson=t.schedule == "poisson",
+                    start=t.start,
+                    until=t.until,
+                    max_runs=t.max_runs,
+                    slip=t.slip,
+                ),
+                params=params,
+                # A tool may say which class it belongs in (iperf3: exclusive); the
+                # config's own `class` wins.
+                sched_class=t.sched_class
+                if "sched_class" in t.model_fields_set
+                else tool.default_class,
+                timeout=t.timeout or tool.default_timeout(params),
+                source=source,
             )
+            if (first := keys.get(spec.key)) is not None:
+                first_id, first_loc = first
+                problems.add(
+                    where,
+                    f"test {test_id!r} has the same tool, target and params as test"
+                    f" {first_id!r} ({format_key(first_loc)}, line {problems.line_of(first_loc)}):"
+                    " they would share one archive key; change one, or remove it",
+                )
+                continue
+            keys[spec.key] = (test_id, where)
+            specs.append(spec)
     return specs
