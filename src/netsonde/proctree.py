@@ -261,6 +261,47 @@ def is_subreaper() -> bool:
     return ok and flag.value != 0
 
 
+def own_children() -> list[int] | None:
+    """Pids of this process's children, from /proc/self/task/*/children (one small read per
+    thread, no scan), or None if the kernel does not list them (no CONFIG_PROC_CHILDREN)."""
+    pids: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except FileNotFoundError:
+        return None
+    for tid in tasks:
+        raw = _read(f"/proc/self/task/{tid}/children")
+        if raw is None:
+            if not os.path.exists(f"/proc/self/task/{tid}"):
+                continue  # the thread ended meanwhile
+            return None
+        pids += map(int, raw.split())
+    return pids
+
+
+def end_descendants(grace: float, reap_for: float = 1.0) -> list[ProcInfo]:
+    """For a process about to exit that must leave nothing behind (a run's child, a subreaper
+    whose orphans are its children): SIGTERM everything below it, SIGKILL what is left after
+    ``grace`` s, then reap its children for at most ``reap_for`` s. Returns what was signalled.
+
+    Reaps with waitpid(-1): it takes every child's exit status, so it is only for the end of a
+    process's life. Cheap when nothing is left (the usual case): no scan of /proc."""
+    if own_children() == []:
+        return []
+    hit = kill_tree(os.getpid(), grace)
+    end = time.monotonic() + reap_for
+    while True:  # a SIGKILLed process becomes a zombie a moment after the signal
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break  # no child left at all
+        if pid == 0:
+            if time.monotonic() >= end:
+                break
+            time.sleep(0.005)
+    return hit
+
+
 def reap_orphans(keep: Collection[int], table: dict[int, ProcInfo] | None = None) -> list[int]:
     """Reap the zombie children of this process whose pid is not in ``keep``; returns their pids.
 

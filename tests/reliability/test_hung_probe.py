@@ -2,11 +2,13 @@
 grandchild that ignores it too — in the run's process group, or in a session of its own
 (setsid) where no group signal reaches it. Both must be gone within the grace period (+1 s)
 after the deadline, the run recorded as ``timeout``, and, the daemon being a child subreaper,
-neither left as a zombie. A probe that ends normally but leaves a daemonized (setsid) child is
-the cleanup list's case: the reaper kills that child once it is older than the rule allows."""
+neither left as a zombie. A run's process adopts what its probe daemonizes and ends it with the
+run (test_run_leftovers.py); one that dies abruptly leaves that child to the daemon: the cleanup
+list's case, the reaper kills it once it is older than the rule allows."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
@@ -42,21 +44,27 @@ os.kill(os.getppid(), signal.SIGSTOP)
 time.sleep(600)
 """
 
-# argv: pidfile, marker. Leaves a daemonized child (setsid, stdio closed so that the command
-# tool does not wait for it) and succeeds.
+# argv: pidfile, marker. Leaves a daemonized grandchild (double fork, setsid, stdio closed), which
+# the run's process (a subreaper) adopts; then SIGKILLs that process, its parent, as a crash
+# would: the run's process cannot end what it adopted, which falls to the daemon.
 LEAVES_A_DAEMON = """\
-import json, os, sys, time
-child = os.fork()
-if child == 0:
+import os, signal, sys
+middle = os.fork()
+if middle == 0:
     os.setsid()
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)", sys.argv[2]])
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(str(child))
-os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-print(json.dumps({"ok": 1}))
+    child = os.fork()
+    if child == 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        sleep = "import time; time.sleep(600)"
+        os.execv(sys.executable, [sys.executable, "-c", sleep, sys.argv[2]])
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(str(child))
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    os._exit(0)
+os.waitpid(middle, 0)
+os.kill(os.getppid(), signal.SIGKILL)
 """
 
 
@@ -151,7 +159,7 @@ def test_stop_during_a_hung_run_leaves_neither_process_nor_zombie(
     assert "final sweep" not in d.output(), "the runner itself must have killed the tree"
 
 
-def test_cleanup_rule_kills_a_daemonized_leftover_of_a_finished_probe(
+def test_cleanup_rule_kills_a_daemonized_leftover_of_a_run_that_died(
     daemon_factory: Callable[[str], DaemonProcess], tmp_path: Path
 ) -> None:
     marker = f"leftover-{uuid.uuid4().hex[:12]}"
@@ -162,9 +170,9 @@ def test_cleanup_rule_kills_a_daemonized_leftover_of_a_finished_probe(
     d = daemon_factory(config(script, [str(pidfile), marker], rule))
     d.start()
     rows = d.wait_for(lambda: d.cli_json("results", "probe", missing=[]), 15)
-    assert rows[0]["state"] == "finished", rows
+    assert rows[0]["state"] == "failed" and "run process died" in rows[0]["error"], rows
     (leftover,) = pids_of(d, pidfile)
-    assert d.proc is not None and leftover.sid == leftover.pid
+    assert d.proc is not None and leftover.sid != os.getsid(d.proc.pid)  # a session of its own
     assert leftover.ppid == d.proc.pid, "orphaned, it is adopted by the daemon (a subreaper)"
     wait_gone([leftover], 10)
     assert time.time() - leftover.start >= 0.02 * 60

@@ -215,3 +215,55 @@ def test_subreaper_adopts_orphans_and_reaps_only_those_not_kept() -> None:
         "orphan_gone": True,
     }
     assert not proctree.is_subreaper()
+
+
+# A subreaper with nothing below it, then with a double-forked grandchild that ignores SIGTERM
+# (adopted: its parent exited) and a plain child: end_descendants ends both and reaps them.
+END_DESCENDANTS = """
+import json, os, signal, subprocess, sys, time
+from netsonde import proctree
+
+out = {"none": proctree.own_children(), "nothing_to_end": proctree.end_descendants(1.0)}
+proctree.become_subreaper()
+mid = subprocess.run([sys.executable, "-c",
+    "import subprocess as s, sys; print(s.Popen([sys.executable, '-c',"
+    " 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'],"
+    " start_new_session=True, stdout=s.DEVNULL, stderr=s.DEVNULL).pid)"],
+    capture_output=True, text=True, check=True)
+orphan = int(mid.stdout)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+def ignores_term():
+    status = open(f"/proc/{orphan}/status").read()
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn"))
+    return int(mask, 16) & (1 << (signal.SIGTERM - 1))
+
+end = time.monotonic() + 10
+while not ignores_term():
+    assert time.monotonic() < end
+    time.sleep(0.01)
+out["listed"] = sorted(proctree.own_children()) == sorted([orphan, child.pid])
+started = time.monotonic()
+hit = proctree.end_descendants(0.3)
+out["took"] = time.monotonic() - started
+out["hit"] = sorted(p.pid for p in hit) == sorted([orphan, child.pid])
+out["left"] = proctree.own_children()
+out["gone"] = [proctree.read_proc(p) for p in (orphan, child.pid)]
+print(json.dumps(out))
+"""
+
+
+def test_end_descendants_ends_and_reaps_an_adopted_grandchild_and_is_free_when_none() -> None:
+    done = subprocess.run([PY, "-c", END_DESCENDANTS], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    took = out.pop("took")
+    assert 0.3 <= took < 2.0, "SIGKILL for the one that ignores SIGTERM after the grace"
+    assert out == {
+        "none": [],
+        "nothing_to_end": [],
+        "listed": True,
+        "hit": True,
+        "left": [],  # not even a zombie child
+        "gone": [None, None],
+    }

@@ -1,9 +1,10 @@
 """Hung-process cleanup: IEPM-BW's bw-cleanup, restricted to our own descendants.
 
-The runner kills a run's group and tree at its deadline, but a process can still slip away: a
-run's child that setsid()s and whose parent then exits normally is in no group the runner
-signals and below no run. With the daemon a child subreaper (``proctree.become_subreaper``)
-such orphans are reparented to the daemon instead of init, so they stay below it, and a
+A run's child is a subreaper that ends what its tool left behind, and the runner kills a run's
+group and tree at its deadline, but a process can still slip away: what a run's child had
+adopted when it died abruptly (killed from outside, crashed), or what a worker of the daemon
+itself leaves. With the daemon a child subreaper (``proctree.become_subreaper``) such orphans
+are reparented to the daemon instead of init, so they stay below it, and a
 ``cleanup`` list catches the known troublemakers (ping, traceroute, iperf clients, gnuplot…):
 a descendant whose command line matches a rule's regular expression and that is older than the
 rule's ``max_minutes`` gets SIGTERM, and SIGKILL on a later scan if it is still alive after

@@ -15,9 +15,14 @@ Protocol over one Unix stream socket, each message a 4-byte length and a pickle:
                       ("started", token, pid)
                       ("done", token, wait_status, payload)  payload: pickled (start, Result)
                                                              or b"" if the child sent nothing
-The child makes itself a process-group leader before running the tool. The server lives in a
-session of its own (a signal to the daemon's group does not reach it), and when the daemon's
-end of the socket closes it kills every run it started and exits.
+The child makes itself a process-group leader and a child subreaper before running the tool:
+a process the tool leaves behind, even one that double-forked into a session of its own
+(``( setsid sleep 300 & ) &``), is reparented to the run's child instead of the daemon, so it
+stays below the run, where the runner's deadline kill (a snapshot of the group and everything
+below it) reaches it. When the tool returns, the child ends whatever is still below it before
+it exits: a run leaves nothing behind. The server lives in a session of its own (a signal to
+the daemon's group does not reach it), and when the daemon's end of the socket closes it kills
+every run it started, with everything below each, and exits.
 """
 
 from __future__ import annotations
@@ -33,7 +38,13 @@ import sys
 import time
 from typing import Any
 
+from netsonde import proctree
+
 _HEADER = struct.Struct("!I")
+# What a run's leftovers get between SIGTERM and SIGKILL when the tool has returned, at most:
+# the run's deadline comes first (the tool stops deadline.MARGIN before it).
+_SWEEP_GRACE = 1.0
+_SWEEP_MARGIN = 0.1  # kept back from the deadline for reaping and exiting
 
 
 def encode(message: tuple[Any, ...]) -> bytes:
@@ -78,6 +89,7 @@ def _child_main(spec: Any, deadline: float, write_fd: int) -> None:
     code = 0
     try:
         os.setpgid(0, 0)
+        proctree.become_subreaper()  # False on a kernel without it: the daemon's reaper remains
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         from netsonde import probes as tools
@@ -94,6 +106,9 @@ def _child_main(spec: Any, deadline: float, write_fd: int) -> None:
     except BaseException:
         code = 1
     finally:
+        with contextlib.suppress(BaseException):
+            grace = min(_SWEEP_GRACE, deadline - time.time() - _SWEEP_MARGIN)
+            proctree.end_descendants(max(0.0, grace))
         os._exit(code)
 
 
@@ -210,9 +225,20 @@ def serve(sock: socket.socket) -> None:
     except (BrokenPipeError, ConnectionResetError):
         return  # the daemon closed its end (it is stopping): nobody to answer
     finally:
-        for pid in children:
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
+        _kill_runs(list(children))
+
+
+def _kill_runs(pids: list[int]) -> None:
+    """SIGKILL each run's group and everything below its members (the run's child adopts what
+    its tool left behind; a setsid()'d process is in no group)."""
+    if not pids:
+        return
+    table = proctree.snapshot(cmdline=False)  # before the first signal: orphans move up
+    trees = [proctree.group_tree(pid, table) for pid in pids]
+    for pid, tree in zip(pids, trees, strict=True):
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        proctree.signal_all(tree, signal.SIGKILL)
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ time limit, so the tool reports "did not finish" itself instead of being killed 
 
 A program past its time is killed with everything below it, read from /proc before the first
 signal: a child it started in a session of its own would otherwise outlive it, out of reach of
-the run's process group.
+the run's process group. What it double-forked away (no longer below it) has been adopted by
+the run's child, a subreaper, which ends it when the run ends (``mp/forkserver.py``).
 """
 
 from __future__ import annotations
