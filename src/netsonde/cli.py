@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from netsonde import __version__
 from netsonde.archive import Archive, ArchiveError, open_archive
@@ -38,11 +39,18 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help: rich markup would eat "[spool]" and label every flag "<bool>".
+    rich_markup_mode=None,
 )
-config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Check configuration files.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(config_app, name="config")
-# A pipe gets full-width rows (rich would squeeze tables into 80 columns).
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+# A pipe gets full-width rows (rich would squeeze tables into 80 columns). No markup: what is
+# printed (errors, test ids, "[spool]" in a config error) is data, brackets included.
+out = Console(
+    highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200
+)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -100,12 +108,17 @@ def run(
     if not daemon:
         service.setup_logging(None)
         host, port = cfg.listen_address
-        serving = f"serving http://{host}:{port}/" if cfg.api.enabled else "api disabled"
+        where = f"on http://{host}:{port}/" if cfg.api.enabled else "(API disabled)"
         out.print(
-            f"netsonde {__version__}: {len(cfg.tests)} test(s), archive {cfg.archive_url}, "
-            f"{serving}, pidfile {cfg.pidfile}. Stop with Ctrl-C.",
+            f"starting netsonde {__version__} {where}: {len(cfg.tests)} test(s), "
+            f"archive {cfg.archive_url}, pidfile {cfg.pidfile}",
             style="bold",
         )
+        if sys.stdout.isatty():  # a person at a terminal, not systemd's journal
+            out.print(
+                "It runs in the foreground: Ctrl-C stops it. Use a second terminal for the "
+                "other commands, or `netsonde start` to run it in the background."
+            )
         if service.run_foreground(cfg, config):
             _reexec(config, detached=False)
         return
@@ -159,7 +172,7 @@ def _reexec(config: Path | None, *, detached: bool) -> None:
 
 @app.command()
 def start(config: ConfigOpt = None) -> None:
-    """Start the daemon in the background (the same as `run --daemon`)."""
+    """Start the daemon in the background (= run --daemon)."""
     run(config=config, daemon=True)
 
 
@@ -179,14 +192,16 @@ def restart(
     config: ConfigOpt = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="seconds before SIGKILL")] = 30.0,
 ) -> None:
-    """Stop the daemon (if it runs) and start it again in the background."""
+    """Stop the daemon if it runs, start it in the background."""
     stop(config=config, timeout=timeout)
     start(config=config)
 
 
 @app.command()
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Is the daemon running? Its pid, uptime and the next scheduled runs."""
+    """Whether the daemon runs: pid, uptime, runs, next runs.
+
+    Exit status 3 when it does not run, as LSB init scripts say."""
     cfg = service.load_config(config)
     pid = running_pid(cfg.pidfile)
     snap = read_status(service.status_path(cfg)) if pid is not None else None
@@ -253,7 +268,9 @@ def _print_supervision(snap: DaemonStatus) -> None:
 
 @app.command("dead-letters")
 def dead_letters(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Results the remote archive refused for good ([spool]), with the reason."""
+    """Results the remote archive refused for good ([spool]).
+
+    Each with the reason the archive gave."""
     cfg = service.load_config(config)
     rows = read_dead_letters(cfg.data_dir / service.SPOOL_FILE)
     for r in rows:
@@ -303,12 +320,14 @@ def tests(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(rows)
         return
-    table = Table("id", "tool", "target", "every", "±offset", "class", "timeout", "params")
+    table = Table(
+        "id", "tool", "target", "every (s)", "±offset (s)", "class", "timeout (s)", "params"
+    )
     for r in rows:
         params = " ".join(f"{k}={v}" for k, v in r["params"].items())
         table.add_row(
-            r["id"], r["tool"], r["target"], f"{r['interval_s']:g}s", f"{r['offset_s']:g}s",
-            r["class"], f"{r['timeout_s']:g}s", params,
+            r["id"], r["tool"], r["target"], f"{r['interval_s']:g}", f"{r['offset_s']:g}",
+            r["class"], f"{r['timeout_s']:g}", params,
         )  # fmt: skip
     out.print(table)
 
@@ -329,7 +348,9 @@ def _time_arg(value: str, now: float) -> int:
 
 @app.command()
 def results(
-    test: Annotated[str | None, typer.Argument(help="test id (default: all)")] = None,
+    test: Annotated[
+        str | None, typer.Argument(metavar="TEST", help="test id (default: all)")
+    ] = None,
     since: Annotated[str, typer.Option(help="from: 1h, 30m, ISO 8601 or epoch")] = "1h",
     until: Annotated[str | None, typer.Option(help="to (default: now)")] = None,
     limit: Annotated[int, typer.Option(min=1, help="at most this many runs (the latest)")] = 1000,
@@ -339,7 +360,10 @@ def results(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stored runs and their results."""
+    """Stored runs and their results, oldest first.
+
+    The latest --limit runs planned since --since (and before --until), so the newest run is
+    the last row."""
     cfg = service.load_config(config)
     now = time.time()
     archive = _open_archive(cfg)
@@ -360,8 +384,9 @@ def results(
         _print_json(rows)
         return
     table = Table(
-        "time (UTC)", "test", "state", "late ms", "min", "mean", "median", "max", "loss %", "note"
-    )
+        "time (UTC)", "test", "state", "late (ms)", "min RTT (ms)", "mean RTT (ms)",
+        "median RTT (ms)", "max RTT (ms)", "loss (%)", "note",
+    )  # fmt: skip
     for r in rows:
         v = r["values"]
         late = None if r["actual_us"] is None else (r["actual_us"] - r["planned_us"]) / 1000
@@ -380,13 +405,33 @@ def results(
 
 # ---- one-shot ping ---------------------------------------------------------------------------
 
+# The PingER metrics the table shows (their --json names) and their units.
+_PING_COLUMNS = {
+    "minRtt": "ms",
+    "meanRtt": "ms",
+    "medianRtt": "ms",
+    "maxRtt": "ms",
+    "lossPercent": "%",
+    "iqrIpd": "ms",
+    "duplicates": "",
+    "outOfOrder": "",
+}
+
 
 @app.command()
 def ping(
-    hosts: Annotated[list[str], typer.Argument(help="targets (IP addresses or host names)")],
-    count: Annotated[int, typer.Option("-c", "--count", min=1, max=10_000)] = 5,
-    interval: Annotated[float, typer.Option("-i", "--interval", min=0.002)] = 0.2,
-    size: Annotated[int, typer.Option("-s", "--size", min=0, max=65_000)] = 56,
+    hosts: Annotated[
+        list[str], typer.Argument(metavar="HOST", help="targets (IP addresses or host names)")
+    ],
+    count: Annotated[
+        int, typer.Option("-c", "--count", min=1, max=10_000, help="packets per host")
+    ] = 5,
+    interval: Annotated[
+        float, typer.Option("-i", "--interval", min=0.002, help="seconds between packets")
+    ] = 0.2,
+    size: Annotated[
+        int, typer.Option("-s", "--size", min=0, max=65_000, help="payload bytes")
+    ] = 56,
     as_json: JsonOpt = False,
 ) -> None:
     """Ping hosts once and print the PingER metrics."""
@@ -402,20 +447,11 @@ def ping(
             [{"target": r.target, "error": r.error, "sent": r.sent, **r.values} for r in found]
         )
     else:
-        names = (
-            "minRtt",
-            "meanRtt",
-            "medianRtt",
-            "maxRtt",
-            "lossPercent",
-            "iqrIpd",
-            "duplicates",
-            "outOfOrder",
-        )
-        table = Table("target", *names)
+        table = Table("target", *(f"{n} ({u})" if u else n for n, u in _PING_COLUMNS.items()))
+        names = tuple(_PING_COLUMNS)
         for r in found:
             if r.error:
-                table.add_row(r.target, f"[red]{r.error}[/red]")
+                table.add_row(r.target, Text(r.error, style="red"))
             else:
                 table.add_row(r.target, *(_num(r.values.get(n)) for n in names))
         out.print(table)
@@ -430,7 +466,9 @@ def twamp_reflector(
         typer.Option(help="IP:PORT or [IPv6]:PORT to answer on; repeatable [127.0.0.1:862]"),
     ] = None,
 ) -> None:
-    """Answer TWAMP-Light test packets (RFC 5357 Appendix I) until SIGTERM or Ctrl-C."""
+    """Answer TWAMP-Light test packets (RFC 5357 Appendix I).
+
+    Runs until SIGTERM or Ctrl-C."""
     from netsonde.engines.twamp import reflector
     from netsonde.engines.twamp.udp import parse_hostport
 
@@ -446,16 +484,21 @@ def client(
     url: Annotated[
         str,
         typer.Argument(
-            help="service URL, e.g. http://127.0.0.1:8075/perfSONAR_PS/services/pinger/ma"
+            metavar="URL",
+            help="service URL, e.g. http://127.0.0.1:8075/perfSONAR_PS/services/pinger/ma",
         ),
     ],
-    request: Annotated[Path, typer.Argument(help="NMWG request document (an nmwg:message)")],
+    request: Annotated[
+        Path, typer.Argument(metavar="REQUEST.xml", help="NMWG request document (an nmwg:message)")
+    ],
     filter_: Annotated[
         str | None, typer.Option("--filter", help="XPath with canonical prefixes (nmwg:, pinger:…)")
     ] = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="seconds")] = 60.0,
 ) -> None:
-    """Send an NMWG request (wrapped in SOAP) and print the response, as client.pl did."""
+    """Send an NMWG request in SOAP and print the response.
+
+    As the seed's client.pl did: leading # lines and the XML declaration are stripped."""
     try:
         body = request.read_bytes()
     except OSError as e:
@@ -467,8 +510,10 @@ def client(
 
 
 @config_app.command("check")
-def config_check(file: Annotated[Path, typer.Argument(help="TOML config file")]) -> None:
-    """Validate a config file: 'OK' and the test count, or one line naming file, line and key."""
+def config_check(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="TOML config file")],
+) -> None:
+    """Check a config file: OK, or one line naming file, line and key."""
     cfg = service.load_config(file)
     out.print(f"{file}: OK, {len(cfg.tests)} test(s), archive {cfg.archive_url}")
 
