@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from lxml import etree
 
+from netsonde.limits import RequestLimits
 from netsonde.nmwg import codes, ns
 from netsonde.nmwg.codes import NMWGError
-from netsonde.nmwg.message import MAX_CHAIN, Message, Select, Unit, UnitFailure, read_select
+from netsonde.nmwg.message import Message, Select, Unit, UnitFailure, read_select
 from netsonde.nmwg.parse import parse_message
 
 NS = (
@@ -144,11 +145,12 @@ def test_self_referencing_subject() -> None:
 
 
 def test_chain_length_is_bounded() -> None:
-    n = MAX_CHAIN + 1
+    n = RequestLimits().max_chain + 1
     body = SUBJECT + "".join(select_md(f"f{i}", f"f{i + 1}", "") for i in range(n))
     body = body.replace(f'metadataIdRef="f{n}"', 'metadataIdRef="base"') + data("f0")
     item = failure(body)
     assert item.code == codes.MERGE and "longer than" in item.text
+    assert item.text.endswith("(max_chain)")
     shorter = body.replace('<nmwg:data id="d1" metadataIdRef="f0"/>', data("f2"))
     assert len(one_unit(shorter).filters) == n - 2
 

@@ -7,8 +7,9 @@ Mount services with :func:`soap_routes`::
 Echo is added to every endpoint. Any method other than POST, an unknown endpoint, an oversized
 body → ``ErrorResponse`` with ``error.common.transport``; going past ``limits.request_timeout``
 → ``error.common.timeout`` at once, while the worker thread is told to stop
-(``RequestContext.cancel``). Every answer is HTTP 200, ``text/xml``, in the SOAP envelope;
-SOAPAction is not checked; a bare message is accepted.
+(``RequestContext.cancel``): parsing, resolving and the handlers check for it throughout. The
+other limits travel to the work as ``RequestContext.limits``. Every answer is HTTP 200,
+``text/xml``, in the SOAP envelope; SOAPAction is not checked; a bare message is accepted.
 """
 
 from __future__ import annotations
@@ -105,13 +106,14 @@ def _endpoint(
             endpoint=path,
             deadline=time.monotonic() + timeout,
             authorization=request.headers.get("authorization"),
+            limits=limits,
         )
         result: bytes | None = None
         with anyio.move_on_after(timeout):
             # abandon_on_cancel: at the deadline we stop waiting; the thread is told to stop
             # (rctx.cancel) and whatever it still returns is dropped.
             result = await anyio.to_thread.run_sync(
-                handle, body, services, rctx, limits.max_body_bytes, abandon_on_cancel=True
+                handle, body, services, rctx, abandon_on_cancel=True
             )
         if result is None:
             rctx.cancel()

@@ -60,3 +60,13 @@ class NMWGError(Exception):
         super().__init__(f"{code}: {text}")
         self.code = code
         self.text = text
+
+
+class LimitExceeded(NMWGError):
+    """A request past one of its :class:`netsonde.limits.RequestLimits`: ``what`` says how much
+    was allowed and the text ends with the ``[api]`` key that sets it, e.g. "request has more
+    than 200000 elements (max_elements)"."""
+
+    def __init__(self, code: str, what: str, key: str) -> None:
+        super().__init__(code, f"{what} ({key})")
+        self.key = key

@@ -7,22 +7,28 @@ its subject's ``metadataIdRef`` (a *filter chain*, followed until a metadata who
 points nowhere: the *subject metadata*). :meth:`Message.resolve` turns the request into
 :class:`Unit` objects, or :class:`UnitFailure` where a chain is broken, in data order.
 
-Resolved metadata are copies; the request tree is never modified.
+Resolved metadata are copies; the request tree is never modified. Resolving is held to the
+request's :class:`~netsonde.limits.RequestLimits` (units, chain length, eventTypes, and the
+elements merging may create) and linear in the metadata: a chain is merged once however many
+data name it, a failed one fails once, and merging matches children through dicts.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 
 from lxml import etree
 
+from netsonde.limits import RequestLimits
 from netsonde.nmwg import codes, ns
-from netsonde.nmwg.codes import NMWGError
-from netsonde.nmwg.parse import event_type, parameter_value
+from netsonde.nmwg.codes import LimitExceeded, NMWGError
+from netsonde.nmwg.parse import Check, event_type, never_cancelled, parameter_value
 
 _METADATA = ns.clark("nmwg:metadata")
 _DATA = ns.clark("nmwg:data")
@@ -30,8 +36,6 @@ _KEY = ns.clark("nmwg:key")
 _EVENT_TYPE = ns.clark("nmwg:eventType")
 _PARAMETERS = ns.clark("nmwg:parameters")
 _PARAMETER = ns.clark("nmwg:parameter")
-
-MAX_CHAIN = 32  # real requests chain 2 or 3 metadata; the bound keeps hostile ones cheap
 
 Merge = Callable[[etree._Element, etree._Element], etree._Element]
 """(parent, child) → a new metadata: the child with what it inherits from the parent."""
@@ -331,7 +335,14 @@ class Message:
     parameter_elements: tuple[etree._Element, ...] = ()
 
     @classmethod
-    def from_element(cls, element: etree._Element) -> Message:
+    def from_element(cls, element: etree._Element, limits: RequestLimits | None = None) -> Message:
+        """The message in ``element``; more metadata and data than ``limits.max_units`` is
+        error.common.structure naming the limit."""
+        if limits is not None:
+            units = sum(1 for _ in element.iterchildren(_METADATA, _DATA))
+            if units > limits.max_units:
+                what = f"message has more than {limits.max_units} metadata and data elements"
+                raise LimitExceeded(codes.STRUCTURE, what, "max_units")
         metadata: dict[str, etree._Element] = {}
         for md in element.iterchildren(_METADATA):
             md_id = md.get("id")
@@ -355,12 +366,20 @@ class Message:
         """Every id in the request: response ids must not collide with echoed ones."""
         return {el.get("id", "") for el in self.element.iter(etree.Element) if el.get("id")}
 
-    def resolve(self, merge: Merge | None = None) -> list[Unit | UnitFailure]:
-        """Units in data order; raises error.common.no_metadata_data_pair if none pair up."""
-        chains = _Chains(self.metadata, merge or default_merge)
+    def resolve(
+        self,
+        merge: Merge | None = None,
+        *,
+        limits: RequestLimits | None = None,
+        check: Check = never_cancelled,
+    ) -> list[Unit | UnitFailure]:
+        """Units in data order; raises error.common.no_metadata_data_pair if none pair up.
+        ``check`` (the request's cancellation) is called per unit and per merge."""
+        chains = _Chains(self.metadata, merge or default_merge, limits or RequestLimits(), check)
         out: list[Unit | UnitFailure] = []
         paired = False
         for data in self.data:
+            check()
             ref = data.get("metadataIdRef") or None
             name = data.get("id", "")
             if ref is None:
@@ -387,40 +406,103 @@ class Message:
 
 
 class _Chains:
-    def __init__(self, metadata: Mapping[str, etree._Element], merge: Merge) -> None:
+    """Merge and filter chains of one message, each resolved once (failures too)."""
+
+    def __init__(
+        self,
+        metadata: Mapping[str, etree._Element],
+        merge: Merge,
+        limits: RequestLimits,
+        check: Check,
+    ) -> None:
         self._metadata = metadata
         self._merge = merge
+        self._limits = limits
+        self._cancel_check = check
         self._merged: dict[str, etree._Element] = {}
+        self._failed: dict[str, NMWGError] = {}
+        self._resolved: dict[str, tuple[etree._Element, tuple[etree._Element, ...]]] = {}
+        self._unresolved: dict[str, NMWGError] = {}
+        self._sized: set[str] = set()
+        # Merging copies a parent into each child: many children of one big parent would
+        # multiply it, so what merges create is held to the document's own element limit.
+        self._merge_budget = limits.max_elements
 
     def _check(self, md_id: str, seen: set[str], start: str) -> None:
         if md_id not in self._metadata:
             raise NMWGError(codes.MERGE, f"Metadata {md_id} does not exist")
         if md_id in seen:
             raise NMWGError(codes.MERGE, f"Metadata {md_id} appears multiple times in the chain")
-        if len(seen) >= MAX_CHAIN:
-            raise NMWGError(
-                codes.MERGE, f"Metadata chain from {start} is longer than {MAX_CHAIN} elements"
-            )
+        limit = self._limits.max_chain
+        if len(seen) >= limit:
+            what = f"Metadata chain from {start} is longer than {limit} elements"
+            raise LimitExceeded(codes.MERGE, what, "max_chain")
         seen.add(md_id)
+        self._check_event_types(md_id)
+
+    def _check_event_types(self, md_id: str) -> None:
+        """Merged eventTypes are a subset of one side's, so bounding each metadata suffices."""
+        if md_id in self._sized:
+            return
+        limit = self._limits.max_event_types
+        found = self._metadata[md_id].iterchildren(_EVENT_TYPE)
+        if sum(1 for _ in islice(found, limit + 1)) > limit:
+            what = f"Metadata {md_id} has more than {limit} eventTypes"
+            raise LimitExceeded(codes.STRUCTURE, what, "max_event_types")
+        self._sized.add(md_id)
+
+    def _charge(self, merged: etree._Element) -> None:
+        self._merge_budget -= sum(1 for _ in merged.iter())
+        if self._merge_budget < 0:
+            limit = self._limits.max_elements
+            what = f"merged metadata would have more than {limit} elements"
+            raise LimitExceeded(codes.MERGE, what, "max_elements")
 
     def merged(self, md_id: str) -> etree._Element:
-        """The metadata with its merge chain folded in, root first (memoised)."""
+        """The metadata with its merge chain folded in, root first (memoised, failures too)."""
+        if md_id in self._failed:
+            raise self._failed[md_id].with_traceback(None)
         path: list[str] = []
         seen: set[str] = set()
         cur: str | None = md_id
-        while cur is not None and cur not in self._merged:
-            self._check(cur, seen, md_id)
-            path.append(cur)
-            cur = self._metadata[cur].get("metadataIdRef") or None
+        try:
+            while cur is not None and cur not in self._merged:
+                self._check(cur, seen, md_id)
+                path.append(cur)
+                cur = self._metadata[cur].get("metadataIdRef") or None
+        except NMWGError as err:
+            self._failed[md_id] = err
+            raise
         merged = self._merged[cur] if cur is not None else None
-        for child_id in reversed(path):
-            child = self._metadata[child_id]
-            merged = _detached(child) if merged is None else self._merge(merged, child)
-            self._merged[child_id] = merged
+        for n in range(len(path) - 1, -1, -1):
+            self._cancel_check()
+            child = self._metadata[path[n]]
+            try:
+                if merged is None:
+                    merged = _detached(child)
+                else:
+                    merged = self._merge(merged, child)
+                    self._charge(merged)
+            except NMWGError as err:
+                # It and every metadata inheriting from it (closer to md_id) fail alike.
+                self._failed.update(dict.fromkeys(path[: n + 1], err))
+                raise
+            self._merged[path[n]] = merged
         return self._merged[md_id]
 
     def resolve(self, ref: str) -> tuple[etree._Element, tuple[etree._Element, ...]]:
         """Follow subject references from ``ref`` → (subject metadata, filters innermost-first)."""
+        if ref in self._unresolved:
+            raise self._unresolved[ref].with_traceback(None)
+        if ref not in self._resolved:
+            try:
+                self._resolved[ref] = self._follow(ref)
+            except NMWGError as err:
+                self._unresolved[ref] = err
+                raise
+        return self._resolved[ref]
+
+    def _follow(self, ref: str) -> tuple[etree._Element, tuple[etree._Element, ...]]:
         outer_first: list[etree._Element] = []
         seen: set[str] = set()
         cur = ref
@@ -471,12 +553,17 @@ def default_merge(parent: etree._Element, child: etree._Element) -> etree._Eleme
     merged = _detached(child)
     _merge_subject(parent, merged)
     _merge_event_types(parent, merged)
+    first: dict[str, etree._Element] = {}  # tag → the first such child: what find(tag) gives
+    for c in merged.iterchildren(etree.Element):
+        first.setdefault(c.tag, c)
     for block in _children(parent, "parameters"):
-        mine = merged.find(block.tag)
+        mine = first.get(block.tag)
+        new = _copy(block) if mine is None else _merge_parameters(block, mine)
         if mine is None:
-            merged.append(_copy(block))
+            merged.append(new)
         else:
-            merged.replace(mine, _merge_parameters(block, mine))
+            merged.replace(mine, new)
+        first[block.tag] = new
     return merged
 
 
@@ -511,15 +598,14 @@ def _merge_event_types(parent: etree._Element, merged: etree._Element) -> None:
     if not mine:
         merged.extend(_copy(e) for e in parent.iterchildren(_EVENT_TYPE))
         return
-    kept = [e for e in mine if event_type(e) in theirs]
-    if not kept:
+    dropped = [e for e in mine if event_type(e) not in theirs]
+    if len(dropped) == len(mine):
         raise NMWGError(
             codes.MERGE,
             f"Metadata {merged.get('id')} and {parent.get('id')} have no eventTypes in common",
         )
-    for e in mine:
-        if e not in kept:
-            merged.remove(e)
+    for e in dropped:
+        merged.remove(e)
 
 
 def _merge_parameters(parent: etree._Element, child: etree._Element) -> etree._Element:
@@ -538,22 +624,34 @@ def _merge_parameters(parent: etree._Element, child: etree._Element) -> etree._E
 
 def merge_elements(old: etree._Element, new: etree._Element) -> etree._Element:
     """``old`` overlaid by ``new``: attributes and text replaced, children merged by tag
-    (parameters by tag and name), unmatched children of ``new`` appended."""
+    (parameters by tag and name), unmatched children of ``new`` appended. Each child of
+    ``new`` takes the first not yet taken child of ``old`` that matches it."""
     out = _copy(old)
+    _overlay(out, new)
+    return out
+
+
+def _overlay(out: etree._Element, new: etree._Element) -> None:
+    """``new`` merged into ``out`` in place (``out`` is already a copy): linear, as children
+    are matched through a dict of queues instead of a scan per child."""
     for name, value in new.attrib.items():
         out.set(name, value)
     if new.text and new.text.strip():
         out.text = new.text
-    unmatched = list(out.iterchildren(etree.Element))
+    unmatched: dict[tuple[str, str | None], deque[etree._Element]] = {}
+    for c in out.iterchildren(etree.Element):
+        unmatched.setdefault(_match_key(c), deque()).append(c)
     for child in new.iterchildren(etree.Element):
-        match = next((c for c in unmatched if _same(c, child)), None)
-        if match is None:
-            out.append(_copy(child))
+        waiting = unmatched.get(_match_key(child))
+        if waiting:
+            match = waiting.popleft()
+            match.tail = None  # as a fresh copy (_copy) has it
+            _overlay(match, child)
         else:
-            unmatched.remove(match)
-            out.replace(match, merge_elements(match, child))
-    return out
+            out.append(_copy(child))
 
 
-def _same(a: etree._Element, b: etree._Element) -> bool:
-    return a.tag == b.tag and (local(a) != "parameter" or a.get("name") == b.get("name"))
+def _match_key(element: etree._Element) -> tuple[str, str | None]:
+    """What two children must share to merge: the tag, and a parameter's name."""
+    name = element.get("name") if local(element) == "parameter" else None
+    return element.tag, name

@@ -4,24 +4,38 @@ netsonde reads: :func:`parse_xml` is the one way in.
 Untrusted bytes go through two libxml2 passes with entity expansion, DTD loading and network
 access switched off. The first pass builds nothing: it rejects any DOCTYPE as soon as it is
 seen (so entity declarations, external DTDs and entity bombs are never even read) and stops at
-the first element nested deeper than the limit. Only a document that passes is parsed into a
-tree. :func:`parse_xml` raises :class:`XMLRefused`; the request parser says it as an
-:class:`NMWGError`, never an lxml exception.
+the first element nested deeper than the limit; given :class:`~netsonde.limits.RequestLimits`,
+it also stops at the first element or namespace declaration past ``max_elements`` or
+``max_namespaces``. Only a document that passes is parsed into a tree. Both passes are fed in
+chunks, calling ``check`` (a request's cancellation) between them, so a cancelled request stops
+parsing within a chunk. :func:`parse_xml` raises :class:`XMLRefused`; the request parser says it
+as an :class:`NMWGError`, never an lxml exception.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import cast
 
 from lxml import etree
 
+from netsonde.limits import RequestLimits
 from netsonde.nmwg import codes, ns
-from netsonde.nmwg.codes import NMWGError
+from netsonde.nmwg.codes import LimitExceeded, NMWGError
 
 MAX_DEPTH = 64
+CHUNK = 64 * 1024  # bytes fed to the parser between two cancellation checks
+CHECK_EVERY = 4096  # elements copied by normalise between two cancellation checks
+
+Check = Callable[[], None]
+"""A request's cancellation check: returns, or raises to stop the work (RequestContext.check)."""
+
+
+def never_cancelled() -> None:
+    """The :data:`Check` of work that nobody cancels."""
+    return None
 
 
 _MESSAGE = f"{{{ns.NMWG}}}message"
@@ -42,19 +56,32 @@ class _Rejected(Exception):
 
 
 class _Guard:
-    """Parser target for the first pass: sees every event, keeps nothing."""
+    """Parser target for the first pass: sees every event, keeps nothing but counts."""
 
-    def __init__(self, max_depth: int) -> None:
+    def __init__(self, max_depth: int, limits: RequestLimits | None) -> None:
         self.max_depth = max_depth
+        self.limits = limits
         self.depth = 0
+        self.elements = 0
+        self.namespaces = 0
 
     def doctype(self, name: str | None, pubid: str | None, system: str | None) -> None:
         raise _Rejected("DOCTYPE declarations are not allowed")
+
+    def start_ns(self, prefix: str | None, uri: str) -> None:
+        self.namespaces += 1
+        if self.limits and self.namespaces > self.limits.max_namespaces:
+            limit = self.limits.max_namespaces
+            raise _over(f"request has more than {limit} namespace declarations", "max_namespaces")
 
     def start(self, tag: str, attrib: object) -> None:
         self.depth += 1
         if self.depth > self.max_depth:
             raise _Rejected(f"elements are nested deeper than {self.max_depth} levels")
+        self.elements += 1
+        if self.limits and self.elements > self.limits.max_elements:
+            limit = self.limits.max_elements
+            raise _over(f"request has more than {limit} elements", "max_elements")
 
     def end(self, tag: str) -> None:
         self.depth -= 1
@@ -64,6 +91,10 @@ class _Guard:
 
     def close(self) -> None:
         return None
+
+
+def _over(what: str, key: str) -> LimitExceeded:
+    return LimitExceeded(codes.PARSE_ERROR, f"Error parsing request: {what}", key)
 
 
 def _parser(target: _Guard | None = None) -> etree.XMLParser:
@@ -90,12 +121,31 @@ def check_size(size: int, limit: int) -> None:
         raise NMWGError(codes.TRANSPORT, f"Request body exceeds the limit of {limit} bytes")
 
 
-def parse_xml(body: bytes, max_depth: int = MAX_DEPTH) -> etree._Element:
+def _feed(parser: etree.XMLParser, body: bytes, check: Check) -> etree._Element:
+    """``body`` through ``parser`` in chunks, ``check`` before each (and before closing)."""
+    if len(body) <= CHUNK:
+        check()
+        return etree.fromstring(body, parser)
+    for start in range(0, len(body), CHUNK):
+        check()
+        parser.feed(body[start : start + CHUNK])
+    check()
+    return parser.close()
+
+
+def parse_xml(
+    body: bytes,
+    max_depth: int = MAX_DEPTH,
+    limits: RequestLimits | None = None,
+    check: Check = never_cancelled,
+) -> etree._Element:
     """Untrusted bytes → root element (comments and processing instructions dropped), or
-    XMLRefused: a DOCTYPE, nesting deeper than ``max_depth``, or not well-formed."""
+    XMLRefused: a DOCTYPE, nesting deeper than ``max_depth``, or not well-formed. Given
+    ``limits``, more elements or namespace declarations than they allow raise
+    :class:`LimitExceeded` (``error.transport.parse_error``) naming the limit."""
     try:
-        etree.fromstring(body, _parser(_Guard(max_depth)))
-        return etree.fromstring(body, _parser())
+        _feed(_parser(_Guard(max_depth, limits)), body, check)
+        return _feed(_parser(), body, check)
     except _Rejected as exc:
         raise XMLRefused(str(exc)) from None
     except etree.XMLSyntaxError as exc:
@@ -105,12 +155,17 @@ def parse_xml(body: bytes, max_depth: int = MAX_DEPTH) -> etree._Element:
         raise XMLRefused(detail, line) from None
 
 
-def parse_document(body: bytes, max_depth: int = MAX_DEPTH) -> etree._Element:
+def parse_document(
+    body: bytes,
+    max_depth: int = MAX_DEPTH,
+    limits: RequestLimits | None = None,
+    check: Check = never_cancelled,
+) -> etree._Element:
     """Untrusted bytes → root element, or NMWGError(error.transport.parse_error)."""
     if not body or body.isspace():
         raise parse_error("Parse failed: empty request body")
     try:
-        return parse_xml(body, max_depth)
+        return parse_xml(body, max_depth, limits, check)
     except XMLRefused as exc:
         raise parse_error(f"Parse failed: {exc}") from None
 
@@ -127,22 +182,32 @@ def find_message(root: etree._Element) -> etree._Element:
     raise parse_error("Couldn't find message element in request")
 
 
-def parse_message(body: bytes, max_bytes: int, max_depth: int = MAX_DEPTH) -> etree._Element:
-    """Untrusted request bytes → the nmwg:message, re-prefixed canonically, as a new tree."""
+def parse_message(
+    body: bytes,
+    max_bytes: int,
+    max_depth: int = MAX_DEPTH,
+    *,
+    limits: RequestLimits | None = None,
+    check: Check = never_cancelled,
+) -> etree._Element:
+    """Untrusted request bytes → the nmwg:message, re-prefixed canonically, as a new tree.
+    ``limits`` bound the document (elements, namespace declarations); ``check`` is called
+    throughout, so a cancelled request stops here too."""
     check_size(len(body), max_bytes)
-    return normalise(find_message(parse_document(body, max_depth)))
+    return normalise(find_message(parse_document(body, max_depth, limits, check)), check)
 
 
-def normalise(element: etree._Element) -> etree._Element:
+def normalise(element: etree._Element, check: Check = never_cancelled) -> etree._Element:
     """Copy ``element`` with every namespace under its canonical prefix (PROTOCOL.md §2.2.5).
 
     Known URIs get the table's prefix, also for default-namespace elements; an unknown URI keeps
-    its own prefix unless that is taken, else gets ``nsN``. Elements are matched by URI
-    everywhere in netsonde, so this is for the output only: echoed request metadata must carry
-    the prefixes the Perl clients look for.
+    the prefix it is first written with unless that is taken, else gets ``nsN``. Elements are
+    matched by URI everywhere in netsonde, so this is for the output only: echoed request
+    metadata must carry the prefixes the Perl clients look for. Linear in the elements: in-scope
+    declarations (``nsmap``, which costs as many as there are) are never read. ``check`` runs
+    every CHECK_EVERY elements.
     """
-    prefixes = _Prefixes()
-    return _copy(element, None, prefixes)
+    return _Copier(check).copy(element, None)
 
 
 class _Prefixes:
@@ -150,10 +215,12 @@ class _Prefixes:
         self._unknown: dict[str, str] = {}
         self._taken = set(ns.PREFIXES)
 
-    def __call__(self, uri: str, hint: str | None) -> str:
+    def __call__(self, uri: str, element: etree._Element) -> str:
+        """The output prefix of ``uri``, used in ``element`` (whose own prefix is the hint)."""
         known = ns.URI_PREFIXES.get(uri) or self._unknown.get(uri)
         if known:
             return known
+        hint = _written_prefix(element, uri)
         prefix = hint if hint and hint not in self._taken else self._fresh()
         self._unknown[uri] = prefix
         self._taken.add(prefix)
@@ -166,25 +233,41 @@ class _Prefixes:
         return f"ns{n}"
 
 
-def _copy(
-    src: etree._Element, parent: etree._Element | None, prefixes: _Prefixes
-) -> etree._Element:
-    hints: dict[str, str | None] = {uri: prefix for prefix, uri in src.nsmap.items()}
-    nsmap: dict[str, str] = {}
-    for name in (src.tag, *src.attrib):
-        uri, _ = ns.split(name)
-        if uri and uri != ns.XML:
-            nsmap[prefixes(uri, hints.get(uri))] = uri
-    attrib: dict[str, str] = dict(src.attrib)  # type: ignore[arg-type]  # lxml-stubs: str | bytes
-    if parent is None:
-        out = etree.Element(src.tag, attrib, nsmap=nsmap)
-    else:
-        out = etree.SubElement(parent, src.tag, attrib, nsmap=nsmap)
-    out.text = src.text
-    out.tail = src.tail if parent is not None else None
-    for child in src.iterchildren(etree.Element):
-        _copy(child, out, prefixes)
-    return out
+def _written_prefix(element: etree._Element, uri: str) -> str | None:
+    """The prefix ``element`` writes ``uri`` with: its tag's, else an attribute's. Read from
+    the element alone, as ``nsmap`` would cost every declaration in scope."""
+    if ns.split(element.tag)[0] == uri:
+        return element.prefix
+    name = element.xpath("name(@*[namespace-uri()=$uri])", uri=uri)
+    prefix, colon, _ = str(name).partition(":")
+    return prefix if colon else None
+
+
+class _Copier:
+    def __init__(self, check: Check) -> None:
+        self.prefixes = _Prefixes()
+        self.check = check
+        self.count = 0
+
+    def copy(self, src: etree._Element, parent: etree._Element | None) -> etree._Element:
+        self.count += 1
+        if self.count % CHECK_EVERY == 0:
+            self.check()
+        nsmap: dict[str, str] = {}
+        for name in (src.tag, *src.attrib):
+            uri, _ = ns.split(name)
+            if uri and uri != ns.XML:
+                nsmap[self.prefixes(uri, src)] = uri
+        attrib: dict[str, str] = dict(src.attrib)  # type: ignore[arg-type]  # lxml-stubs: bytes
+        if parent is None:
+            out = etree.Element(src.tag, attrib, nsmap=nsmap)
+        else:
+            out = etree.SubElement(parent, src.tag, attrib, nsmap=nsmap)
+        out.text = src.text
+        out.tail = src.tail if parent is not None else None
+        for child in src.iterchildren(etree.Element):
+            self.copy(child, out)
+        return out
 
 
 def _text(element: etree._Element) -> str:

@@ -19,16 +19,26 @@ unit (traceback logged, never sent). Services registered earlier on an endpoint 
 
 Handlers run in a worker thread. ``rctx`` (:class:`RequestContext`) carries ``state`` (the
 ``state`` of the service the unit was routed to: its store, its token ...), ``endpoint``,
-``deadline`` (a ``time.monotonic()`` value), ``ids`` (this response's id generator) and the
+``deadline`` (a ``time.monotonic()`` value), ``limits`` (the request's
+:class:`~netsonde.limits.RequestLimits`), ``ids`` (this response's id generator) and the
 cancellation hook: at the deadline the client is answered ``error.common.timeout`` at once, the
 thread's late result is dropped, ``rctx.cancelled`` turns true, ``rctx.check()`` raises and
 callbacks given to ``rctx.on_cancel`` run, e.g. ``sqlite3.Connection.interrupt`` to abort a
-query.
+query. Parsing, resolving and dispatch call ``rctx.check()`` throughout; a handler calls it in
+its loops, or ``rctx.charge(n)`` for each ``n`` datums (rows) it is about to add to the answer:
+that also counts them against ``max_response_datums``.
 
 Per request:
 
 * unparsable XML → ``error.transport.parse_error`` (:mod:`netsonde.nmwg.parse`); a type no
   service handles → ``error.common.action_not_supported``.
+* past a limit, an error whose text names the ``[api]`` key (:class:`LimitExceeded`): more
+  elements or namespace declarations → ``error.transport.parse_error``; more metadata and data
+  than ``max_units`` → ``error.common.structure``, both for the whole message. A chain longer than
+  ``max_chain`` (``error.common.merge``), a metadata with more than ``max_event_types``
+  (``error.common.structure``) or an answer past ``max_response_datums`` (``error.ma.select``:
+  the select asks for too much) fail their unit. An answer larger than ``max_response_bytes``
+  becomes an ``error.common.transport`` ErrorResponse.
 * each unit goes to a service by eventType: the key's ``eventType`` parameter if the subject
   metadata has a key that carries one, else the first of the subject metadata's eventTypes a
   service registered; units with no eventType at all go to a service registered with
@@ -50,8 +60,9 @@ from typing import Any, Generic, TypeVar
 from lxml import etree
 
 from netsonde.auth import Refusal, bearer, refusal
+from netsonde.limits import RequestLimits
 from netsonde.nmwg import build, codes
-from netsonde.nmwg.codes import NMWGError
+from netsonde.nmwg.codes import LimitExceeded, NMWGError
 from netsonde.nmwg.message import Message, Unit, UnitFailure
 from netsonde.nmwg.parse import parse_message
 
@@ -79,7 +90,9 @@ class RequestContext(Generic[S]):
     state: S = None  # type: ignore[assignment]  # set by dispatch before each handler
     deadline: float = float("inf")  # time.monotonic() value at which the request times out
     authorization: str | None = None  # the HTTP Authorization header (store requests)
+    limits: RequestLimits = field(default_factory=RequestLimits)
     ids: build.IdGen = field(default_factory=build.IdGen)
+    datums: int = 0  # datums charged to the answer so far
     _event: threading.Event = field(default_factory=threading.Event, repr=False)
     _callbacks: list[Callable[[], object]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -91,6 +104,22 @@ class RequestContext(Generic[S]):
     def check(self) -> None:
         if self._event.is_set():
             raise Cancelled
+
+    @property
+    def datums_left(self) -> int:
+        """How many more datums the answer may take (``max_response_datums``)."""
+        return max(0, self.limits.max_response_datums - self.datums)
+
+    def charge(self, datums: int) -> None:
+        """Count ``datums`` more in the answer, before building them: past
+        ``max_response_datums`` the unit fails (and is not counted). Checks cancellation too,
+        so row loops need only this."""
+        self.check()
+        if datums > self.datums_left:
+            limit = self.limits.max_response_datums
+            what = f"the answer would have more than {limit} datums; narrow the select"
+            raise LimitExceeded(codes.MA_SELECT, what, "max_response_datums")
+        self.datums += datums
 
     def on_cancel(self, callback: Callable[[], object]) -> None:
         """Call ``callback`` when the request times out, or at once if it already has. It runs
@@ -143,14 +172,23 @@ class NMWGService(Generic[S]):
 
 
 def handle(
-    body: bytes, services: Sequence[NMWGService[Any]], rctx: RequestContext[Any], max_bytes: int
+    body: bytes, services: Sequence[NMWGService[Any]], rctx: RequestContext[Any]
 ) -> bytes | None:
-    """Request body → response bytes; None once the request was cancelled (nobody waits)."""
+    """Request body → response bytes, within ``rctx.limits``; None once the request was
+    cancelled (nobody waits)."""
+    limits = rctx.limits
     request_id: str | None = None
     try:
-        message = Message.from_element(parse_message(body, max_bytes))
+        element = parse_message(body, limits.max_body_bytes, limits=limits, check=rctx.check)
+        message = Message.from_element(element, limits)
         request_id = message.id
-        return build.envelope(dispatch(message, services, rctx))
+        response = dispatch(message, services, rctx)
+        rctx.check()
+        out = build.envelope(response)
+        if len(out) > limits.max_response_bytes:
+            what = f"the answer is larger than {limits.max_response_bytes} bytes"
+            raise LimitExceeded(codes.TRANSPORT, what, "max_response_bytes")
+        return out
     except NMWGError as err:
         response = build.error_response(err.code, err.text, request_id)
     except Cancelled:
@@ -172,7 +210,7 @@ def dispatch(
         raise NMWGError(
             codes.ACTION_NOT_SUPPORTED, f"Messages of type {message.type} are unsupported"
         )
-    units = message.resolve()
+    units = message.resolve(limits=rctx.limits, check=rctx.check)
     rctx.ids = build.IdGen(reserved=message.ids())
     response = build.message(build.response_type(message.type), rctx.ids, message.id)
     echoed: set[str] = set()
