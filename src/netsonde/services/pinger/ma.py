@@ -119,7 +119,10 @@ def metadata_key(
     unit: Unit, message: Message, rctx: RequestContext[PingerState]
 ) -> Sequence[etree._Element]:
     out: list[etree._Element] = []
-    for meta in _lookup(unit, rctx, PINGER_FAILURE_METADATAKEY):
+    found = _lookup(unit, rctx, PINGER_FAILURE_METADATAKEY)
+    rctx.charge(len(found))  # an answer's rows here are its metadata/data pairs
+    for meta in found:
+        rctx.check()
         md = _pinger_metadata(meta, rctx, ref=None)
         d = build.data(rctx.ids, md.get("id", ""))
         build.element("nmwg:key", {"id": meta.key}, parent=d)
@@ -138,10 +141,15 @@ def _window(unit: Unit, now: float) -> tuple[int, int]:
 
 
 DIGITS = 6  # decimals of a SetupDataResponse's datum values
+CHECK_EVERY = 1_000  # datums built between two cancellation checks
 
 
-def _add_datums(parent: etree._Element, rows: Sequence[views.Datum]) -> None:
-    for row in rows:
+def _add_datums(
+    parent: etree._Element, rows: Sequence[views.Datum], rctx: RequestContext[PingerState]
+) -> None:
+    for n, row in enumerate(rows):
+        if n % CHECK_EVERY == 0:
+            rctx.check()
         pinger.add_summary(pinger.common_time(parent, str(row.time)), row.values, DIGITS)
 
 
@@ -155,6 +163,10 @@ def setup_data(
     out: list[etree._Element] = []
     for meta in metas:
         rctx.check()
+        limit = min(sel.limit or QUERY_SIZE_LIMIT, QUERY_SIZE_LIMIT)
+        if views.buckets(sel.consolidation, sel.resolution) is None:
+            # A row is a datum: read one more than the answer may take, to tell it is too many.
+            limit = min(limit, rctx.datums_left + 1)
         rows = views.data(
             archive,
             meta.key,
@@ -162,10 +174,12 @@ def setup_data(
             end,
             consolidation=sel.consolidation,
             resolution=sel.resolution,
-            limit=min(sel.limit or QUERY_SIZE_LIMIT, QUERY_SIZE_LIMIT),
+            limit=limit,
+            check=rctx.check,
         )
         if not rows:
             continue
+        rctx.charge(len(rows))
         select_md = build.metadata(rctx.ids)
         build.element("select:subject", {"id": _sub_id(rctx, "subj", meta)}, parent=select_md)
         params = build.element(
@@ -176,7 +190,7 @@ def setup_data(
         build.element("nmwg:eventType", text=ns.SELECT, parent=select_md)
         pinger_md = _pinger_metadata(meta, rctx, ref=select_md.get("id"))
         d = build.data(rctx.ids, pinger_md.get("id", ""))
-        _add_datums(d, rows)
+        _add_datums(d, rows, rctx)
         out += [select_md, pinger_md, d]
     if not out:
         raise NMWGError(

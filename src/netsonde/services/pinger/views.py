@@ -99,6 +99,16 @@ class Datum:
     values: tuple[tuple[str, float | bool], ...]
 
 
+def buckets(consolidation: str | None, resolution: int | None) -> tuple[str, int] | None:
+    """(function, seconds) when :func:`data` answers per bucket; None: one datum per row."""
+    if consolidation and resolution and resolution > 0:
+        return consolidation, resolution
+    return None
+
+
+DECODE_CHECK_EVERY = 10_000  # rows decoded between two cancellation checks
+
+
 def data(
     archive: Archive,
     key: str,
@@ -108,14 +118,20 @@ def data(
     consolidation: str | None = None,
     resolution: int | None = None,
     limit: int = 1_000_000,
+    check: Callable[[], None] = lambda: None,
 ) -> list[Datum]:
     """Finished runs of test ``key`` planned in [start, end] (unix seconds, both inclusive as
-    the PingER MA had it), each row or each ``resolution``-second bucket consolidated with
-    AVERAGE, MIN or MAX."""
+    the PingER MA had it), at most ``limit`` rows, each row or each ``resolution``-second
+    bucket consolidated with AVERAGE, MIN or MAX. ``check`` (a request's cancellation) is
+    called while decoding."""
     rows = archive.summaries(key, start * US_PER_S, (end + 1) * US_PER_S, limit=limit)
-    points = [(planned_us // US_PER_S, json.loads(summary)) for planned_us, summary in rows]
-    if consolidation and resolution and resolution > 0:
-        return consolidate(points, consolidation, resolution)
+    points = []
+    for n, (planned_us, summary) in enumerate(rows):
+        if n % DECODE_CHECK_EVERY == 0:
+            check()
+        points.append((planned_us // US_PER_S, json.loads(summary)))
+    if (per := buckets(consolidation, resolution)) is not None:
+        return consolidate(points, *per)
     return [Datum(t, _row_values(v)) for t, v in points]
 
 

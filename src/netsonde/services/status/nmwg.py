@@ -55,7 +55,8 @@ import math
 import re
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -443,12 +444,13 @@ def setup_data(
     out: list[etree._Element] = []
     if query.format == "key":
         d = build.data(rctx.ids, unit.ref)
+        rctx.charge(len(found[query.ids[0]]))
         for s in found[query.ids[0]]:
             _datum(d, s, window)
         out.append(d)
     else:
         for link_id in query.ids:
-            rctx.check()
+            rctx.charge(len(found[link_id]))
             md = _id_metadata(rctx, query.format, link_id, unit.ref)
             d = build.data(rctx.ids, md.get("id", ""))
             for s in found[link_id]:
@@ -470,18 +472,33 @@ def combine_states(states: Iterable[tuple[str, str]]) -> tuple[str, str]:
     return oper, admin
 
 
+PERIODS_CHECK_EVERY = 10_000  # periods combined between two cancellation checks
+
+
 def _periods(
-    found: dict[str, list[LinkState]], ids: Sequence[str]
+    found: dict[str, list[LinkState]], ids: Sequence[str], check: Callable[[], None]
 ) -> list[tuple[int, int, str, str]]:
     """Combined (start, end, oper, admin) periods over the times some segment has data,
-    consecutive equal periods joined."""
+    consecutive equal periods joined. One sweep over the edges, keeping count of the states
+    of the ranges that cover each: O(n log n) in the ranges, not edges × ranges."""
     edges = sorted({t for v in found.values() for s in v for t in (s.start, s.end + 1)})
+    changes: dict[int, list[tuple[LinkState, int]]] = {}
+    for s in (s for link in dict.fromkeys(ids) for s in found.get(link, [])):
+        if s.start <= s.end:  # an empty range covers nothing
+            changes.setdefault(s.start, []).append((s, 1))
+            changes.setdefault(s.end + 1, []).append((s, -1))
+    covering: Counter[tuple[str, str]] = Counter()  # (oper, admin) → ranges covering now
     out: list[tuple[int, int, str, str]] = []
-    for a, b in itertools.pairwise(edges):
-        covering = [s for link in ids for s in found.get(link, []) if s.covers(a)]
+    for n, (a, b) in enumerate(itertools.pairwise(edges)):
+        if n % PERIODS_CHECK_EVERY == 0:
+            check()
+        for s, step in changes.get(a, ()):
+            covering[(s.oper, s.admin)] += step
+            if not covering[(s.oper, s.admin)]:
+                del covering[(s.oper, s.admin)]
         if not covering:
             continue
-        oper, admin = combine_states((s.oper, s.admin) for s in covering)
+        oper, admin = combine_states(covering)
         if out and out[-1][1] == a - 1 and out[-1][2:] == (oper, admin):
             out[-1] = (out[-1][0], b - 1, oper, admin)
         else:
@@ -595,7 +612,9 @@ def _compat(
             )
             _compat_datum(d, window.start, oper, admin)
         else:
-            for start, end, oper, admin in _periods(found, link.link_ids):
+            periods = _periods(found, link.link_ids, rctx.check)
+            rctx.charge(len(periods))
+            for start, end, oper, admin in periods:
                 _compat_datum(
                     d,
                     end,
@@ -642,7 +661,9 @@ def metadata_key(
     out: list[etree._Element] = []
     if query.format == "compat":
         defs = _definitions(rctx)
+        rctx.charge(len(query.links))  # an answer's rows here are its metadata/data pairs
         for link in query.links:
+            rctx.check()
             md = _link_metadata(defs, link, rctx)
             md.set("metadataIdRef", unit.ref)
             d = build.data(rctx.ids, md.get("id", ""))
@@ -650,7 +671,9 @@ def metadata_key(
             out += [md, d]
         return out
     fmt = query.key_format or ("linkid" if query.format == "linkid" else "topoid")
+    rctx.charge(len(query.ids))
     for link_id in query.ids:
+        rctx.check()
         md = _id_metadata(rctx, fmt, link_id, unit.ref)
         d = build.data(rctx.ids, md.get("id", ""))
         event_type = LINK_STATUS if query.event_type not in COMPAT_EVENT_TYPES else PATH_STATUS
