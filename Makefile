@@ -6,17 +6,24 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint format bench bench-versions sysdeps clean
 
+# Set-up says what it does: the first install takes a minute or two.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $@
+	@echo "==> creating $(VENV) with $$($(PYTHON) --version 2>&1)"
+	@$(PYTHON) -m venv $(VENV) || { echo "make: '$(PYTHON) -m venv' failed;" \
+	  "on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+	@echo "==> upgrading pip"
+	@$(BIN)/pip install --quiet --upgrade pip
+	@echo "==> installing netsonde and its packages into $(VENV)"
+	@$(BIN)/pip install --progress-bar on -e '.[dev]'
+	@touch $@
+	@echo "==> $(VENV) is ready"
 
 sysdeps:
 	@scripts/install-system-deps
 
+# Runs in the foreground (netsonde prints where it serves); Ctrl-C stops it.
 run: $(STAMP) sysdeps
-	$(BIN)/netsonde run $(if $(CONFIG),--config $(CONFIG))
+	@$(BIN)/netsonde run $(if $(CONFIG),--config $(CONFIG))
 
 test: $(STAMP) sysdeps lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
