@@ -49,10 +49,14 @@ def parse_duration(value: object) -> float:
 def check_epoch(seconds: float, name: str = "time") -> float:
     """``seconds`` if it is a time ISO 8601 can say (TIME_MIN … TIME_MAX), else ValueError
     naming ``name``."""
-    if math.isfinite(seconds) and TIME_MIN <= seconds <= TIME_MAX:
-        return seconds
-    whole = math.isfinite(seconds) and seconds.is_integer() and abs(seconds) < 1e15
-    shown = str(int(seconds)) if whole else f"{seconds:g}"
+    if TIME_MIN <= seconds <= TIME_MAX:  # False for NaN, too
+        return float(seconds)
+    try:
+        value = float(seconds)
+    except OverflowError:  # an int beyond any float
+        value = math.inf if seconds > 0 else -math.inf
+    whole = math.isfinite(value) and value.is_integer() and abs(value) < 1e15
+    shown = str(int(value)) if whole else f"{value:g}"
     raise ValueError(
         f"{name} {shown} is out of range: times go from 0001-01-01T00:00:00Z ({TIME_MIN})"
         f" to 9999-12-31T23:59:59Z ({TIME_MAX})"

@@ -3,6 +3,7 @@ expected range below can be read off the fixture."""
 
 from __future__ import annotations
 
+import sqlite3
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,6 +162,16 @@ def test_unknown_link_is_404(client: TestClient) -> None:
         ({"at": "yesterday"}, "at: invalid time 'yesterday'"),
         ({"at": "2023-11-14T22:13:20"}, "at: invalid time"),  # no offset: means nothing here
         ({"from": "x", "to": str(T0)}, "from: invalid time 'x'"),
+        # Times no answer could print back (they once made a 500):
+        ({"at": "999999999999"}, "at: time 999999999999 is out of range"),
+        ({"at": "253402300800"}, "at: time 253402300800 is out of range"),
+        ({"at": "9999-12-31T23:59:59-05:00"}, "at: time 253402318799 is out of range"),
+        ({"at": "0001-01-01T00:00:00+01:00"}, "at: time -62135600400 is out of range"),
+        ({"at": "-999999999999"}, "at: time -999999999999 is out of range"),
+        ({"at": "1e30"}, "at: invalid time '1e30'"),
+        ({"at": str(2**63 - 1)}, "at: invalid time '9223372036854775807'"),
+        ({"from": str(T0), "to": "999999999999"}, "to: time 999999999999 is out of range"),
+        ({"from": "999999999999", "to": "999999999999"}, "from: time 999999999999 is out of"),
     ],
 )
 def test_bad_queries_are_400(client: TestClient, params: dict[str, str], message: str) -> None:
@@ -168,6 +179,41 @@ def test_bad_queries_are_400(client: TestClient, params: dict[str, str], message
     assert r.status_code == 400, r.text
     assert message in r.json()["error"]
     assert set(r.json()) == {"error"}
+
+
+def test_the_ends_of_the_time_range_are_times(client: TestClient) -> None:
+    for at, iso in (
+        ("253402300799", "9999-12-31T23:59:59Z"),
+        ("-62135596800", "0001-01-01T00:00:00Z"),
+    ):
+        r = status(client, A, at=at)
+        assert r.status_code == 200, r.text
+        assert r.json()["query"]["at_iso"] == iso and r.json()["ranges"] == []
+
+
+def test_a_row_stored_past_9999_does_not_break_the_other_links(tmp_path: Path) -> None:
+    """A store written before stores refused such times: every link still answers."""
+    db = tmp_path / "status.sqlite"
+    with LinkStatusStore(db) as store:
+        store.update(A, T0, "up", "normal")
+        store.update(B, T0, "down", "normal")
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE link_status SET end_time = 253402300800 WHERE link_id = ?", (B,))
+    con.close()
+    served = status_service.serve(
+        host(tmp_path / "a.sqlite", sections={"status": StatusSection(db=str(db))})
+    )
+    app = FastAPI()
+    for router in served.routers():
+        app.include_router(router, prefix="/api/v1")
+    with TestClient(app) as c:
+        r = c.get("/api/v1/links")
+        assert r.status_code == 200, r.text
+        latest = {x["link_id"]: x["latest"] for x in r.json()["links"]}
+        assert latest[A] == rng(0, 0, "up")
+        assert (latest[B]["end"], latest[B]["end_iso"]) == (253402300799, "9999-12-31T23:59:59Z")
+        assert c.get(f"/api/v1/links/{B}/status", params={"history": "true"}).status_code == 200
 
 
 def test_bad_history_value_is_422(client: TestClient) -> None:

@@ -148,3 +148,60 @@ def test_a_bad_number_is_named_by_its_element() -> None:
     with pytest.raises(NMWGError) as info:
         pinger.read_run(SPEC, element)
     assert info.value.text == "commonTime value='x' is not a number"
+
+
+def read_common(common: str) -> Run:
+    xml = (
+        '<nmwg:data xmlns:nmwg="http://ggf.org/ns/nmwg/base/2.0/"'
+        f' xmlns:pinger="{pinger.EVENT_TYPE}">{common}</nmwg:data>'
+    )
+    (element,) = pinger.commons(etree.fromstring(xml))
+    return pinger.read_run(SPEC, element)
+
+
+@pytest.mark.parametrize(
+    ("common", "code", "fragment"),
+    [
+        ('<nmwg:commonTime value="1e30"/>', codes.MA_QUERY_INVALID_TIMESTAMP_TYPE,
+         "commonTime value 1e+30 is out of range"),
+        ('<nmwg:commonTime value="9223372036854775807"/>', codes.MA_QUERY_INVALID_TIMESTAMP_TYPE,
+         "out of range"),
+        ('<nmwg:commonTime value="253402300800"/>', codes.MA_QUERY_INVALID_TIMESTAMP_TYPE,
+         "commonTime value 253402300800 is out of range"),
+        ('<nmwg:commonTime value="253402300000" duration="1000"/>',
+         codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, "value + duration 253402301000 is out of range"),
+        ('<nmwg:commonTime value="1" duration="-1"/>', codes.MA_PARAMETERS, "out of range"),
+        ('<nmwg:commonTime value="1"><pinger:datum seqNum="1" timeValue="1e30"/></nmwg:commonTime>',
+         codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, "timeValue 1e+30 is out of range"),
+        (f'<nmwg:commonTime value="1"><pinger:datum seqNum="{10**30}"/></nmwg:commonTime>',
+         codes.MA_PARAMETERS, "seqNum='1000000000000000000000000000000' is out of range"),
+        ('<nmwg:commonTime value="1"><pinger:datum seqNum="1" ttl="256"/></nmwg:commonTime>',
+         codes.MA_PARAMETERS, "ttl='256' is out of range (0 to 255)"),
+        ('<nmwg:commonTime value="1"><pinger:datum seqNum="1" numBytes="-1"/></nmwg:commonTime>',
+         codes.MA_PARAMETERS, "numBytes='-1' is out of range (0 to 65535)"),
+        (f'<nmwg:commonTime value="1"><pinger:datum seqNum="{"9" * 5000}"/></nmwg:commonTime>',
+         codes.MA_PARAMETERS, "seqNum='9999999999999999999999999999999999999999…' is not"),
+    ],
+)  # fmt: skip
+def test_values_out_of_range_are_refused_before_the_archive(
+    common: str, code: str, fragment: str
+) -> None:
+    """A time past 9999 (or a number past 64 bits) would fail in the archive or later in every
+    answer that prints it: it is the store request's error, named."""
+    with pytest.raises(NMWGError) as info:
+        read_common(common)
+    assert info.value.code == code
+    assert fragment in info.value.text, info.value.text
+    assert len(info.value.text) < 200
+
+
+def test_the_edges_of_the_range_are_stored() -> None:
+    last = read_common(
+        '<nmwg:commonTime value="253402300000" duration="799">'
+        '<pinger:datum seqNum="2147483647" ttl="255" numBytes="65535" timeValue="0"/>'
+        "</nmwg:commonTime>"
+    )
+    assert last.planned_us == 253_402_300_000_000_000
+    assert last.end_us == 253_402_300_799_000_000
+    assert last.result is not None
+    assert last.result.replies == [PacketSample(2147483647, None, 255, 65535, 0)]

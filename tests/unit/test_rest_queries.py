@@ -16,6 +16,7 @@ from netsonde.archive import open_archive
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec, run_id_for
 from netsonde.probes import noop, ping
 from netsonde.services.archive.rest import build_router
+from netsonde.services.archive.schemas import MAX_TIME_US
 
 with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
     warnings.simplefilter("ignore")
@@ -402,6 +403,47 @@ def test_bad_times_are_400_naming_the_forms(client: TestClient, value: str) -> N
     message = error(client, "/runs", 400, **{"from": value})
     assert message.startswith("from: invalid time") and "ISO 8601" in message
     assert "epoch seconds" in error(client, "/results", 400, until=value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("from", "999999999999", "999999999999"),
+        ("until", "253402300800", "253402300800"),
+        ("from", "10000-01-01T00:00:00Z", None),  # not even ISO 8601 to Python
+        ("until", "9999-12-31T23:59:59-05:00", "253402318799"),
+        ("from", "-999999999999", "-999999999999"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/runs", "/results", "/aggregate"])
+def test_times_no_answer_could_print_are_400(
+    client: TestClient, path: str, name: str, value: str, shown: str | None
+) -> None:
+    message = error(client, path, 400, test_id="loop-a", **{name: value})
+    if shown is None:
+        assert message.startswith(f"{name}: invalid time"), message
+    else:
+        assert message.startswith(f"{name}: time {shown} is out of range"), message
+
+
+def test_the_last_window_of_time_ends_where_times_end(tmp_path: Path) -> None:
+    """A run on 9999-12-31 in a window of a day: the window's end is the last µs ISO 8601 can
+    say, not a 500."""
+    path = tmp_path / "archive.sqlite"
+    archive = open_archive(sqlite_url(path))
+    archive.register_tests([A], REGISTERED)
+    late = make_run(A, 0, RunState.FINISHED, 1.0, 0.0)
+    late.planned_us = late.actual_us = 253_402_300_000 * S
+    late.end_us = late.planned_us + S
+    archive.store_runs([late])
+    archive.close()
+    app = FastAPI()
+    app.include_router(build_router(host(path)), prefix="/api/v1")
+    with TestClient(app) as c:
+        body = get(c, "/aggregate", test_key=A.key, window="1d")
+    (window,) = body["windows"]
+    assert window["start_iso"] == "9999-12-31T00:00:00.000000Z"
+    assert (window["end_us"], window["end_iso"]) == (MAX_TIME_US, "9999-12-31T23:59:59.999999Z")
 
 
 @pytest.mark.parametrize(

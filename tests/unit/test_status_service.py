@@ -578,3 +578,44 @@ def test_link_definitions_parsed() -> None:
 def test_link_definitions_errors_name_the_line(text: str, message: str) -> None:
     with pytest.raises(LinkDefinitionsError, match=message.replace("(", r"\(")):
         parse_link_definitions(text, "links.conf")
+
+
+# ---- times no answer could print -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"time": "999999999999"},
+        {"time": "1e30"},
+        {"time": str(2**63 - 1)},
+        {"time": "253402300800"},
+        {"startTime": "0", "endTime": "1e30"},
+        {"startTime": "1e30", "endTime": "2e30"},
+        {"startTime": "-1e30", "endTime": "100"},
+        {"startTime": "100", "duration": "1e300"},
+    ],
+)
+def test_times_out_of_range_are_select_errors(client: TestClient, params: dict[str, str]) -> None:
+    message = post(client, topoid_request(A, params))
+    assert result_codes(message) == ["error.ma.select"]
+    assert "internal" not in etree.tostring(message).decode()
+
+
+def test_the_last_second_of_9999_is_a_time(client: TestClient) -> None:
+    message = post(client, topoid_request(A, {"time": "253402300799"}))
+    assert result_codes(message) == []
+    assert datums(message) == []  # nothing known then: an empty data, not an error
+
+
+@pytest.mark.parametrize("t", ["253402300800", "999999999999999", "9" * 5000])
+def test_a_store_past_9999_is_refused_and_the_rest_still_answers(
+    client: TestClient, t: str
+) -> None:
+    body = store_request(NEW, [("10", "up", "normaloperation"), (t, "up", "normaloperation")])
+    message = post(client, body, **AUTH)
+    # The code this handler gives every bad timeValue (PROTOCOL.md §4.9), not internal_error.
+    assert result_codes(message) == ["error.ma.query.invalid_timestamp_type"]
+    assert history(client, NEW) == []  # all or nothing
+    assert [d["oper"] for d in history(client, B)] == ["up"]
+    assert result_codes(post(client, topoid_request("urn:ogf:network:domain=example.net:*"))) == []

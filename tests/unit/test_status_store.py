@@ -235,6 +235,11 @@ ERRORS = {
     "time as text": ([up(10)], Update(L1, "20", "up", "normal"), "invalid time: '20'"),
     "time as float": ([up(10)], Update(L1, 20.5, "up", "normal"), "invalid time: 20.5"),
     "time as bool": ([up(10)], Update(L1, True, "up", "normal"), "invalid time: True"),
+    # Past 9999-12-31T23:59:59Z: no answer could print it (it once broke /api/v1/links).
+    "time after year 9999": ([up(10)], up(253_402_300_800), "time 253402300800 is out of range"),
+    "time of 2^63-1": ([up(10)], up(2**63 - 1), "time 9.22337e+18 is out of range"),
+    "time beyond 64 bits": ([up(10)], up(2**64), "time 1.84467e+19 is out of range"),
+    "time before year 1": ([up(10)], down(-62_135_596_801), "time -62135596801 is out of range"),
 }
 
 
@@ -381,3 +386,35 @@ def test_file_store_uses_wal_and_persists(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
+
+
+def test_the_edges_of_the_time_range_are_stored() -> None:
+    store = store_of([up(-62_135_596_800), up(253_402_300_799)])
+    assert ranges(store) == [U(-62_135_596_800, 253_402_300_799)]
+
+
+def test_a_row_out_of_range_stored_before_the_check_is_read_inside_it(tmp_path: Path) -> None:
+    """A store written by an older version may hold times past 9999: readers get them clamped
+    to what can be printed, and the other links are untouched."""
+    path = tmp_path / "status.sqlite"
+    with LinkStatusStore(path) as store:
+        store.update(L1, 10, "up", "normal")
+        store.update(L2, 10, "up", "normal")
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE link_status SET end_time = 253402300800 WHERE link_id = ?", (L1,))
+        db.execute(
+            "INSERT INTO link_status VALUES (?, 999999999999, 999999999999, 'down',"
+            " 'normaloperation', 'full')",
+            (L1,),
+        )
+    db.close()
+    end = 253_402_300_799
+    with LinkStatusStore(path) as store:
+        first = LinkState(L1, 10, end, "up", "normaloperation", "full")
+        last = LinkState(L1, end, end, "down", "normaloperation", "full")
+        assert store.history(L1) == [first, last]
+        assert store.links() == [last, LinkState(L2, 10, 10, "up", "normaloperation", "full")]
+        assert store.at([L1])[L1] == last
+        assert store.at([L1], 20)[L1] == first
+        assert store.between([L1], 0, end)[L1] == [first]  # the other starts later

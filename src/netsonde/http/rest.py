@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from fastapi import Request, Response
@@ -19,8 +20,8 @@ from starlette.types import Message
 
 from netsonde.archive import ArchiveError
 from netsonde.auth import Refusal, bearer, refusal
-from netsonde.model import to_us
-from netsonde.units import EPOCH, ONE_US, parse_duration
+from netsonde.model import US_PER_S, to_us
+from netsonde.units import EPOCH, ONE_US, check_epoch, parse_duration
 
 MIN_WINDOW_S, MAX_WINDOW_S = 1.0, 366 * 86400.0
 TIME_FORMS = (
@@ -154,21 +155,29 @@ def limit_body(request: Request, limit: int) -> Request:
 
 
 def parse_time(name: str, text: str) -> int:
-    """A time parameter → epoch µs: ISO 8601 with an offset, or epoch seconds.
+    """A time parameter → epoch µs: ISO 8601 with an offset, or epoch seconds, in the range
+    ISO 8601 can say (an answer prints it back).
 
     Not config.parse_time: a query parameter is always text, and a time without an offset
     (local time there) would depend on the server's time zone here.
     """
     text = text.strip()
     if _EPOCH_SECONDS.fullmatch(text):
-        return to_us(float(text))
+        # Exact: a float is 32 µs coarse near 9999, enough to step past the last second.
+        us = int((Decimal(text) * US_PER_S).to_integral_value(ROUND_HALF_EVEN))
+    else:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:  # a time without offset means nothing here
+            raise HTTPException(400, f"{name}: invalid time {text!r}; use {TIME_FORMS}")
+        us = (moment - EPOCH) // ONE_US
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:  # a time without offset means nothing here
-        raise HTTPException(400, f"{name}: invalid time {text!r}; use {TIME_FORMS}")
-    return (moment - EPOCH) // ONE_US
+        check_epoch(us // US_PER_S)  # its whole second: 9999-12-31T23:59:59.5Z is a time
+    except ValueError as e:
+        raise HTTPException(400, f"{name}: {e}") from None
+    return us
 
 
 def parse_window(text: str) -> int:

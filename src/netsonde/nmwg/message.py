@@ -29,6 +29,7 @@ from netsonde.limits import RequestLimits
 from netsonde.nmwg import codes, ns
 from netsonde.nmwg.codes import LimitExceeded, NMWGError
 from netsonde.nmwg.parse import Check, event_type, never_cancelled, parameter_value
+from netsonde.units import TIME_MAX, TIME_MIN, check_epoch
 
 _METADATA = ns.clark("nmwg:metadata")
 _DATA = ns.clark("nmwg:data")
@@ -113,7 +114,7 @@ def read_select(parameters: Iterable[etree._Element]) -> Select:
         elif name == "time":
             _read_time(p, operator, starts, ends, values)
         elif name == "duration":
-            values["duration"] = _number(p, name, minimum=0.0)
+            values["duration"] = _number(p, name, minimum=0.0, maximum=TIME_MAX - TIME_MIN)
         elif name == "resolution":
             values["resolution"] = _positive_int(p, name)
         elif name == "setLimit":
@@ -200,7 +201,7 @@ def _epoch(raw: str, kind: str | None, name: str) -> float:
             value = math.nan
         if not math.isfinite(value):
             raise NMWGError(codes.MA_SELECT, f"Invalid {name}: {raw!r} is not a unix time")
-        return value
+        return _in_range(value, name)
     if kind in _ISO_TYPES:
         try:
             stamp = datetime.fromisoformat(raw)
@@ -208,17 +209,25 @@ def _epoch(raw: str, kind: str | None, name: str) -> float:
             raise NMWGError(
                 codes.MA_SELECT, f"Invalid {name}: {raw!r} is not an ISO 8601 time"
             ) from None
-        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+        return _in_range((stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp(), name)
     raise NMWGError(codes.MA_SELECT, f"Unsupported time type {kind!r} for {name}")
 
 
-def _number(p: etree._Element, name: str, minimum: float) -> float:
+def _in_range(seconds: float, name: str) -> float:
+    """A time past year 9999 (1e30, 2^63-1) is the client's error, not a crash when printed."""
+    try:
+        return check_epoch(seconds, name)
+    except ValueError as e:
+        raise NMWGError(codes.MA_SELECT, str(e)) from None
+
+
+def _number(p: etree._Element, name: str, minimum: float, maximum: float = math.inf) -> float:
     raw = parameter_value(p)
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value >= minimum):
+    if not (math.isfinite(value) and minimum <= value <= maximum):
         raise NMWGError(codes.MA_SELECT, f"Invalid {name}: {raw!r}")
     return value
 

@@ -19,6 +19,7 @@ from netsonde.metrics import pinger_summary
 from netsonde.model import PacketSample, Result, Run, RunState, TestSpec, to_us
 from netsonde.nmwg import build, codes, ns
 from netsonde.nmwg.codes import NMWGError
+from netsonde.units import check_epoch
 
 MA_PATH = "/perfSONAR_PS/services/pinger/ma"
 EVENT_TYPE = ns.PINGER  # a pinger metadata's eventType is the namespace itself
@@ -202,6 +203,7 @@ def read_run(spec: TestSpec, common: etree._Element) -> Run:
     start = _attr(common, "value", float)
     if start is None:
         raise NMWGError(codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, "commonTime needs a unix value")
+    _time(start, "commonTime value")
     replies: list[PacketSample] = []
     summary: dict[str, float | int | None] = {}
     for datum in common.iter(_DATUM):
@@ -218,7 +220,9 @@ def read_run(spec: TestSpec, common: etree._Element) -> Run:
     values = pinger_summary(sent, replies) if replies else {}
     values.update(summary)
     start_us = to_us(start)
-    duration = _attr(common, "duration", float)
+    duration = _attr(common, "duration", float, low=0)
+    if duration is not None:
+        _time(start + duration, "commonTime value + duration")
     return Run.of(
         spec,
         start_us,
@@ -233,28 +237,50 @@ _NAMES = frozenset(DATUM_NAMES)
 
 
 def _packet(datum: etree._Element) -> PacketSample:
-    seq = _attr(datum, "seqNum", int)
+    seq = _attr(datum, "seqNum", int, low=0, high=2**31 - 1)
     if seq is None:
         raise NMWGError(codes.MA_PARAMETERS, "a per-packet pinger:datum needs seqNum")
     recv = _attr(datum, "timeValue", float)
+    if recv is not None:
+        _time(recv, "pinger:datum timeValue")
     return PacketSample(
         seq=seq,
         rtt_ms=_attr(datum, "value", float),
-        ttl=_attr(datum, "ttl", int),
-        size=_attr(datum, "numBytes", int),
+        ttl=_attr(datum, "ttl", int, low=0, high=255),
+        size=_attr(datum, "numBytes", int, low=0, high=65535),
         recv_us=to_us(recv) if recv is not None else None,
     )
 
 
-def _attr(el: etree._Element, name: str, kind: type[int] | type[float]) -> Any:
+def _time(seconds: float, what: str) -> None:
+    """A time stored must be one every answer can print (not 1e30, not past 9999)."""
+    try:
+        check_epoch(seconds, what)
+    except ValueError as e:
+        raise NMWGError(codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, str(e)) from None
+
+
+def _attr(
+    el: etree._Element,
+    name: str,
+    kind: type[int] | type[float],
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+) -> Any:
+    """The attribute as a finite number within [low, high] (the archive's integer columns hold
+    64 bits; a packet's own fields fewer)."""
     raw = el.get(name)
     if raw is None:
         return None
-    where = f"{etree.QName(el).localname} {name}={raw!r}"
+    shown = raw if len(raw) <= 40 else f"{raw[:40]}…"
+    where = f"{etree.QName(el).localname} {name}={shown!r}"
     try:
         value = kind(raw)
     except ValueError:
         raise NMWGError(codes.MA_PARAMETERS, f"{where} is not a number") from None
     if isinstance(value, float) and not math.isfinite(value):
         raise NMWGError(codes.MA_PARAMETERS, f"{where} is not finite")
+    if not low <= value <= high:
+        raise NMWGError(codes.MA_PARAMETERS, f"{where} is out of range ({low:g} to {high:g})")
     return value

@@ -35,6 +35,7 @@ from netsonde.http.rest import (
 from netsonde.metrics.stats import percentile
 from netsonde.model import RunState, from_us, to_us
 from netsonde.services.archive.schemas import (
+    MAX_TIME_US,
     SUMMARY_KEY,
     Aggregation,
     StoredRun,
@@ -151,7 +152,8 @@ def window_of(row: dict[str, Any], window_us: int) -> Window:
     return Window.model_validate(
         {
             "start_us": row["start_us"],
-            "end_us": row["start_us"] + window_us,
+            # The last window may reach past 9999-12-31: it ends where times end.
+            "end_us": min(row["start_us"] + window_us, MAX_TIME_US),
             "runs": row["runs"],
             "count": row["count"],
             "min": row["min"],

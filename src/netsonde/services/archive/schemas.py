@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
 from typing import Annotated, Any, NotRequired
 
 from pydantic import (
@@ -25,11 +24,11 @@ from pydantic import (
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from netsonde.config import TEST_ID
-from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
-from netsonde.units import EPOCH, ONE_US
+from netsonde.model import US_PER_S, PacketSample, Result, Run, RunState, Schedule, TestSpec
+from netsonde.units import EPOCH, ONE_US, TIME_MAX
 
 # The largest time an ISO 8601 string can say (datetime's range): stored times stay printable.
-MAX_TIME_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - EPOCH) // ONE_US
+MAX_TIME_US = (TIME_MAX + 1) * US_PER_S - 1
 SUMMARY_KEY = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"  # what the archive can aggregate by
 
 

@@ -76,6 +76,7 @@ from netsonde.services.status.definitions import (
     load_link_definitions,
 )
 from netsonde.services.status.store import LinkState, LinkStatusStore, StatusError, Update
+from netsonde.units import check_epoch
 
 LINK_STATUS = "http://ggf.org/ns/nmwg/characteristic/link/status/20070809"
 PATH_STATUS = "Path.Status"
@@ -733,11 +734,16 @@ def _datum_update(el: etree._Element, link_id: str, knowledge: str, do_update: b
         raise NMWGError(
             codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, f"timeType must be 'unix', not {kind!r}"
         )
-    if not re.fullmatch(r"\s*\d+\s*", raw):
+    # At most 15 digits: int() of thousands would fail, and such a time is out of range anyway.
+    if not re.fullmatch(r"\s*\d{1,15}\s*", raw):
         raise NMWGError(codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, f"invalid timeValue {raw!r}")
+    try:
+        t = int(check_epoch(int(raw), "timeValue"))
+    except ValueError as e:
+        raise NMWGError(codes.MA_QUERY_INVALID_TIMESTAMP_TYPE, str(e)) from None
     return Update(
         link_id,
-        int(raw),
+        t,
         (oper.text or "").strip(),
         (admin.text or "").strip(),
         knowledge,

@@ -38,12 +38,15 @@ Semantics of a store at time ``t`` (``update``):
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
+
+from netsonde.units import TIME_MAX, TIME_MIN, check_epoch
 
 OPER_STATES = frozenset({"up", "down", "degraded", "unknown"})
 ADMIN_STATES = frozenset(
@@ -156,8 +159,26 @@ def _check_time(t: object) -> int:
     return t
 
 
+def _check_stored_time(t: object) -> int:
+    """A time to store: one every answer can print (``units.check_epoch``)."""
+    t = _check_time(t)
+    try:
+        check_epoch(t)
+    except ValueError as e:
+        raise StatusError(str(e)) from None
+    return t
+
+
 def _row(r: tuple) -> LinkState:
     return LinkState(*r)
+
+
+def _readable(r: LinkState) -> LinkState:
+    """A range as readers get it: its times inside what ISO 8601 can say. Stores refuse any
+    other time, but a row stored before they did must not break every answer that prints it
+    (``[t, 253402300800]`` once made ``/api/v1/links`` fail for every link)."""
+    start, end = (min(max(x, TIME_MIN), TIME_MAX) for x in (r.start, r.end))
+    return r if (start, end) == (r.start, r.end) else dataclasses.replace(r, start=start, end=end)
 
 
 class LinkStatusStore:
@@ -216,7 +237,7 @@ class LinkStatusStore:
             cur.close()
 
     def _apply(self, cur: sqlite3.Cursor, u: Update) -> None:
-        t = _check_time(u.time)
+        t = _check_stored_time(u.time)
         new = normalize_states(u.oper, u.admin, u.knowledge)
         if not u.do_update:
             self._insert_new(cur, u.link_id, t, new)
@@ -251,9 +272,11 @@ class LinkStatusStore:
         ``t=None`` ("now") the latest range of each link."""
         cur = self._db.cursor()
         if t is None:
-            return {link: _fetch(cur, _LATEST, (link,)) for link in link_ids}
-        t = _check_time(t)
-        return {link: _covering(cur, link, t) for link in link_ids}
+            found = {link: _fetch(cur, _LATEST, (link,)) for link in link_ids}
+        else:
+            t = _check_time(t)
+            found = {link: _covering(cur, link, t) for link in link_ids}
+        return {link: None if r is None else _readable(r) for link, r in found.items()}
 
     def between(self, link_ids: Iterable[str], start: int, end: int) -> dict[str, list[LinkState]]:
         """The ranges of each link that intersect ``[start, end]`` (edges inclusive), oldest
@@ -264,14 +287,15 @@ class LinkStatusStore:
         cur = self._db.cursor()
         return {
             link: [
-                _row(r) for r in cur.execute(_BETWEEN, {"link": link, "start": start, "end": end})
+                _readable(_row(r))
+                for r in cur.execute(_BETWEEN, {"link": link, "start": start, "end": end})
             ]
             for link in link_ids
         }
 
     def history(self, link_id: str) -> list[LinkState]:
         """Every range of one link, oldest first."""
-        return [_row(r) for r in self._db.execute(_HISTORY, (link_id,))]
+        return [_readable(_row(r)) for r in self._db.execute(_HISTORY, (link_id,))]
 
     def __len__(self) -> int:
         """How many ranges are stored, over all links."""
@@ -279,7 +303,7 @@ class LinkStatusStore:
 
     def links(self) -> list[LinkState]:
         """Every link with its latest range, ordered by link id."""
-        return [_row(r) for r in self._db.execute(_LINKS)]
+        return [_readable(_row(r)) for r in self._db.execute(_LINKS)]
 
 
 # ---- helpers on a cursor (shared by the writer's paths) ----------------------------------
