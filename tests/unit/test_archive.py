@@ -174,6 +174,42 @@ def test_store_is_idempotent_by_run_id(archive: Archive) -> None:
     assert len(archive.runs("a")) == 5
 
 
+def missed_then_finished(slot: int) -> tuple[Run, Run]:
+    """One run id stored twice: first as missed, then (a confused or hostile sender) finished."""
+    missed = run_of(spec(), slot, state=RunState.MISSED)
+    finished = run_of(spec(), slot, rtt=9.0)
+    assert missed.run_id == finished.run_id
+    return missed, finished
+
+
+def assert_still_missed(archive: Archive, slot: int) -> None:
+    (row,) = [r for r in archive.runs("a") if r["slot"] == slot]
+    assert (row["state"], row["error"]) == ("missed", "not started")
+    assert row["values"] == {} and row["samples"] == [] and row["sent"] is None
+    assert slot not in [r["slot"] for r in archive.find_runs(results_only=True)]
+
+
+def test_a_run_id_is_stored_once_entirely_by_store_runs(archive: Archive) -> None:
+    missed, finished = missed_then_finished(0)
+    assert archive.store_runs([missed]) == 1
+    assert archive.store_runs([finished]) == 0  # first write wins: no result attached
+    assert_still_missed(archive, 0)
+
+
+def test_a_run_id_is_stored_once_entirely_by_store_batch(archive: Archive) -> None:
+    missed, finished = missed_then_finished(1)
+    assert archive.store_batch([spec()], [missed], T0) == 1
+    assert archive.store_batch([spec()], [finished, run_of(spec(), 2)], T0) == 1
+    assert_still_missed(archive, 1)
+    assert [r["slot"] for r in archive.runs("a")] == [1, 2]
+
+
+def test_the_first_of_one_run_id_in_a_batch_wins(archive: Archive) -> None:
+    missed, finished = missed_then_finished(3)
+    assert archive.store_runs([missed, finished]) == 1
+    assert_still_missed(archive, 3)
+
+
 def test_store_batch_registers_and_stores_in_one_go(archive: Archive) -> None:
     new = spec("b", "127.0.0.2")
     runs = [run_of(new, 0), run_of(spec(), 0)]

@@ -157,11 +157,7 @@ class SQLiteArchive:
     def store_runs(self, runs: Sequence[Run]) -> int:
         """Store finished/missed runs in one transaction; returns how many were new."""
         with self._db:
-            before = self._db.total_changes
-            self._db.executemany(_INSERT_RUN, _run_rows(runs))
-            new = self._db.total_changes - before
-            self._db.executemany(_INSERT_RESULT, _result_rows(runs))
-        return new
+            return self._insert_runs(runs)
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -375,11 +371,23 @@ class SQLiteArchive:
             ]
             if missing:
                 raise UnknownTestError(missing)  # leaving the `with` rolls the upsert back
-            before = self._db.total_changes
-            self._db.executemany(_INSERT_RUN, _run_rows(runs))
-            new = self._db.total_changes - before
-            self._db.executemany(_INSERT_RESULT, _result_rows(runs))
-        return new
+            return self._insert_runs(runs)
+
+    def _insert_runs(self, runs: Sequence[Run]) -> int:
+        """Insert the runs whose id is not stored yet, each with its result; returns how many.
+
+        First write wins, entirely: a run id already stored (or earlier in ``runs``) is skipped
+        with its result, so a run stored as missed never gains the result of a later store of
+        the same id as finished. One INSERT per run, because its row count says whether it was
+        ours; the first takes the write lock, so no other writer comes between. Call inside a
+        transaction."""
+        new = [
+            run
+            for run, row in zip(runs, _run_rows(runs), strict=True)
+            if self._db.execute(_INSERT_RUN, row).rowcount == 1
+        ]
+        self._db.executemany(_INSERT_RESULT, _result_rows(new))
+        return len(new)
 
     def _query(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
         with self._archive_errors():
