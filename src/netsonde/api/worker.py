@@ -6,25 +6,36 @@ HTTP, so the scheduler never competes with requests for the GIL and requests use
 JSON on stdin (the token must not show in ``ps``); the live status comes from the file the
 daemon rewrites every second, the run metrics from the daemon's metrics file.
 
-Run by the daemon as: python -m netsonde.api.worker  (settings on stdin). Each worker binds its
-own SO_REUSEPORT socket on the daemon's address, so the kernel balances connections.
+Run by the daemon as: python -m netsonde.api.worker  (settings on stdin). Every worker accepts
+on the one listening socket the daemon bound and passed in (``fd``): a worker being replaced
+leaves its waiting connections to the others, not refused.
+
+A worker is held to its limits from outside the request (``http/bounded.py``): work still
+running ``OVERRUN_GRACE`` seconds past its deadline ends the process (the supervisor starts
+another), a worker above ``max_worker_rss`` finishes its requests and exits to be replaced,
+and at most ``THREADS`` requests' work runs at once (the rest wait, within their deadline),
+which bounds its memory.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import uvicorn
 import uvloop
 
 from netsonde.api.app import create_app
 from netsonde.api.metrics import Metrics
 from netsonde.archive import connections
-from netsonde.http.server import bind
+from netsonde.http.bounded import BoundedRequests, Overruns
+from netsonde.http.server import raise_open_files_limit, uvicorn_config
 from netsonde.limits import RequestLimits
 from netsonde.mp.status import read_status
 from netsonde.services import SECTIONS
@@ -38,6 +49,17 @@ def _read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:
         return b""
+
+
+OVERRUN_GRACE = 5.0  # seconds past a deadline before unstoppable work ends its process
+THREADS = 4  # request threads at once: CPU-bound work gains nothing from more (the GIL)
+OVERRUN_EXIT = 75  # EX_TEMPFAIL: the supervisor's log says why the worker ended
+
+
+def _overrun(what: str, late: float) -> None:
+    log.error("%s still running %.1fs past its deadline: this worker ends to stop it", what, late)
+    logging.shutdown()
+    os._exit(OVERRUN_EXIT)
 
 
 def build(settings: dict[str, Any]) -> Any:
@@ -63,18 +85,38 @@ def build(settings: dict[str, Any]) -> Any:
     return create_app(host, metrics)
 
 
+async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
+    anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+    await server.serve(sockets=[sock])
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = json.load(sys.stdin)
-    sock = bind(settings["host"], settings["port"], reuse_port=True)
-    app = build(settings)
-    config = uvicorn.Config(
-        app, lifespan="off", log_config=None, access_log=False, server_header=False
+    raise_open_files_limit()
+    sock = socket.socket(fileno=settings["fd"])
+    limits = RequestLimits(**settings["limits"])
+    overruns = Overruns(OVERRUN_GRACE, _overrun)
+    server: uvicorn.Server | None = None
+
+    def recycle(rss: int) -> None:
+        log.warning("memory %d MB above max_worker_rss: replacing this worker", rss >> 20)
+        if server is not None:
+            server.should_exit = True  # stop accepting, answer what is in progress, exit
+
+    app = BoundedRequests(
+        build(settings),
+        limits.request_timeout,
+        overruns,
+        max_rss=settings["max_worker_rss"],
+        on_memory=recycle,
     )
+    server = uvicorn.Server(uvicorn_config(app, limits))
+    overruns.start()
     # uvicorn's own signal handling: SIGTERM from the daemon ends it gracefully.
-    uvloop.run(uvicorn.Server(config).serve(sockets=[sock]))
+    uvloop.run(_serve(server, sock))
 
 
 if __name__ == "__main__":

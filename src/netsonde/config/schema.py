@@ -68,7 +68,7 @@ class ApiSection(_Strict):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=1024**3)
     # N processes serve HTTP, apart from measuring; 0 serves inside the daemon's own loop
     # (which then shares its CPU with the scheduler: for tests and tiny hosts only).
-    workers: int = Field(0, ge=0, le=64)
+    workers: int = Field(2, ge=0, le=64)
     # A worker whose memory (RSS) passes this is replaced once its requests are answered.
     max_worker_rss: Annotated[int, BeforeValidator(parse_size)] = Field(
         384 * 1024 * 1024, ge=32 * 1024 * 1024

@@ -28,13 +28,13 @@ BACKOFF = {"first": 1.0, "cap": 30.0, "healthy_after": 10.0}
 
 
 class ApiWorkers:
-    def __init__(self, count: int, probe: socket.socket, settings: dict[str, Any]) -> None:
-        """``probe``: the daemon's SO_REUSEPORT socket on the address, bound only to report a
-        busy address at start-up; it is closed once the workers start, or it would get a share
-        of the connections and never accept them."""
+    def __init__(self, count: int, listener: socket.socket, settings: dict[str, Any]) -> None:
+        """``listener``: the daemon's listening socket, passed to every worker (the daemon
+        never accepts on it; it keeps it open so that connections wait in its backlog
+        while workers start or are replaced)."""
         self.count = count
-        self.probe = probe
-        self.settings = settings
+        self.listener = listener
+        self.settings = {**settings, "fd": listener.fileno()}
         self._procs: list[asyncio.subprocess.Process | None] = [None] * count
         self._names = [f"api-{i}" for i in range(count)]
         self._supervisor: Supervisor | None = None
@@ -47,7 +47,6 @@ class ApiWorkers:
 
     def supervise(self, supervisor: Supervisor) -> None:
         """Add the workers to ``supervisor`` (they start with it)."""
-        self.probe.close()
         self._supervisor = supervisor
         for i, name in enumerate(self._names):
             supervisor.add(
@@ -71,6 +70,7 @@ class ApiWorkers:
             stdin=asyncio.subprocess.PIPE,
             env=env,
             preexec_fn=die_with_parent,
+            pass_fds=(self.listener.fileno(),),
         )
         self._procs[i] = proc
         assert proc.stdin is not None

@@ -43,7 +43,8 @@ from netsonde.daemon.supervisor import (
     Supervisor,
     watch_task,
 )
-from netsonde.http.server import bind, serve
+from netsonde.http.bounded import BoundedRequests
+from netsonde.http.server import bind, raise_open_files_limit, serve
 from netsonde.model import Run, TestSpec, to_us
 from netsonde.mp.point import MeasurementPoint
 from netsonde.mp.runner import ForkServerGone, Runner
@@ -109,8 +110,9 @@ class Daemon:
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
         cfg = self.cfg
         workers = cfg.api.workers if cfg.api.enabled else 0
+        raise_open_files_limit()  # slow clients and many runs: not the common soft 1,024
         # First, so that a busy address fails the start before anything else is set up.
-        listener = bind(*cfg.listen_address, reuse_port=bool(workers)) if cfg.api.enabled else None
+        listener = bind(*cfg.listen_address) if cfg.api.enabled else None
         # First too: as a child subreaper the daemon gets the orphans of runs and servers (not
         # init), and the reaper finds and reaps them.
         self.reaper = reaper = Reaper(cfg.cleanup, keep=self._children, exempt=self._children)
@@ -320,8 +322,10 @@ class Daemon:
             status=self.status,
             sections=cfg.sections,
         )
-        app = create_app(host, self.metrics)
-        self.supervisor.add("http", lambda hb: watch_task(serve(app, listener, stop), hb))
+        app = BoundedRequests(create_app(host, self.metrics), host.limits.request_timeout)
+        self.supervisor.add(
+            "http", lambda hb: watch_task(serve(app, listener, stop, host.limits), hb)
+        )
 
     def _worker_settings(self) -> dict[str, Any]:
         cfg = self.cfg
