@@ -23,13 +23,14 @@ from rich.text import Text
 from netsonde import __version__
 from netsonde.archive import Archive, ArchiveError, open_archive
 from netsonde.config import Config, ConfigError
-from netsonde.daemon import control, service
+from netsonde.daemon import control, service, workdirs
 from netsonde.daemon.detach import StartupReport, detach
-from netsonde.daemon.pidfile import AlreadyRunning, running_pid
+from netsonde.daemon.pidfile import AlreadyRunning, PidFileError, running_pid
+from netsonde.daemon.workdirs import DirectoryError
 from netsonde.http.server import ListenError
 from netsonde.model import from_us, to_us
 from netsonde.mp.spool import read_dead_letters
-from netsonde.mp.status import DaemonStatus, read_status
+from netsonde.mp.status import DaemonStatus, read_status, stale, status_age
 from netsonde.nmwg.client import ClientError, exchange, render
 from netsonde.probes import ping as ping_tool
 from netsonde.units import parse_duration, parse_time
@@ -95,7 +96,10 @@ def run(
     ] = False,
 ) -> None:
     """Run the measurement point (foreground unless --daemon)."""
+    if config is not None:
+        config = config.absolute()  # a detached daemon runs in /: a reload reads it from there
     cfg = service.load_config(config)
+    workdirs.check_all(cfg)
     pid = running_pid(cfg.pidfile)
     if pid is not None:
         raise AlreadyRunning(cfg.pidfile, pid)
@@ -144,7 +148,7 @@ def _run_detached(cfg: Config, config: Path | None, report: StartupReport) -> No
     _log_to_file(cfg)
     try:
         restart = service.run_foreground(cfg, config, on_ready=report.ready)
-    except (AlreadyRunning, ArchiveError, ListenError, OSError) as e:
+    except (AlreadyRunning, PidFileError, ArchiveError, ListenError, OSError) as e:
         report.send(str(e))
         os._exit(1)
     if restart:
@@ -204,14 +208,22 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     Exit status 3 when it does not run, as LSB init scripts say."""
     cfg = service.load_config(config)
     pid = running_pid(cfg.pidfile)
-    snap = read_status(service.status_path(cfg)) if pid is not None else None
+    path = service.status_path(cfg)
+    snap = read_status(path) if pid is not None else None
+    warning = stale(path) if snap else None  # a frozen file: a full disk, a hung daemon
     if as_json:
-        _print_json({"running": pid is not None, "pid": pid, **(snap.to_json() if snap else {})})
+        age = status_age(path) if snap else None
+        extra = {"status_age_s": None if age is None else round(age, 1), "status_warning": warning}
+        _print_json(
+            {"running": pid is not None, "pid": pid, **extra, **(snap.to_json() if snap else {})}
+        )
     elif pid is None:
         out.print(f"netsonde is not running (pidfile {cfg.pidfile})")
     else:
         up = time.time() - from_us(snap.started_us) if snap else None
         out.print(f"netsonde is running: pid {pid}" + (f", up {_duration(up)}" if up else ""))
+        if warning:
+            out.print(warning, style="red")
         if snap:
             _print_status(snap)
     raise typer.Exit(0 if pid is not None else 3)  # 3: "not running", as LSB init scripts say
@@ -535,6 +547,8 @@ def main() -> None:
         ConfigError,
         ArchiveError,
         AlreadyRunning,
+        PidFileError,
+        DirectoryError,
         ListenError,
         ClientError,
         control.StopFailed,

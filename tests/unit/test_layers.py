@@ -18,6 +18,7 @@ FLOORS: dict[str, int] = {
     "units": 0,
     "auth": 0,
     "proctree": 0,
+    "filesystem": 0,
     "restartable": 0,
     "limits": 0,
     "metrics": 1,

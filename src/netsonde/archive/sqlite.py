@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from netsonde import filesystem
 from netsonde.archive.base import ArchiveError, Backend, UnknownTestError
 from netsonde.model import Run, TestSpec
 
@@ -58,15 +59,28 @@ CREATE TABLE IF NOT EXISTS results (
 
 def _why(path: Path) -> str:
     """What SQLite's "unable to open database file" leaves out, when the disk is the cause."""
+    found = filesystem.trouble(path.parent)
+    return f" ({found})" if found else ""
+
+
+def _exists(path: Path) -> bool:
     try:
-        st = os.statvfs(path.parent)
-    except OSError:
-        return ""
-    if st.f_flag & os.ST_RDONLY:
-        return f" ({path.parent} is on a read-only file system)"
-    if st.f_bavail == 0:
-        return f" (no space left on the file system of {path.parent})"
-    return ""
+        return path.exists()
+    except OSError as e:  # a directory on the way this user may not enter
+        raise ArchiveError(f"cannot read archive {path}: {e.strerror}") from None
+
+
+def _why_unreadable(path: Path) -> str:
+    """Why a read-only open fails: a file of the archive this user may not read, or a
+    write-ahead log whose index (-shm) a reader would have to create and cannot."""
+    wal, shm = (path.with_name(path.name + end) for end in ("-wal", "-shm"))
+    for part in (path, wal, shm):
+        if part.exists() and not os.access(part, os.R_OK):
+            return f" ({part} is not readable by this user)"
+    if wal.exists() and not shm.exists():
+        cause = filesystem.trouble(path.parent) or f"{path.parent} is not writable by this user"
+        return f" (reading its write-ahead log needs {shm.name}, which cannot be created: {cause})"
+    return _why(path)
 
 
 # ---- URLs: sqlite:///relative/path, sqlite:////absolute/path --------------------------------
@@ -102,17 +116,21 @@ class SQLiteArchive:
         self.url = url_of(self.path)
         try:
             if readonly:
-                if not self.path.exists():
+                if not _exists(self.path):
                     raise ArchiveError(
                         f"no archive at {self.path} (has `netsonde run` stored anything yet?)"
                     )
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
                 try:
                     self._db.execute("SELECT value FROM meta WHERE name = 'schema_version'")
-                except sqlite3.OperationalError:  # created a moment ago, schema not yet in
+                except sqlite3.OperationalError as e:
                     self._db.close()
+                    if "no such table" in str(e):  # created a moment ago, schema not yet in
+                        raise ArchiveError(
+                            f"no archive at {self.path} yet (still being created)"
+                        ) from None
                     raise ArchiveError(
-                        f"no archive at {self.path} yet (still being created)"
+                        f"cannot read archive {self.path}: {e}{_why_unreadable(self.path)}"
                     ) from None
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,13 @@ import os
 from pathlib import Path
 
 
+class PidFileError(Exception):
+    """The pidfile cannot be read or written (permissions, a read-only or full disk)."""
+
+    def __init__(self, doing: str, path: Path, e: OSError) -> None:
+        super().__init__(f"cannot {doing} the pidfile {path}: {e.strerror or e}")
+
+
 class AlreadyRunning(Exception):
     def __init__(self, path: Path, pid: int | None) -> None:
         who = f"pid {pid}" if pid else "another process"
@@ -32,18 +39,26 @@ class PidFile:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Lock the file and write our pid; raise AlreadyRunning if a live process holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """Lock the file and write our pid; raise AlreadyRunning if a live process holds it,
+        PidFileError if it cannot be written."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise PidFileError("create", self.path, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = _read_pid(fd)
             os.close(fd)
             raise AlreadyRunning(self.path, pid) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.fsync(fd)
+        except OSError as e:
+            os.close(fd)
+            raise PidFileError("write", self.path, e) from None
         self._fd = fd
 
     def release(self) -> None:
@@ -58,11 +73,14 @@ class PidFile:
 
 
 def running_pid(path: Path) -> int | None:
-    """The pid of the live process holding ``path``, or None if nobody does (absent or stale)."""
+    """The pid of the live process holding ``path``, or None if nobody does (absent or stale).
+    Raises PidFileError when the file is there but cannot be read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as e:
+        raise PidFileError("read", path, e) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

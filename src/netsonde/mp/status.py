@@ -8,19 +8,25 @@ A field's name is its JSON key, and the point's own figures (``PointStatus``) si
 level beside the daemon's: that file and ``netsonde status --json`` are a published format.
 Every field has a default, so a status written by another version still reads (a missing key
 takes its default, an unknown one is ignored); ``read_status`` gives None for a file that is not
-there yet (the daemon starting) or cannot be read.
+there yet (the daemon starting) or cannot be read, and ``stale`` says when the file has not been
+written for a while (a full or read-only disk, a hung daemon): its age and the likely cause.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
+
+from netsonde import filesystem
+
+STALE_AFTER_S = 5.0  # the daemon writes its status every second
 
 
 @dataclass(frozen=True)
@@ -154,3 +160,23 @@ def read_status(path: Path) -> DaemonStatus | None:
         return DaemonStatus.from_json(json.loads(path.read_bytes()))
     except (OSError, ValueError):  # a JSONDecodeError or a ValidationError is a ValueError
         return None
+
+
+def status_age(path: Path, now: float | None = None) -> float | None:
+    """Seconds since the daemon last wrote ``path``; None when there is no such file."""
+    try:
+        written = path.stat().st_mtime
+    except OSError:
+        return None
+    return max(0.0, (time.time() if now is None else now) - written)
+
+
+def stale(path: Path, now: float | None = None) -> str | None:
+    """None while the daemon keeps ``path`` up to date; otherwise one line for whoever reads
+    it: how old it is and why it is likely not written any more."""
+    age = status_age(path, now)
+    if age is None or age < STALE_AFTER_S:
+        return None
+    cause = filesystem.trouble(path.parent)
+    why = f"cannot write {path.name}: {cause}" if cause else "not written since (see the log)"
+    return f"status written {age:.0f} s ago; {why}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Self
 
 from pydantic import Field
@@ -26,7 +27,8 @@ class StatusSection(Section):
 
     def settle(self, paths: Paths) -> Self:
         db = paths.resolve(self.db) if self.db else paths.data_dir / "status.sqlite"
-        if db.is_dir():
+        # os.path: an unreadable data_dir is not an error here (the daemon's start names it)
+        if os.path.isdir(db):
             raise SectionError("db", f"{db} is a directory")
         defs = self.e2emon_definitions
         if defs is not None and not paths.resolve(defs).is_file():
