@@ -234,7 +234,9 @@ def _print_status(snap: DaemonStatus) -> None:
     runs = ", ".join(f"{k} {v}" for k, v in sorted(point.runs.items())) or "none yet"
     out.print(
         f"tests {point.tests}, in progress {point.in_progress}, "
-        f"waiting {point.waiting}, stored {snap.stored}; runs: {runs}"
+        f"waiting {point.waiting}, stored {snap.stored}"
+        + (f", received {snap.received} over the API" if snap.received else "")
+        + f"; runs: {runs}"
     )
     if late := point.lateness:
         out.print(

@@ -218,6 +218,19 @@ def test_store_batch_registers_and_stores_in_one_go(archive: Archive) -> None:
     assert [t["test_id"] for t in archive.tests()] == ["a", "b"]
 
 
+def test_received_counts_the_new_runs_of_store_batch_only(archive: Archive) -> None:
+    """What `status` shows of a central archive: counted in the archive, whatever process
+    stores; a duplicate, a refused batch or the daemon's own store_runs is not received."""
+    new = spec("b", "127.0.0.2")
+    assert archive.received() == 0
+    archive.store_batch([new], [run_of(new, 0), run_of(new, 1)], T0)
+    archive.store_batch([new], [run_of(new, 1), run_of(new, 2)], T0)
+    archive.store_runs([run_of(spec(), 0)])
+    with pytest.raises(UnknownTestError):
+        archive.store_batch([], [run_of(new, 3), run_of(spec("x", "127.0.0.9"), 0)], T0)
+    assert archive.received() == 3
+
+
 def test_store_batch_with_an_unknown_key_writes_nothing(archive: Archive) -> None:
     stranger, new = spec("x", "127.0.0.9"), spec("c", "127.0.0.3")
     with pytest.raises(UnknownTestError) as info:

@@ -32,6 +32,7 @@ FULL = DaemonStatus(
     reloads=2,
     reload_error=None,
     stored=40,
+    received=12,
     archive_backlog=1,
     archive_error="OperationalError: disk I/O error",
     api_workers=(101, 102),
@@ -59,12 +60,12 @@ FULL = DaemonStatus(
 )
 
 # The top-level keys of status.json as published before the status was typed: readers (and
-# users' scripts on ``netsonde status --json``) rely on them.
+# users' scripts on ``netsonde status --json``) rely on them. Added since: received.
 PUBLISHED_KEYS = {
     "pid", "started_us", "config", "archive", "url", "reloads", "reload_error", "stored",
     "archive_backlog", "archive_error", "api_workers", "api_worker_restarts", "feeds",
     "workers", "worker_restarts", "loop_stalls", "spool", "reaper", "restart_every_s",
-    "tests", "in_progress", "waiting", "runs", "lateness", "upcoming",
+    "received", "tests", "in_progress", "waiting", "runs", "lateness", "upcoming",
 }  # fmt: skip
 
 

@@ -49,6 +49,10 @@ class Archive(Protocol):
         key neither known nor in ``specs`` raise :class:`UnknownTestError`."""
         ...
 
+    def received(self) -> int:
+        """How many runs ``store_batch`` has stored (remote stores), ever."""
+        ...
+
     # ---- reading -------------------------------------------------------------------------
 
     def last_slots(self, keys: Iterable[str]) -> dict[str, int]:

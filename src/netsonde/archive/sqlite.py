@@ -389,7 +389,15 @@ class SQLiteArchive:
             ]
             if missing:
                 raise UnknownTestError(missing)  # leaving the `with` rolls the upsert back
-            return self._insert_runs(runs)
+            new = self._insert_runs(runs)
+            self._db.execute(_COUNT_RECEIVED, (new,))
+            return new
+
+    def received(self) -> int:
+        """How many runs ``store_batch`` has stored, ever: counted in the archive because the
+        API processes that store them are not the daemon that reports them."""
+        row = self._query("SELECT value FROM meta WHERE name = 'runs_received'", ())
+        return int(row[0][0]) if row else 0
 
     def _insert_runs(self, runs: Sequence[Run]) -> int:
         """Insert the runs whose id is not stored yet, each with its result; returns how many.
@@ -449,6 +457,10 @@ def _run_row(r: sqlite3.Row) -> dict[str, Any]:
 _LOSS_PATH = "'$.lossPercent'"  # an SQL string literal
 _SUMMARY_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # safe inside a JSON path as $."key"
 
+_COUNT_RECEIVED = (
+    "INSERT INTO meta VALUES ('runs_received', ?1) ON CONFLICT (name)"
+    " DO UPDATE SET value = CAST(value AS INTEGER) + ?1"
+)
 _UPSERT_TEST = (
     "INSERT INTO tests (key, test_id, source, tool, target, params, first_seen_us, last_seen_us)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"

@@ -34,6 +34,7 @@ from netsonde.config import Config, ConfigError, ServerSpec
 from netsonde.daemon.api_workers import ApiWorkers
 from netsonde.daemon.pidfile import PidFile
 from netsonde.daemon.reaper import Reaper
+from netsonde.daemon.received import Received
 from netsonde.daemon.servers import KeptServer, should_restart
 from netsonde.daemon.sink import Consumer, RunSink
 from netsonde.daemon.supervisor import (
@@ -102,6 +103,7 @@ class Daemon:
         self.feeds: dict[str, Feed] = {}
         self.spool: Spool | None = None
         self.reaper: Reaper | None = None
+        self.received: Received | None = None  # runs stored over the API
         self.servers: list[KeptServer] = []
         # Set by main before anything asks for the status.
         self.writer: BatchWriter | None = None
@@ -117,6 +119,7 @@ class Daemon:
         # init), and the reaper finds and reaps them.
         self.reaper = reaper = Reaper(cfg.cleanup, keep=self._children, exempt=self._children)
         archive, writer = self._open_storage()
+        self.received = Received(cfg.archive_url)
         runner = Runner()
         # Before the calendar is made: slots due while the tools import would be missed.
         await runner.start()
@@ -253,6 +256,8 @@ class Daemon:
         """Flush what writes from threads, close the stores, then leave no child behind."""
         writer.close()
         archive.close()
+        if self.received is not None:
+            self.received.close()
         for feed in self.feeds.values():
             feed.close()
         if self.spool is not None:
@@ -365,6 +370,7 @@ class Daemon:
             stored=writer.stored,
             archive_backlog=writer.backlog,
             archive_error=writer.last_error,
+            received=self.received.count if self.received else 0,
             api_workers=tuple(api.pids) if api else None,
             api_worker_restarts=api.restarts if api else 0,
             feeds={name: feed.stats for name, feed in self.feeds.items()},
@@ -397,6 +403,8 @@ class Daemon:
         failing: str | None = None
         while True:
             hb.beat()
+            if self.received is not None:
+                self.received.refresh()
             try:
                 write_json_atomically(status_path(self.cfg), self.status().to_json())
                 if self.api_workers is not None and self.metrics is not None:

@@ -117,6 +117,7 @@ class DaemonStatus:
     reloads: int = 0
     reload_error: str | None = None  # why the last reload was refused
     stored: int = 0  # runs written to the archive
+    received: int = 0  # runs other points stored in it over the API since the start
     archive_backlog: int = 0  # runs waiting for the archive writer
     archive_error: str | None = None  # of the last archive write, retried
     api_workers: tuple[int, ...] | None = None  # their pids; None: HTTP served in the daemon
