@@ -29,7 +29,7 @@ class DaemonProcess:
         and blocks a chatty daemon)."""
         return self.config.with_suffix(".out")
 
-    def start(self) -> subprocess.Popen[str]:
+    def start(self, preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[str]:
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(
                 [str(self.netsonde), "run", "--config", str(self.config)],
@@ -37,6 +37,7 @@ class DaemonProcess:
                 stderr=subprocess.STDOUT,
                 text=True,
                 start_new_session=True,
+                preexec_fn=preexec_fn,
             )
         return self.proc
 

@@ -54,6 +54,7 @@ def _read_bytes(path: Path) -> bytes:
 OVERRUN_GRACE = 5.0  # seconds past a deadline before unstoppable work ends its process
 THREADS = 4  # request threads at once: CPU-bound work gains nothing from more (the GIL)
 OVERRUN_EXIT = 75  # EX_TEMPFAIL: the supervisor's log says why the worker ended
+REPLACE_ME = 3  # the exit code of a worker that asks to be replaced at once (memory ceiling)
 
 
 def _overrun(what: str, late: float) -> None:
@@ -100,8 +101,11 @@ def main() -> None:
     limits = RequestLimits(**settings["limits"])
     overruns = Overruns(OVERRUN_GRACE, _overrun)
     server: uvicorn.Server | None = None
+    recycled = False
 
     def recycle(rss: int) -> None:
+        nonlocal recycled
+        recycled = True
         log.warning("memory %d MB above max_worker_rss: replacing this worker", rss >> 20)
         if server is not None:
             server.should_exit = True  # stop accepting, answer what is in progress, exit
@@ -117,6 +121,8 @@ def main() -> None:
     overruns.start()
     # uvicorn's own signal handling: SIGTERM from the daemon ends it gracefully.
     uvloop.run(_serve(server, sock))
+    if recycled:
+        sys.exit(REPLACE_ME)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from netsonde.api.worker import REPLACE_ME
 from netsonde.daemon.supervisor import (
     Backoff,
     Heartbeat,
@@ -54,6 +55,7 @@ class ApiWorkers:
                 functools.partial(self._body, i),
                 pid=functools.partial(self._pid, i),
                 backoff=Backoff(**BACKOFF),
+                replace_me=REPLACE_ME,
             )
 
     async def stop(self) -> None:

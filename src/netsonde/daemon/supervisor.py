@@ -103,6 +103,7 @@ class Supervisor:
         self.workers: dict[str, WorkerState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._restart_policy: dict[str, Callable[[int | None], bool] | None] = {}
+        self._replace_me: dict[str, int | None] = {}
         self._stop: asyncio.Event | None = None
 
     def add(
@@ -115,11 +116,14 @@ class Supervisor:
         backoff: Backoff | None = None,
         restart: Callable[[int | None], bool] | None = None,
         on_stale: Callable[[], None] | None = None,
+        replace_me: int | None = None,
     ) -> WorkerState:
         """Supervise ``body`` as ``name``. ``stale_after``: -1 for the supervisor's default,
         None for a body that does not beat. ``restart(exit_code)`` decides whether to restart
         (default: always). ``on_stale`` is called when the body is given up for a stale
-        heartbeat (after it is cancelled). Added while running, it starts at once."""
+        heartbeat (after it is cancelled). ``replace_me``: the exit code by which a process
+        asks to be replaced (an API worker above its memory ceiling): restarted at once, no
+        backoff, not an error. Added while running, it starts at once."""
         if name in self.workers:
             raise ValueError(f"worker {name!r} already exists")
         w = WorkerState(
@@ -132,6 +136,7 @@ class Supervisor:
         )
         self.workers[name] = w
         self._restart_policy[name] = restart
+        self._replace_me[name] = replace_me
         if self._stop is not None:
             self._tasks[name] = asyncio.create_task(self._keep(w, self._stop), name=name)
         return w
@@ -181,6 +186,9 @@ class Supervisor:
                 log.warning("%s %s; not restarted (restart policy)", w.name, why)
                 return
             w.restarts += 1
+            if code is not None and code == self._replace_me.get(w.name):
+                log.info("%s %s: replaced (restart %d)", w.name, why, w.restarts)
+                continue
             delay = w.backoff.next(time.monotonic() - started)
             w.state = "backoff"
             log.error("%s %s; restart %d in %.1fs", w.name, why, w.restarts, delay)

@@ -1,0 +1,173 @@
+"""Serving never starves measuring (issue 11, items 1 and 3), against a real daemon: the API
+runs in worker processes by default; slow clients are dropped at read_timeout and cannot use
+up the daemon's descriptors; a worker above its memory ceiling is replaced without refusing
+anyone; heavy NMWG requests do not make the scheduler miss runs."""
+
+from __future__ import annotations
+
+import resource
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from integration.conftest import DaemonProcess
+from integration.test_api_workers import ECHO, serving
+from integration.test_archive_service import free_port
+from procs import descendants
+
+PING_TESTS = "".join(
+    f"""
+[[test]]
+id = "lo{i}"
+tool = "ping"
+target = "127.0.0.{i + 1}"
+interval = "1s"
+params = {{ count = 3, interval = 0.05 }}
+"""
+    for i in range(5)
+)
+
+
+def _open_files(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-files line")
+
+
+def _soft_1024() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+
+def _started(d: DaemonProcess, port: int, **kw: Callable[[], None]) -> dict[str, object]:
+    d.start(**kw)
+    status = d.wait_for(lambda: (s := d.cli_json("status")).get("api_workers") and s, 20)
+    d.wait_for(lambda: serving(f"http://127.0.0.1:{port}/api/v1/tests"), 15)
+    return status  # type: ignore[no-any-return]
+
+
+def test_by_default_the_api_runs_in_two_worker_processes_apart_from_measuring(
+    daemon_factory: Callable[[str], DaemonProcess],
+) -> None:
+    port = free_port()
+    d = daemon_factory(f'[daemon]\ndata_dir = "data"\nlisten = "127.0.0.1:{port}"\n')
+    status = _started(d, port, preexec_fn=_soft_1024)
+    assert d.proc is not None
+    workers = status["api_workers"]
+    assert isinstance(workers, list) and len(workers) == 2
+    assert set(workers) <= descendants(d.proc.pid) and d.proc.pid not in workers
+    # The soft 1,024 it was started with is raised to the hard limit, in the daemon and workers.
+    for pid in (d.proc.pid, *workers):
+        soft, hard = _open_files(pid)
+        assert soft == hard and soft > 1024
+    assert (
+        b"success.echo"
+        in httpx.post(
+            f"http://127.0.0.1:{port}/perfSONAR_PS/services/pinger/ma", content=ECHO
+        ).content
+    )
+
+
+def test_a_thousand_slow_clients_neither_exhaust_descriptors_nor_stop_service(
+    daemon_factory: Callable[[str], DaemonProcess],
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the attacker's own side
+    port = free_port()
+    d = daemon_factory(
+        f'[daemon]\ndata_dir = "data"\nlisten = "127.0.0.1:{port}"\n'
+        "[api]\nread_timeout = 3\n" + PING_TESTS
+    )
+    _started(d, port, preexec_fn=_soft_1024)
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(1100):  # more than the soft limit it was started with
+            conn = socket.create_connection(("127.0.0.1", port))
+            conn.sendall(b"GET /api/v1/tests HTTP/1.1\r\nHost: x\r\n")  # and never more
+            slow.append(conn)
+        # Meanwhile: status answers, and a whole request is answered (or refused cleanly).
+        assert d.cli("status").returncode == 0
+        r = httpx.get(f"http://127.0.0.1:{port}/api/v1/tests", timeout=10)
+        assert r.status_code in (200, 503)
+        # After read_timeout every slow client has been dropped by the server, or was refused
+        # with a 503 at once (past max_connections of a worker).
+        time.sleep(4)
+        answers = []
+        for conn in slow:
+            conn.settimeout(2)
+            answers.append(conn.recv(100))
+        dropped = answers.count(b"")
+        refused = sum(a.startswith(b"HTTP/1.1 503 ") for a in answers)
+        assert dropped + refused == len(slow) and dropped >= 512, (dropped, refused)
+    finally:
+        for conn in slow:
+            conn.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert httpx.get(f"http://127.0.0.1:{port}/api/v1/tests").status_code == 200
+    status = d.cli_json("status")
+    assert status["worker_restarts"] == 0 and status["api_worker_restarts"] == 0
+    assert "EMFILE" not in d.output() and "Too many open files" not in d.output()
+
+
+def test_a_worker_above_its_memory_ceiling_is_replaced_and_nobody_is_refused(
+    daemon_factory: Callable[[str], DaemonProcess],
+) -> None:
+    port = free_port()
+    # 32 MB is below any worker's size: each one is replaced after its first request.
+    d = daemon_factory(
+        f'[daemon]\ndata_dir = "data"\nlisten = "127.0.0.1:{port}"\n[api]\nmax_worker_rss = "32M"\n'
+    )
+    _started(d, port)
+    codes = []
+    for _ in range(12):
+        codes.append(httpx.get(f"http://127.0.0.1:{port}/api/v1/tests", timeout=20).status_code)
+        time.sleep(0.1)
+    assert codes == [200] * 12
+    restarts = d.wait_for(lambda: d.cli_json("status")["api_worker_restarts"] >= 2 and True, 10)
+    assert restarts
+    assert "above max_worker_rss: replacing this worker" in d.output()
+
+
+def test_heavy_nmwg_requests_do_not_make_the_scheduler_miss_runs(
+    daemon_factory: Callable[[str], DaemonProcess],
+) -> None:
+    port = free_port()
+    d = daemon_factory(f'[daemon]\ndata_dir = "data"\nlisten = "127.0.0.1:{port}"\n' + PING_TESTS)
+    _started(d, port)
+    d.wait_for(lambda: len(d.cli_json("results", "lo0", missing=[])) >= 3, 15)
+    before = d.cli_json("status")["runs"].get("missed", 0)
+    # 20 clients send 4 MB requests with 100,000 data triggers on one metadata, for 10 s.
+    md = (
+        '<nmwg:metadata id="m"><nmwg:eventType>http://ggf.org/ns/nmwg/tools/pinger/2.0/'
+        "</nmwg:eventType></nmwg:metadata>"
+    )
+    trigger = '<nmwg:data id="d{i}" metadataIdRef="m"/>'
+    heavy = (
+        '<nmwg:message xmlns:nmwg="http://ggf.org/ns/nmwg/base/2.0/" type="SetupDataRequest" '
+        f'id="x">{md}{"".join(trigger.format(i=i) for i in range(100_000))}</nmwg:message>'
+    ).encode()
+    end = time.monotonic() + 10
+    answers: list[int] = []
+
+    def attack() -> None:
+        with httpx.Client(timeout=60) as client:
+            while time.monotonic() < end:
+                r = client.post(f"http://127.0.0.1:{port}/perfSONAR_PS/services/pinger/ma",
+                                content=heavy)  # fmt: skip
+                answers.append(r.status_code)
+
+    threads = [threading.Thread(target=attack) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert answers and set(answers) == {200}
+    time.sleep(2)
+    status = d.cli_json("status")
+    assert status["runs"].get("missed", 0) == before, status["runs"]
