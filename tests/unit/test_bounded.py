@@ -176,3 +176,33 @@ def test_connections_past_the_cap_get_a_503_and_are_closed() -> None:
             c.close()
         time.sleep(0.2)
         assert httpx.get(f"http://127.0.0.1:{port}/deadline").status_code == 200
+
+
+def test_an_nmwg_thread_abandoned_at_the_deadline_stays_tracked_until_it_ends() -> None:
+    from netsonde.http.soap import soap_routes
+    from netsonde.nmwg.service import NMWGService
+
+    release = threading.Event()
+
+    def stuck(*_: object) -> list[object]:
+        release.wait(10)  # ignores cancellation, as unknown slow code might
+        return []
+
+    service: NMWGService[None] = NMWGService("stuck", {"EchoRequest": stuck}, event_types=None)
+    limits = RequestLimits(request_timeout=0.3)
+    overruns = Overruns(grace=60, on_overrun=lambda what, late: None)
+    app = BoundedRequests(Starlette(routes=soap_routes(limits, {"/x": [service]})), 0.3, overruns)
+    request = (
+        b'<nmwg:message xmlns:nmwg="http://ggf.org/ns/nmwg/base/2.0/" type="EchoRequest" '
+        b'id="r"><nmwg:metadata id="m"/><nmwg:data id="d" metadataIdRef="m"/></nmwg:message>'
+    )
+    with TestClient(app) as client:
+        started = time.monotonic()
+        r = client.post("/x", content=request)
+        assert b"error.common.timeout" in r.content and time.monotonic() - started < 5
+        assert overruns.in_progress == 1
+        release.set()
+        deadline = time.monotonic() + 5
+        while overruns.in_progress and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert overruns.in_progress == 0

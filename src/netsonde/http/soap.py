@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from netsonde.http.bounded import DEADLINE, tracked
 from netsonde.limits import RequestLimits
 from netsonde.nmwg import build, codes
 from netsonde.nmwg.codes import NMWGError
@@ -102,18 +103,23 @@ def _endpoint(
         except NMWGError as err:
             return _error(err.code, err.text)
         timeout = limits.request_timeout
+        # The request's one deadline (from its headers: reading the body counts) when served
+        # under BoundedRequests; else from now.
+        deadline: float = request.scope.get(DEADLINE) or time.monotonic() + timeout
         rctx: RequestContext[Any] = RequestContext(
             endpoint=path,
-            deadline=time.monotonic() + timeout,
+            deadline=deadline,
             authorization=request.headers.get("authorization"),
             limits=limits,
         )
         result: bytes | None = None
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(deadline - time.monotonic()):
             # abandon_on_cancel: at the deadline we stop waiting; the thread is told to stop
-            # (rctx.cancel) and whatever it still returns is dropped.
+            # (rctx.cancel) and whatever it still returns is dropped. It stays tracked: one
+            # that does not stop in time ends its worker process (http/bounded.py).
+            work = tracked(request.scope, f"NMWG request on {path}", handle)
             result = await anyio.to_thread.run_sync(
-                handle, body, services, rctx, abandon_on_cancel=True
+                work, body, services, rctx, abandon_on_cancel=True
             )
         if result is None:
             rctx.cancel()
