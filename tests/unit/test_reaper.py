@@ -262,3 +262,41 @@ def test_final_sweep_leaves_no_orphan_and_no_zombie() -> None:
     assert out["zombies"] == []
     assert out["stats"] == [3, 3]
     assert out["took"] < 2 + 1
+
+
+def test_the_reaper_skips_a_pass_when_out_of_descriptors_and_goes_on() -> None:
+    import asyncio
+    import resource
+
+    from netsonde.daemon.service import reap_forever
+    from netsonde.daemon.supervisor import Heartbeat
+
+    async def scenario() -> tuple[int, int, bool]:
+        reaper = Reaper([], keep=set, exempt=set)
+        task = asyncio.create_task(reap_forever(reaper, Heartbeat(), every=0.05))
+        await asyncio.sleep(0.2)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # Fill every free number up to the highest in use: the kernel gives the lowest free one.
+        highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+        fillers = []
+        while (fd := os.open(os.devnull, os.O_RDONLY)) < highest:
+            fillers.append(fd)
+        os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (fd, hard))  # every number below: taken
+        try:
+            scans_before = reaper.stats.scans
+            await asyncio.sleep(0.3)
+            starved = reaper.stats.scans - scans_before
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            for filler in fillers:
+                os.close(filler)
+        scans_starved_end = reaper.stats.scans
+        await asyncio.sleep(0.3)
+        alive = not task.done()
+        task.cancel()
+        return starved, reaper.stats.scans - scans_starved_end, alive
+
+    starved, after, alive = asyncio.run(scenario())
+    assert starved == 0  # every pass failed with EMFILE …
+    assert alive and after >= 2  # … and the reaper went on scanning once it could

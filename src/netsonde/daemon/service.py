@@ -449,9 +449,16 @@ async def runner_body(runner: Runner, hb: Heartbeat) -> None:
 
 
 async def reap_forever(reaper: Reaper, hb: Heartbeat, every: float = 1.0) -> None:
+    failing: str | None = None
     while True:
         hb.beat()
-        reaper.scan()
+        try:
+            reaper.scan()
+            failing = None
+        except OSError as e:  # out of descriptors (EMFILE) …: skip a pass, not the reaper
+            if str(e) != failing:
+                log.warning("reaper: a scan failed, trying again: %s", e)
+            failing = str(e)
         await asyncio.sleep(every)
 
 
