@@ -40,6 +40,11 @@ def _open_files(pid: int) -> tuple[int, int]:
     raise AssertionError("no open-files line")
 
 
+def _nice(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])  # field 19: nice
+
+
 def _soft_1024() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
@@ -62,6 +67,8 @@ def test_by_default_the_api_runs_in_two_worker_processes_apart_from_measuring(
     workers = status["api_workers"]
     assert isinstance(workers, list) and len(workers) == 2
     assert set(workers) <= descendants(d.proc.pid) and d.proc.pid not in workers
+    # Serving yields the CPU to measuring: the workers run at nice 10, the daemon at 0.
+    assert [_nice(pid) for pid in (d.proc.pid, *workers)] == [0, 10, 10]
     # The soft 1,024 it was started with is raised to the hard limit, in the daemon and workers.
     for pid in (d.proc.pid, *workers):
         soft, hard = _open_files(pid)

@@ -97,6 +97,7 @@ def main() -> None:
     )
     settings = json.load(sys.stdin)
     raise_open_files_limit()
+    os.nice(settings["nice"])  # serving yields the CPU to measuring
     sock = socket.socket(fileno=settings["fd"])
     limits = RequestLimits(**settings["limits"])
     overruns = Overruns(OVERRUN_GRACE, _overrun)

@@ -340,6 +340,7 @@ class Daemon:
             "token": cfg.api.token,
             "limits": dataclasses.asdict(cfg.api.limits()),
             "max_worker_rss": cfg.api.max_worker_rss,
+            "nice": cfg.api.nice,
             "status_file": str(status_path(cfg)),
             "sections": {n: s.model_dump(mode="json") for n, s in cfg.sections.items()},
             "metrics_file": str(metrics_path(cfg)),
