@@ -4,6 +4,11 @@ Every element is created under its canonical prefix (``element("pinger:datum", .
 response reads ``nmwg:``/``nmwgr:``/``select:``/``pinger:`` whatever the request used. Text and
 attribute values are escaped by lxml; characters XML 1.0 cannot carry at all (control
 characters, lone surrogates) are replaced by U+FFFD instead of failing the response.
+
+Namespace declarations are kept few, because lxml's namespace reconciling (``append`` of a
+subtree from elsewhere, ``cleanup_namespaces``) costs elements × declarations: the response
+message declares every canonical prefix, so a subtree appended to it sheds its own; a container
+that takes many rows declares their prefix (``declare=``), so the rows need none of their own.
 """
 
 from __future__ import annotations
@@ -39,13 +44,16 @@ def element(
     attrib: Mapping[str, str | None] | None = None,
     text: str | None = None,
     parent: etree._Element | None = None,
+    declare: Iterable[str] = (),
 ) -> etree._Element:
     """A new element named ``prefix:local`` with canonical prefixes; None attributes are left
-    out, so optional ones (``metadataIdRef``) can be passed unconditionally."""
+    out, so optional ones (``metadataIdRef``) can be passed unconditionally. ``declare``: more
+    canonical prefixes to declare on it, for the descendants it will take."""
     tag = ns.clark(qname)  # raises on an unknown prefix
     attrs = {ns.clark(k): xml_text(v) for k, v in (attrib or {}).items() if v is not None}
     names = [qname, *(attrib or {})]
-    nsmap = {p: ns.PREFIXES[p] for p, sep, _ in (n.partition(":") for n in names) if sep}
+    nsmap = {p: ns.PREFIXES[p] for p in declare}
+    nsmap |= {p: ns.PREFIXES[p] for p, sep, _ in (n.partition(":") for n in names) if sep}
     if parent is None:
         out = etree.Element(tag, attrs, nsmap=nsmap)
     else:
@@ -92,9 +100,10 @@ def response_type(request_type: str) -> str:
 
 
 def message(type_: str, ids: IdGen, message_id_ref: str | None) -> etree._Element:
-    """The response ``nmwg:message``; ``messageIdRef`` left out when the request had no id."""
+    """The response ``nmwg:message``; ``messageIdRef`` left out when the request had no id.
+    It declares every canonical prefix (:func:`envelope` keeps the used ones)."""
     attrib = {"id": ids.message(), "messageIdRef": message_id_ref, "type": type_}
-    return element("nmwg:message", attrib)
+    return element("nmwg:message", attrib, declare=ns.PREFIXES)
 
 
 def metadata(ids: IdGen, ref: str | None = None, event_type: str | None = None) -> etree._Element:
@@ -104,8 +113,9 @@ def metadata(ids: IdGen, ref: str | None = None, event_type: str | None = None) 
     return md
 
 
-def data(ids: IdGen, ref: str) -> etree._Element:
-    return element("nmwg:data", {"id": ids.data(), "metadataIdRef": ref})
+def data(ids: IdGen, ref: str, declare: Iterable[str] = ()) -> etree._Element:
+    """``declare``: the prefixes of the rows it will take (``pinger``, ``ifevt`` ...)."""
+    return element("nmwg:data", {"id": ids.data(), "metadataIdRef": ref}, declare=declare)
 
 
 def result_pair(ids: IdGen, code: str, text: str, ref: str | None) -> list[etree._Element]:

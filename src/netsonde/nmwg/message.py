@@ -8,9 +8,10 @@ points nowhere: the *subject metadata*). :meth:`Message.resolve` turns the reque
 :class:`Unit` objects, or :class:`UnitFailure` where a chain is broken, in data order.
 
 Resolved metadata are copies; the request tree is never modified. Resolving is held to the
-request's :class:`~netsonde.limits.RequestLimits` (units, chain length, eventTypes, and the
-elements merging may create) and linear in the metadata: a chain is merged once however many
-data name it, a failed one fails once, and merging matches children through dicts.
+request's :class:`~netsonde.limits.RequestLimits` (chain length, eventTypes, and the elements
+merging may create; parsing bounded the number of units) and linear in the metadata: a chain
+is merged once however many data name it, a failed one fails once, and merging matches
+children through dicts.
 """
 
 from __future__ import annotations
@@ -344,14 +345,7 @@ class Message:
     parameter_elements: tuple[etree._Element, ...] = ()
 
     @classmethod
-    def from_element(cls, element: etree._Element, limits: RequestLimits | None = None) -> Message:
-        """The message in ``element``; more metadata and data than ``limits.max_units`` is
-        error.common.structure naming the limit."""
-        if limits is not None:
-            units = sum(1 for _ in element.iterchildren(_METADATA, _DATA))
-            if units > limits.max_units:
-                what = f"message has more than {limits.max_units} metadata and data elements"
-                raise LimitExceeded(codes.STRUCTURE, what, "max_units")
+    def from_element(cls, element: etree._Element) -> Message:
         metadata: dict[str, etree._Element] = {}
         for md in element.iterchildren(_METADATA):
             md_id = md.get("id")

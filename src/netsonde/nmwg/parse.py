@@ -39,6 +39,7 @@ def never_cancelled() -> None:
 
 
 _MESSAGE = f"{{{ns.NMWG}}}message"
+_UNITS = (ns.clark("nmwg:metadata"), ns.clark("nmwg:data"))
 _SOURCE = re.compile(r"\(<string>, line \d+\)")
 
 
@@ -191,10 +192,21 @@ def parse_message(
     check: Check = never_cancelled,
 ) -> etree._Element:
     """Untrusted request bytes → the nmwg:message, re-prefixed canonically, as a new tree.
-    ``limits`` bound the document (elements, namespace declarations); ``check`` is called
-    throughout, so a cancelled request stops here too."""
+    ``limits`` bound the document (elements, namespace declarations) and the message's units;
+    ``check`` is called throughout, so a cancelled request stops here too."""
     check_size(len(body), max_bytes)
-    return normalise(find_message(parse_document(body, max_depth, limits, check)), check)
+    message = find_message(parse_document(body, max_depth, limits, check))
+    if limits is not None:
+        check_units(message, limits.max_units)
+    return normalise(message, check)
+
+
+def check_units(message: etree._Element, limit: int) -> None:
+    """More metadata and data in ``message`` than ``limit`` (``max_units``): the whole
+    message is refused with error.common.structure before any copy is made of it."""
+    if sum(1 for _ in message.iterchildren(*_UNITS)) > limit:
+        what = f"message has more than {limit} metadata and data elements"
+        raise LimitExceeded(codes.STRUCTURE, what, "max_units")
 
 
 def normalise(element: etree._Element, check: Check = never_cancelled) -> etree._Element:

@@ -180,7 +180,7 @@ def handle(
     request_id: str | None = None
     try:
         element = parse_message(body, limits.max_body_bytes, limits=limits, check=rctx.check)
-        message = Message.from_element(element, limits)
+        message = Message.from_element(element)
         request_id = message.id
         response = dispatch(message, services, rctx)
         rctx.check()

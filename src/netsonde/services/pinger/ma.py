@@ -189,7 +189,7 @@ def setup_data(
             build.element("nmwg:parameter", {"name": name, "value": str(value)}, parent=params)
         build.element("nmwg:eventType", text=ns.SELECT, parent=select_md)
         pinger_md = _pinger_metadata(meta, rctx, ref=select_md.get("id"))
-        d = build.data(rctx.ids, pinger_md.get("id", ""))
+        d = build.data(rctx.ids, pinger_md.get("id", ""), declare=("pinger",))
         _add_datums(d, rows, rctx)
         out += [select_md, pinger_md, d]
     if not out:

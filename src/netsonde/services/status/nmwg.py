@@ -444,7 +444,7 @@ def setup_data(
     found = states_for(store, query.ids, window)
     out: list[etree._Element] = []
     if query.format == "key":
-        d = build.data(rctx.ids, unit.ref)
+        d = build.data(rctx.ids, unit.ref, declare=("ifevt",))
         rctx.charge(len(found[query.ids[0]]))
         for s in found[query.ids[0]]:
             _datum(d, s, window)
@@ -453,7 +453,7 @@ def setup_data(
         for link_id in query.ids:
             rctx.charge(len(found[link_id]))
             md = _id_metadata(rctx, query.format, link_id, unit.ref)
-            d = build.data(rctx.ids, md.get("id", ""))
+            d = build.data(rctx.ids, md.get("id", ""), declare=("ifevt",))
             for s in found[link_id]:
                 _datum(d, s, window)
             out += [md, d]
@@ -593,7 +593,7 @@ def _compat(
                 state.nodes.add(endpoint.name)
                 out.append(_node_metadata(defs, endpoint.name, rctx))
         md = _link_metadata(defs, link, rctx)
-        d = build.data(rctx.ids, md.get("id", ""))
+        d = build.data(rctx.ids, md.get("id", ""), declare=("ifevt",))
         found = states_for(store, link.link_ids, window)
         if window.kind == "latest":
             latest = [v[0] for v in found.values() if v]
