@@ -215,11 +215,11 @@ def normalise(element: etree._Element, check: Check = never_cancelled) -> etree.
     Known URIs get the table's prefix, also for default-namespace elements; an unknown URI keeps
     the prefix it is first written with unless that is taken, else gets ``nsN``. Elements are
     matched by URI everywhere in netsonde, so this is for the output only: echoed request
-    metadata must carry the prefixes the Perl clients look for. Linear in the elements: in-scope
-    declarations (``nsmap``, which costs as many as there are) are never read. ``check`` runs
-    every CHECK_EVERY elements.
+    metadata must carry the prefixes the Perl clients look for. The copy declares every
+    namespace on its root. Linear in the elements: in-scope declarations (``nsmap``, which
+    costs as many as there are) are never read. ``check`` runs every CHECK_EVERY elements.
     """
-    return _Copier(check).copy(element, None)
+    return _Copier(check).copy_tree(element)
 
 
 class _Prefixes:
@@ -256,29 +256,54 @@ def _written_prefix(element: etree._Element, uri: str) -> str | None:
 
 
 class _Copier:
+    """Copies a tree in two passes: the first names every namespace (in document order, so
+    prefixes are handed out as they are first met), the second copies under a root declaring
+    them all, so that no element declares one of its own. Declarations per element would make
+    lxml's namespace reconciling (append, deepcopy, cleanup_namespaces) cost elements ×
+    declarations for a request of many siblings in an unknown namespace."""
+
     def __init__(self, check: Check) -> None:
         self.prefixes = _Prefixes()
         self.check = check
         self.count = 0
 
-    def copy(self, src: etree._Element, parent: etree._Element | None) -> etree._Element:
-        self.count += 1
-        if self.count % CHECK_EVERY == 0:
-            self.check()
-        nsmap: dict[str, str] = {}
+    def nsmap(self, src: etree._Element) -> dict[str, str]:
+        """prefix → URI of the namespaces ``src`` itself uses (its tag's, its attributes')."""
+        out: dict[str, str] = {}
         for name in (src.tag, *src.attrib):
             uri, _ = ns.split(name)
             if uri and uri != ns.XML:
-                nsmap[self.prefixes(uri, src)] = uri
+                out[self.prefixes(uri, src)] = uri
+        return out
+
+    def copy_tree(self, root: etree._Element) -> etree._Element:
+        declared: dict[str, str] = {}
+        for el in root.iter(etree.Element):
+            self.count_one()
+            declared |= self.nsmap(el)
+        out = self.copy(root, None, declared)
+        out.tail = None
+        return out
+
+    def count_one(self) -> None:
+        self.count += 1
+        if self.count % CHECK_EVERY == 0:
+            self.check()
+
+    def copy(
+        self, src: etree._Element, parent: etree._Element | None, nsmap: dict[str, str]
+    ) -> etree._Element:
+        self.count_one()
         attrib: dict[str, str] = dict(src.attrib)  # type: ignore[arg-type]  # lxml-stubs: bytes
         if parent is None:
             out = etree.Element(src.tag, attrib, nsmap=nsmap)
         else:
+            # Its prefixes are all declared on the root already: lxml finds them there.
             out = etree.SubElement(parent, src.tag, attrib, nsmap=nsmap)
+            out.tail = src.tail
         out.text = src.text
-        out.tail = src.tail if parent is not None else None
         for child in src.iterchildren(etree.Element):
-            self.copy(child, out)
+            self.copy(child, out, self.nsmap(child))
         return out
 
 
