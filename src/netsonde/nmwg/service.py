@@ -35,10 +35,11 @@ Per request:
 * past a limit, an error whose text names the ``[api]`` key (:class:`LimitExceeded`): more
   elements or namespace declarations → ``error.transport.parse_error``; more metadata and data
   than ``max_units`` → ``error.common.structure``, both for the whole message. A chain longer than
-  ``max_chain`` (``error.common.merge``), a metadata with more than ``max_event_types``
-  (``error.common.structure``) or an answer past ``max_response_datums`` (``error.ma.select``:
-  the select asks for too much) fail their unit. An answer larger than ``max_response_bytes``
-  becomes an ``error.common.transport`` ErrorResponse.
+  ``max_chain`` or merges creating more than ``max_elements`` (``error.common.merge``), a
+  metadata with more than ``max_event_types`` (``error.common.structure``) or an answer past
+  ``max_response_datums`` (``error.ma.select``: the select asks for too much) fail their unit.
+  An answer larger than ``max_response_bytes`` becomes an ``error.common.transport``
+  ErrorResponse.
 * each unit goes to a service by eventType: the key's ``eventType`` parameter if the subject
   metadata has a key that carries one, else the first of the subject metadata's eventTypes a
   service registered; units with no eventType at all go to a service registered with
