@@ -23,5 +23,7 @@ class RequestLimits:
     max_chain: int = 32  # metadata in one merge/filter chain (metadataIdRef hops)
     max_event_types: int = 64  # eventTypes of one (merged) metadata
     # --- the answer -----------------------------------------------------------------------
-    max_response_datums: int = 1_000_000  # datums (rows) in one answer
+    max_response_datums: int = (
+        100_000  # datums (rows) in one answer: ~5 kB each in memory while built
+    )
     max_response_bytes: int = 256 * 1024 * 1024  # serialised answer

@@ -200,3 +200,29 @@ def test_differing_params_are_two_tests(tmp_path: Path) -> None:
     cfg = config.parse("\n".join(lines) + "\n", Path(NAME), tools.TOOLS, base=tmp_path)
     assert [t.id for t in cfg.tests] == ["a", "b"]
     assert cfg.tests[0].key != cfg.tests[1].key
+
+
+# ---- the [api] keys of the request limits -------------------------------------------------------
+
+
+def test_api_keys_set_the_request_limits_and_the_rest_keep_their_defaults(tmp_path: Path) -> None:
+    from netsonde.limits import RequestLimits
+
+    text = '[api]\nmax_units = 5\nread_timeout = "2s"\nmax_response_bytes = "1M"\nworkers = 3\n'
+    cfg = config.parse(text, Path(NAME), tools.TOOLS, base=tmp_path)
+    limits = cfg.api.limits()
+    assert (limits.max_units, limits.read_timeout, limits.max_response_bytes) == (5, 2.0, 2**20)
+    assert limits.max_elements == RequestLimits().max_elements
+    assert (cfg.api.workers, cfg.api.nice, cfg.api.max_worker_rss) == (3, 10, 384 * 2**20)
+
+
+def test_the_api_serves_in_two_workers_by_default(tmp_path: Path) -> None:
+    cfg = config.parse("", Path(NAME), tools.TOOLS, base=tmp_path)
+    from netsonde.limits import RequestLimits
+
+    assert cfg.api.workers == 2 and cfg.api.limits() == RequestLimits()
+
+
+def test_a_bad_limit_names_its_key(tmp_path: Path) -> None:
+    assert "api.max_connections" in error_of(["[api]", "max_connections = 1"], tmp_path)
+    assert "api.max_worker_rss" in error_of(["[api]", 'max_worker_rss = "lots"'], tmp_path)

@@ -56,6 +56,9 @@ class ArchiveSection(_Strict):
     url: str | None = None  # default: netsonde.archive.default_url(data_dir)
 
 
+_LIMITS = RequestLimits()  # the defaults of the keys that set it
+
+
 class ApiSection(_Strict):
     """Settled (in Config): ``token`` holds the token_file's content when one is given."""
 
@@ -64,8 +67,9 @@ class ApiSection(_Strict):
         None, min_length=16, repr=False, description="needed by store requests"
     )
     token_file: str | None = None
-    request_timeout: Duration = Field(30.0, gt=0, le=3600)  # the seed's max_worker_lifetime
-    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=1024**3)
+    # Each limit's meaning and default: netsonde/limits.py.
+    request_timeout: Duration = Field(_LIMITS.request_timeout, gt=0, le=3600)
+    max_body_bytes: int = Field(_LIMITS.max_body_bytes, ge=1024, le=1024**3)
     # N processes serve HTTP, apart from measuring; 0 serves inside the daemon's own loop
     # (which then shares its CPU with the scheduler: for tests and tiny hosts only).
     workers: int = Field(2, ge=0, le=64)
@@ -76,16 +80,16 @@ class ApiSection(_Strict):
     max_worker_rss: Annotated[int, BeforeValidator(parse_size)] = Field(
         384 * 1024 * 1024, ge=32 * 1024 * 1024
     )
-    read_timeout: Duration = Field(10.0, gt=0, le=600)
-    max_connections: int = Field(512, ge=8, le=1_000_000)
-    max_elements: int = Field(200_000, ge=100)
-    max_namespaces: int = Field(256, ge=8)
-    max_units: int = Field(1_000, ge=1)
-    max_chain: int = Field(32, ge=1)
-    max_event_types: int = Field(64, ge=1)
-    max_response_datums: int = Field(1_000_000, ge=1)
+    read_timeout: Duration = Field(_LIMITS.read_timeout, gt=0, le=600)
+    max_connections: int = Field(_LIMITS.max_connections, ge=8, le=1_000_000)
+    max_elements: int = Field(_LIMITS.max_elements, ge=100)
+    max_namespaces: int = Field(_LIMITS.max_namespaces, ge=8)
+    max_units: int = Field(_LIMITS.max_units, ge=1)
+    max_chain: int = Field(_LIMITS.max_chain, ge=1)
+    max_event_types: int = Field(_LIMITS.max_event_types, ge=1)
+    max_response_datums: int = Field(_LIMITS.max_response_datums, ge=1)
     max_response_bytes: Annotated[int, BeforeValidator(parse_size)] = Field(
-        256 * 1024 * 1024, ge=64 * 1024
+        _LIMITS.max_response_bytes, ge=64 * 1024
     )
 
     def limits(self) -> RequestLimits:
