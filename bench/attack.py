@@ -46,6 +46,7 @@ import contextlib
 import datetime
 import itertools
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -62,6 +63,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -344,6 +346,15 @@ class ModeResult:
     log: Counter[str] = field(default_factory=Counter)  # the daemon's log lines by level
 
 
+def attack_from_child(
+    base: str, keys: list[str], args: argparse.Namespace, end: float
+) -> list[Answer]:
+    os.nice(args.attacker_nice)
+    attack = Attack(base, keys, args, end)
+    attack.run()
+    return attack.answers
+
+
 def run_mode(mode: str, db: Path, args: argparse.Namespace) -> ModeResult:
     workers = 0 if mode.endswith("workers0") else DEFAULT_WORKERS
     work = Path(tempfile.mkdtemp(prefix=f"netsonde-bench-attack-{mode}-"))
@@ -379,9 +390,11 @@ def run_mode(mode: str, db: Path, args: argparse.Namespace) -> ModeResult:
         end = start + args.seconds
         if mode.startswith("attacked"):
             keys = [s.key for s in specs(args.tests)]
-            attack = Attack(f"http://127.0.0.1:{port}", keys, args, end)
-            attack.run()  # returns when every client has had its last answer
-            answers = attack.answers
+            # In a process of its own at --attacker-nice: it stands in for remote clients.
+            fork = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(1, mp_context=fork) as pool:
+                job = pool.submit(attack_from_child, f"http://127.0.0.1:{port}", keys, args, end)
+                answers = job.result()  # when every client has had its last answer
         time.sleep(max(0.0, end - time.time()) + args.interval + 2)  # the window's last runs
         status = _status(netsonde, config)
     finally:
@@ -478,8 +491,9 @@ def report(args: argparse.Namespace, results: list[ModeResult]) -> str:
         f"(3 packets, 50 ms apart); window {args.seconds:g} s after a {args.warmup:g} s warm-up; "
         f"archive pre-filled with {args.tests * args.history:,} runs "
         f"({args.tests} other tests × {args.history:,}, one a minute)",
-        f"- attack: {args.clients} hostile + {args.clients} heavy clients (threads of the "
-        "benchmark, on the same cores) for the whole window; request_timeout "
+        f"- attack: {args.clients} hostile + {args.clients} heavy clients (threads of one "
+        f"process on the same cores, at nice {args.attacker_nice}: remote clients would cost "
+        "this host only its network stack) for the whole window; request_timeout "
         f"{rt_text}, read_timeout {args.read_timeout_s:g} s; other limits default\n",
         "| mode | API | runs in window (expected) | missed | other states "
         "| lateness p50 ms | p99 ms | max ms | tree RSS MB first / peak / last (processes) "
@@ -544,6 +558,9 @@ def main() -> int:
         "--request-timeout", type=float, help="set [api] request_timeout in all modes (s)"
     )
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument(
+        "--attacker-nice", type=int, default=19, help="CPU priority of the attacking clients"
+    )
     ap.add_argument(
         "--data", type=Path, default=Path(tempfile.gettempdir()) / "netsonde-bench-attack"
     )

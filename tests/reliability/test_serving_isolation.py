@@ -5,6 +5,7 @@ anyone; heavy NMWG requests do not make the scheduler miss runs."""
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import threading
@@ -67,8 +68,10 @@ def test_by_default_the_api_runs_in_two_worker_processes_apart_from_measuring(
     workers = status["api_workers"]
     assert isinstance(workers, list) and len(workers) == 2
     assert set(workers) <= descendants(d.proc.pid) and d.proc.pid not in workers
-    # Serving yields the CPU to measuring: the workers run at nice 10, the daemon at 0.
+    # Serving yields the CPU to measuring: the workers run under SCHED_IDLE at nice 10.
     assert [_nice(pid) for pid in (d.proc.pid, *workers)] == [0, 10, 10]
+    policies = [os.sched_getscheduler(pid) for pid in (d.proc.pid, *workers)]
+    assert policies == [os.SCHED_OTHER, os.SCHED_IDLE, os.SCHED_IDLE]
     # The soft 1,024 it was started with is raised to the hard limit, in the daemon and workers.
     for pid in (d.proc.pid, *workers):
         soft, hard = _open_files(pid)

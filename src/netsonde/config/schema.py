@@ -73,8 +73,10 @@ class ApiSection(_Strict):
     # N processes serve HTTP, apart from measuring; 0 serves inside the daemon's own loop
     # (which then shares its CPU with the scheduler: for tests and tiny hosts only).
     workers: int = Field(2, ge=0, le=64)
-    # API workers run at this lower CPU priority (nice): when the CPU is short, measuring
-    # (the scheduler, the fork server and its runs) gets it first.
+    # API workers yield the CPU to measuring (the scheduler, the fork server and its runs):
+    # idle = true runs them under SCHED_IDLE (only on CPU that measuring leaves unused: on a
+    # host that measuring saturates, the API then waits); false, at a lower priority (nice).
+    idle: bool = True
     nice: int = Field(10, ge=0, le=19)
     # A worker whose memory (RSS) passes this is replaced once its requests are answered.
     max_worker_rss: Annotated[int, BeforeValidator(parse_size)] = Field(

@@ -341,6 +341,7 @@ class Daemon:
             "limits": dataclasses.asdict(cfg.api.limits()),
             "max_worker_rss": cfg.api.max_worker_rss,
             "nice": cfg.api.nice,
+            "idle": cfg.api.idle,
             "status_file": str(status_path(cfg)),
             "sections": {n: s.model_dump(mode="json") for n, s in cfg.sections.items()},
             "metrics_file": str(metrics_path(cfg)),
