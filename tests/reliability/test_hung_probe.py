@@ -20,6 +20,7 @@ import pytest
 from integration.conftest import DaemonProcess
 from netsonde import proctree
 from netsonde.proctree import ProcInfo
+from reliability.command_probe import command_probe_config
 
 TIMEOUT = 2.0
 GRACE = 2.0  # the daemon's Runner() default
@@ -69,27 +70,7 @@ os.kill(os.getppid(), signal.SIGKILL)
 
 
 def config(script: Path, args: list[str], extra: str = "", timeout: float = TIMEOUT) -> str:
-    quoted = ", ".join(f'"{a}"' for a in [str(script), *args])
-    return f"""
-[daemon]
-data_dir = "data"
-stop_timeout = "1s"
-
-[api]
-enabled = false
-
-[status]
-enabled = false
-
-[[test]]
-id = "probe"
-tool = "command"
-target = "127.0.0.1"
-interval = "2s"
-timeout = "{timeout:g}s"
-max_runs = 1
-params = {{ program = "{sys.executable}", args = [{quoted}] }}
-{extra}"""
+    return command_probe_config(sys.executable, [str(script), *args], timeout=timeout, extra=extra)
 
 
 def pids_of(d: DaemonProcess, pidfile: Path) -> list[ProcInfo]:

@@ -13,6 +13,7 @@ import pytest
 
 from integration.conftest import DaemonProcess
 from netsonde import proctree
+from reliability.command_probe import command_probe_config
 from reliability.test_hung_probe import GRACE, pids_of, wait_gone, wait_reaped
 
 TIMEOUT = 5.0
@@ -36,26 +37,8 @@ ENDINGS = {
 
 
 def config(script: str, pidfile: Path, redirect: str, *, every: str = "2s", runs: int = 1) -> str:
-    return f"""
-[daemon]
-data_dir = "data"
-stop_timeout = "1s"
-
-[api]
-enabled = false
-
-[status]
-enabled = false
-
-[[test]]
-id = "probe"
-tool = "command"
-target = "127.0.0.1"
-interval = "{every}"
-timeout = "{TIMEOUT:g}s"
-max_runs = {runs}
-params = {{ program = "/bin/sh", args = ["-c", '''{script}''', "sh", "{pidfile}", "{redirect}"] }}
-"""
+    args = ["-c", script, "sh", str(pidfile), redirect]
+    return command_probe_config("/bin/sh", args, timeout=TIMEOUT, every=every, runs=runs)
 
 
 def adopter(info: proctree.ProcInfo) -> str:
