@@ -400,6 +400,9 @@ class Daemon:
         self.last_reload_error = None
         log.info("reloaded %s: %d test(s)", self.config_path or "embedded default", len(new.tests))
 
+    def _write_metrics(self, metrics: Metrics) -> None:
+        write_bytes_atomically(metrics_path(self.cfg), metrics.exposition()[0])
+
     async def _publish(self, hb: Heartbeat) -> None:
         """Write status.json (and the run metrics for API workers) every second."""
         failing: str | None = None
@@ -410,7 +413,10 @@ class Daemon:
             try:
                 write_json_atomically(status_path(self.cfg), self.status().to_json())
                 if self.api_workers is not None and self.metrics is not None:
-                    write_bytes_atomically(metrics_path(self.cfg), self.metrics.exposition()[0])
+                    # In a thread: the exposition of 100 tests' histograms takes 30-50 ms of
+                    # CPU, which on the loop made the scheduler start runs that much late
+                    # once a second (p99 lateness 48-63 ms at 50 runs/s).
+                    await asyncio.to_thread(self._write_metrics, self.metrics)
                 if failing:
                     log.info("status file written again")
                 failing = None
