@@ -206,3 +206,15 @@ def test_an_nmwg_thread_abandoned_at_the_deadline_stays_tracked_until_it_ends() 
         while overruns.in_progress and time.monotonic() < deadline:
             time.sleep(0.02)
         assert overruns.in_progress == 0
+
+
+def test_a_worker_whose_work_overran_ends_asking_to_be_replaced() -> None:
+    import subprocess
+    import sys
+
+    from netsonde.api.worker import REPLACE_ME
+
+    code = "from netsonde.api.worker import _overrun; _overrun('NMWG request on /x', 6.25)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == REPLACE_ME
+    assert "NMWG request on /x still running 6.2s past its deadline" in done.stderr

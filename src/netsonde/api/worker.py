@@ -53,8 +53,9 @@ def _read_bytes(path: Path) -> bytes:
 
 OVERRUN_GRACE = 5.0  # seconds past a deadline before unstoppable work ends its process
 THREADS = 4  # request threads at once: CPU-bound work gains nothing from more (the GIL)
-OVERRUN_EXIT = 75  # EX_TEMPFAIL: the supervisor's log says why the worker ended
-REPLACE_ME = 3  # the exit code of a worker that asks to be replaced at once (memory ceiling)
+# The exit code of a worker that asks to be replaced at once (memory ceiling, or work that would
+# not stop): not a failure, so no backoff, which would only lengthen the gap an attacker makes.
+REPLACE_ME = 3
 
 
 def yield_cpu(nice: int, *, idle: bool) -> None:
@@ -69,7 +70,7 @@ def yield_cpu(nice: int, *, idle: bool) -> None:
 def _overrun(what: str, late: float) -> None:
     log.error("%s still running %.1fs past its deadline: this worker ends to stop it", what, late)
     logging.shutdown()
-    os._exit(OVERRUN_EXIT)
+    os._exit(REPLACE_ME)
 
 
 def build(settings: dict[str, Any]) -> Any:
