@@ -69,11 +69,13 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the hostile requests
 from api import ENVELOPE, SD_REQUEST, STEP, T0, build_archive, free_port, specs, wait_for_port
 from netsonde import proctree
 from netsonde.config.schema import ApiSection
 from netsonde.limits import RequestLimits
 from netsonde.nmwg import ns
+from reliability import hostile
 from report import write_section
 from scheduler import machine
 
@@ -158,45 +160,14 @@ class Answer:
     size: int = 0  # answer bytes
 
 
-def _message(body: str, decls: str = "") -> bytes:
-    msg = (
-        f'<nmwg:message xmlns:nmwg="{ns.NMWG}" {decls} type="SetupDataRequest" id="x">'
-        f"{body}</nmwg:message>"
-    )
-    return ENVELOPE.format(body=msg).encode()
-
-
-def merge_request(n: int = 20_000) -> bytes:
-    """Two metadata, the second merged onto the first, each with n distinct children."""
-    kids = "".join(f"<x:c{i}/>" for i in range(n))
-    return _message(
-        f'<nmwg:metadata id="a"><nmwg:subject id="sa">{kids}</nmwg:subject></nmwg:metadata>'
-        f'<nmwg:metadata id="b" metadataIdRef="a"><nmwg:subject id="sb">{kids}</nmwg:subject>'
-        f"<nmwg:eventType>{ns.PINGER}</nmwg:eventType></nmwg:metadata>"
-        '<nmwg:data id="d" metadataIdRef="b"/>',
-        'xmlns:x="urn:x"',
-    )
-
-
-def namespaces_request(n: int = 25_000) -> bytes:
-    decls = " ".join(f'xmlns:p{i}="urn:x:{i}"' for i in range(n))
-    kids = "".join(f"<p{i}:x/>" for i in range(0, n, 25))
-    return _message(
-        f'<nmwg:metadata id="a"><nmwg:subject id="s">{kids}</nmwg:subject>'
-        f"<nmwg:eventType>{ns.PINGER}</nmwg:eventType></nmwg:metadata>"
-        '<nmwg:data id="d" metadataIdRef="a"/>',
-        decls,
-    )
-
-
 def triggers_request(key: str, n: int = 100_000) -> bytes:
     """n data triggers on one metadata that selects a whole test's history by key."""
-    return _message(
-        f'<nmwg:metadata id="m"><pinger:parameters xmlns:pinger="{ns.PINGER}" id="p">'
+    return hostile.triggers_request(
+        f'<pinger:parameters xmlns:pinger="{ns.PINGER}" id="p">'
         f'<nmwg:parameter name="startTime">{T0}</nmwg:parameter>'
         f'<nmwg:parameter name="endTime">{T0 + DAYS}</nmwg:parameter></pinger:parameters>'
-        f'<nmwg:key id="{key}"/><nmwg:eventType>{ns.PINGER}</nmwg:eventType></nmwg:metadata>'
-        + "".join(f'<nmwg:data id="d{i}" metadataIdRef="m"/>' for i in range(n))
+        f'<nmwg:key id="{key}"/>',
+        n,
     )
 
 
@@ -233,8 +204,8 @@ class Attack:
         self.timeout = args.request_timeout_s + 60  # the client waits past any server limit
         print("  building hostile requests…", file=sys.stderr)
         self.bodies = {
-            "merge 2 × 20,000": merge_request(),
-            "25,000 namespaces": namespaces_request(),
+            "merge 2 × 20,000": hostile.merge_request(),
+            "25,000 namespaces": hostile.namespaces_request(),
             "100,000 triggers": triggers_request(keys[0]),
         }
 

@@ -19,6 +19,7 @@ from integration.conftest import DaemonProcess
 from integration.test_api_workers import ECHO, serving
 from integration.test_archive_service import free_port
 from procs import descendants
+from reliability.hostile import merge_request, namespaces_request, triggers_request
 
 PING_TESTS = "".join(
     f"""
@@ -152,32 +153,34 @@ def test_heavy_nmwg_requests_do_not_make_the_scheduler_miss_runs(
     _started(d, port)
     d.wait_for(lambda: len(d.cli_json("results", "lo0", missing=[])) >= 3, 15)
     before = d.cli_json("status")["runs"].get("missed", 0)
-    # 20 clients send 4 MB requests with 100,000 data triggers on one metadata, for 10 s.
-    md = (
-        '<nmwg:metadata id="m"><nmwg:eventType>http://ggf.org/ns/nmwg/tools/pinger/2.0/'
-        "</nmwg:eventType></nmwg:metadata>"
-    )
-    trigger = '<nmwg:data id="d{i}" metadataIdRef="m"/>'
-    heavy = (
-        '<nmwg:message xmlns:nmwg="http://ggf.org/ns/nmwg/base/2.0/" type="SetupDataRequest" '
-        f'id="x">{md}{"".join(trigger.format(i=i) for i in range(100_000))}</nmwg:message>'
-    ).encode()
+    # 20 clients send the hostile requests of issue 11 in turn, for 10 s.
+    hostile_requests = [triggers_request(), merge_request(), namespaces_request()]
     end = time.monotonic() + 10
-    answers: list[int] = []
+    answers: list[tuple[int, float, bytes]] = []
 
-    def attack() -> None:
+    def attack(i: int) -> None:
         with httpx.Client(timeout=60) as client:
+            turn = i
             while time.monotonic() < end:
+                body = hostile_requests[turn % len(hostile_requests)]
+                turn += 1
+                started = time.monotonic()
                 r = client.post(f"http://127.0.0.1:{port}/perfSONAR_PS/services/pinger/ma",
-                                content=heavy)  # fmt: skip
-                answers.append(r.status_code)
+                                content=body)  # fmt: skip
+                answers.append((r.status_code, time.monotonic() - started, r.content))
 
-    threads = [threading.Thread(target=attack) for _ in range(20)]
+    threads = [threading.Thread(target=attack, args=(i,)) for i in range(20)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
-    assert answers and set(answers) == {200}
+    assert answers and {status for status, _, _ in answers} == {200}
+    # Each answered within request_timeout (30 s) + 1: refused by its limit, or the merge's data.
+    assert max(seconds for _, seconds, _ in answers) < 31
+    refusals = [body for _, _, body in answers if b"error." in body]
+    assert any(b"(max_units)" in b for b in refusals)
+    assert any(b"(max_namespaces)" in b for b in refusals)
+    assert not any(b"internal_error" in body for _, _, body in answers)
     time.sleep(2)
     status = d.cli_json("status")
     assert status["runs"].get("missed", 0) == before, status["runs"]
