@@ -5,13 +5,14 @@ The HTTP app and the daemon are derived from it; adding a service is one package
 from __future__ import annotations
 
 from netsonde.config import Section
-from netsonde.services import archive, pinger, status
+from netsonde.services import archive, lookup, pinger, status
 from netsonde.services.base import ServiceDef
 
 SERVICES: tuple[ServiceDef, ...] = (
     archive.SERVICE,
     pinger.SERVICE,
     status.SERVICE,
+    lookup.SERVICE,
 )
 
 SECTIONS: dict[str, type[Section]] = {s.name: s.section for s in SERVICES if s.section}

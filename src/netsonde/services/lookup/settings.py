@@ -1,0 +1,53 @@
+"""The ``[ls]`` section: serve a lookup service in this instance."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Self
+
+from pydantic import BeforeValidator, Field
+
+from netsonde.config import Duration, Paths, Section, SectionError
+from netsonde.units import parse_size
+
+MIN_TOKEN = 16
+
+
+class LookupSection(Section):
+    """A registry of records with leases (the seed's LS; the sLS JSON records).
+
+    ``token`` (or ``token_file``) is needed to register, renew and delete; queries are open.
+    ``ttl``: the lease of a registrant that asks for none; ``max_ttl`` caps what it may ask.
+    ``expire_every``: how often expired records are removed (they are never answered anyway).
+    """
+
+    enabled: bool = False
+    token: str | None = Field(None, min_length=MIN_TOKEN, repr=False)
+    token_file: str | None = None
+    db: str | None = Field(None, min_length=1)  # default: DATA_DIR/lookup.sqlite
+    ttl: Duration = Field(7200.0, ge=1, le=366 * 86400)
+    max_ttl: Duration = Field(86400.0, ge=1, le=366 * 86400)
+    max_records_per_registrant: int = Field(1000, ge=1, le=10_000_000)
+    max_record_bytes: Annotated[int, BeforeValidator(parse_size)] = Field(
+        64 * 1024, ge=1024, le=16 * 1024 * 1024
+    )
+    expire_every: Duration = Field(60.0, ge=1, le=86400)
+
+    def settle(self, paths: Paths) -> Self:
+        db = paths.resolve(self.db) if self.db else paths.data_dir / "lookup.sqlite"
+        if os.path.isdir(db):  # os.path: an unreadable data_dir is the daemon's to name
+            raise SectionError("db", f"{db} is a directory")
+        if self.ttl > self.max_ttl:
+            raise SectionError("ttl", f"ttl ({self.ttl:g}s) is longer than max_ttl")
+        token = self.token
+        if self.token_file:
+            where = paths.resolve(self.token_file)
+            try:
+                token = where.read_text().strip()
+            except OSError as e:
+                raise SectionError("token_file", f"{where}: {e.strerror}") from None
+            if len(token) < MIN_TOKEN:
+                raise SectionError("token_file", "token too short")
+        if self.enabled and not token:
+            raise SectionError("token", "a lookup service needs a token (token or token_file)")
+        return self.model_copy(update={"db": str(db), "token": token})

@@ -1,0 +1,203 @@
+"""The lookup registry on a real SQLite file: leases, upserts, queries, limits, expiry."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from netsonde.services.lookup.records import RecordError, RecordIn, record_in
+from netsonde.services.lookup.registry import (
+    LimitError,
+    LookupRegistry,
+    Query,
+    RegistryError,
+    like_pattern,
+)
+
+T0 = 1_700_000_000
+
+
+def service(locator: str, **more: list[str]) -> RecordIn:
+    return record_in("service", {"service-locator": [locator], **more})
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> LookupRegistry:
+    return LookupRegistry(tmp_path / "lookup.sqlite", ttl=7200, max_ttl=86400)
+
+
+def test_registering_the_same_thing_twice_is_an_upsert_keeping_the_uri(
+    reg: LookupRegistry,
+) -> None:
+    first = reg.register(service("http://a:8075/", **{"service-name": ["A"]}), now=T0)
+    again = reg.register(service("http://a:8075/", **{"service-name": ["A2"]}), now=T0 + 10)
+    assert first.new and not again.new
+    assert again.record.uri == first.record.uri and first.record.uri.startswith("lookup/service/")
+    assert len(reg) == 1
+    got = reg.get(first.record.uri, now=T0 + 20)
+    assert got is not None and got.values["service-name"] == ("A2",)  # updated in place
+    assert (got.created, got.renewed, got.expires) == (T0, T0 + 10, T0 + 10 + 7200)
+    other = reg.register(service("http://b:8075/"), now=T0)
+    assert other.new and other.record.uri != first.record.uri
+
+
+def test_a_type_without_locator_keys_is_keyed_by_its_whole_content(reg: LookupRegistry) -> None:
+    a = reg.register(record_in("thing", {"x": ["1"], "y": ["2"]}), now=T0)
+    same = reg.register(record_in(["thing"], {"y": ["2"], "x": "1"}), now=T0)
+    other = reg.register(record_in("thing", {"x": ["1"]}), now=T0)
+    assert a.record.uri == same.record.uri != other.record.uri
+
+
+def test_ttl_defaults_and_is_capped_at_max_ttl(reg: LookupRegistry) -> None:
+    assert reg.register(service("http://a/"), now=T0).record.expires == T0 + 7200
+    assert reg.register(service("http://b/"), ttl=60, now=T0).record.expires == T0 + 60
+    assert reg.register(service("http://c/"), ttl=10**9, now=T0).record.expires == T0 + 86400
+    for bad in (0, -5, float("nan"), float("inf")):
+        with pytest.raises(RegistryError, match="ttl"):
+            reg.register(service("http://d/"), ttl=bad, now=T0)
+    with pytest.raises(ValueError, match="out of range"):
+        reg.register(service("http://e/"), now=1e13)
+
+
+def test_an_expired_record_is_never_answered_even_before_the_cleaner_runs(
+    reg: LookupRegistry,
+) -> None:
+    uri = reg.register(service("http://a/"), ttl=60, now=T0).record.uri
+    assert reg.get(uri, now=T0 + 59) is not None
+    assert reg.get(uri, now=T0 + 60) is None  # expires is the first second it is gone
+    assert reg.query(Query({}), now=T0 + 60) == []
+    assert reg.query(Query({"service-locator": ["*"]}), now=T0 + 61) == []
+    assert reg.renew(uri, now=T0 + 61) is None  # too late to renew
+    assert len(reg) == 1  # still stored: the cleaner has not run
+    # Registering it again revives the same uri as a new registration.
+    again = reg.register(service("http://a/"), now=T0 + 100)
+    assert again.new and again.record.uri == uri and again.record.created == T0 + 100
+
+
+def test_wildcards_match_case_insensitively_and_like_metacharacters_are_literal(
+    reg: LookupRegistry,
+) -> None:
+    names = ["ps1.example.org", "ps2.example.org", "psx.other.net", "100%_sure"]
+    for n in names:
+        reg.register(record_in("host", {"host-name": [n]}), now=T0)
+
+    def hosts(pattern: str) -> list[str]:
+        found = reg.query(Query({"host-name": [pattern]}), now=T0)
+        return sorted(r.values["host-name"][0] for r in found)
+
+    assert hosts("ps?.example.org") == names[:2]
+    assert hosts("PS*") == sorted(names[:3])
+    assert hosts("*.net") == ["psx.other.net"]
+    assert hosts("ps1.example.org") == ["ps1.example.org"]
+    assert hosts("100%_sure") == ["100%_sure"]
+    assert hosts("100__sure") == []  # `_` is a character here, not LIKE's wildcard
+    assert hosts("1%") == []
+    assert like_pattern("a**b") == "a%b"
+    with pytest.raises(RegistryError, match="wildcards"):
+        hosts("*a" * 9)
+    with pytest.raises(RegistryError, match="characters"):
+        hosts("a" * 257)
+
+
+def test_all_and_any_operators_and_the_type_filter(reg: LookupRegistry) -> None:
+    reg.register(service("http://a/", **{"service-type": ["owamp"]}), now=T0)
+    reg.register(service("http://b/", **{"service-type": ["bwctl"]}), now=T0)
+    reg.register(record_in("host", {"host-name": ["a"], "service-type": ["owamp"]}), now=T0)
+
+    def locators(q: Query) -> list[str]:
+        return sorted(r.values.get("service-locator", ("-",))[0] for r in reg.query(q, now=T0))
+
+    both = {"service-type": ["owamp"], "service-locator": ["http://b/"]}
+    assert locators(Query(both, "all")) == []
+    assert locators(Query(both, "any")) == ["-", "http://a/", "http://b/"]
+    assert locators(Query(both, "any", type="service")) == ["http://a/", "http://b/"]
+    # One key with two values: either matches.
+    assert locators(Query({"service-type": ["owamp", "bwctl"]}, type="service")) == [
+        "http://a/",
+        "http://b/",
+    ]
+    assert locators(Query({"no-such-key": ["*"]})) == []
+
+
+def test_paging_walks_every_record_once_in_a_stable_order(reg: LookupRegistry) -> None:
+    for i in range(25):
+        reg.register(service(f"http://h{i}/"), now=T0 + i)
+    pages = [reg.query(Query({}, limit=10, offset=o), now=T0 + 30) for o in (0, 10, 20, 30)]
+    assert [len(p) for p in pages] == [10, 10, 5, 0]
+    seen = [r.values["service-locator"][0] for p in pages for r in p]
+    assert seen == [f"http://h{i}/" for i in range(25)]  # oldest first
+    with pytest.raises(RegistryError, match="limit"):
+        reg.query(Query({}, limit=0))
+
+
+def test_a_registrant_may_hold_only_so_many_live_records(tmp_path: Path) -> None:
+    reg = LookupRegistry(tmp_path / "l.sqlite", max_records_per_registrant=2)
+    reg.register(service("http://a/"), registrant="alice", ttl=100, now=T0)
+    reg.register(service("http://b/"), registrant="alice", now=T0)
+    with pytest.raises(LimitError, match="max_records_per_registrant"):
+        reg.register(service("http://c/"), registrant="alice", now=T0)
+    reg.register(service("http://b/"), registrant="alice", now=T0)  # an upsert is not one more
+    reg.register(service("http://c/"), registrant="bob", now=T0)  # others have their own
+    reg.register(service("http://d/"), registrant="alice", now=T0 + 100)  # a/ expired
+
+
+def test_a_record_larger_than_max_record_bytes_is_refused(tmp_path: Path) -> None:
+    reg = LookupRegistry(tmp_path / "l.sqlite", max_record_bytes=1024)
+    with pytest.raises(RegistryError, match="max_record_bytes"):
+        reg.register(service("http://a/", **{"k": ["x" * 2000]}), now=T0)
+    assert len(reg) == 0
+
+
+def test_renew_bulk_renew_and_delete(reg: LookupRegistry) -> None:
+    a = reg.register(service("http://a/"), ttl=60, now=T0).record.uri
+    b = reg.register(service("http://b/"), ttl=60, now=T0).record.uri
+    renewed = reg.renew(a, ttl=300, now=T0 + 30)
+    assert renewed is not None and (renewed.renewed, renewed.expires) == (T0 + 30, T0 + 330)
+    assert reg.renew("lookup/service/nope", now=T0) is None
+    many = reg.renew_many([b, "nope", b, a], ttl=10**9, now=T0 + 50)
+    assert [r.uri for r in many] == [b, a] and {r.expires for r in many} == {T0 + 50 + 86400}
+    assert reg.delete(a, now=T0 + 60) is True
+    assert reg.get(a, now=T0 + 60) is None and reg.delete(a, now=T0 + 60) is False
+    assert reg.query(Query({"service-locator": ["http://a/"]}), now=T0 + 60) == []
+
+
+def test_expire_removes_only_what_expired_and_counts_it(reg: LookupRegistry) -> None:
+    for i, ttl in enumerate((10, 20, 30, 1000)):
+        reg.register(service(f"http://h{i}/", **{"k": ["v"]}), ttl=ttl, now=T0)
+    assert reg.expire(now=T0 + 20) == 2
+    assert reg.expire(now=T0 + 20) == 0
+    assert len(reg) == 2
+    assert len(reg.query(Query({"k": ["v"]}), now=T0)) == 2  # their values went with them
+    assert reg.expire(now=T0 + 10_000) == 2 and len(reg) == 0
+
+
+def test_one_registry_shared_by_threads(reg: LookupRegistry) -> None:
+    def register(k: int) -> None:
+        for i in range(20):
+            reg.register(service(f"http://t{k}-{i}/"), registrant=f"r{k}", now=T0)
+
+    threads = [threading.Thread(target=register, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(reg.query(Query({}, limit=1000), now=T0)) == 80
+
+
+def test_record_checks_name_what_is_wrong() -> None:
+    cases = [
+        ("Service", {}, "type"),
+        (["a", "b"], {}, "type"),
+        ("service", {"uri": ["x"]}, "uri"),
+        ("service", {"bad key": ["x"]}, "'bad key'"),
+        ("service", {"k": [1]}, "k[0]"),
+        ("service", {"k": {"deep": ["x"]}}, "k"),
+        ("service", {"k": ["x"] * 257}, "k"),
+        ("service", {f"k{i}": [] for i in range(257)}, "record"),
+    ]
+    for kind, values, field in cases:
+        with pytest.raises(RecordError) as e:
+            record_in(kind, values)
+        assert e.value.field == field, (kind, field)
