@@ -272,6 +272,8 @@ class LookupRegistry:
         return found[0] if found else None
 
     def query(self, q: Query, now: float | None = None) -> list[Record]:
+        """Live records matching ``q``, oldest registration first (then in insertion order),
+        so that paging with limit/offset walks them in a stable order."""
         if len(q.filters) > MAX_FILTERS:
             raise RegistryError(f"more than {MAX_FILTERS} keys in one query")
         if not 1 <= q.limit <= MAX_LIMIT or q.offset < 0:
@@ -295,7 +297,7 @@ class LookupRegistry:
             where.append("(" + (" AND " if q.operator == "all" else " OR ").join(matches) + ")")
         sql = (
             f"SELECT {_COLS} FROM records r WHERE {' AND '.join(where)}"
-            " ORDER BY created, uri LIMIT ? OFFSET ?"
+            " ORDER BY created, rowid LIMIT ? OFFSET ?"
         )
         return [_row(r) for r in self._read(sql, [*args, q.limit, q.offset])]
 
