@@ -93,3 +93,8 @@ def parse_size(value: object) -> int:
         unit = (m[2] or "").lower()[:1]
         return int(float(m[1]) * _SIZE_FACTOR[unit])
     raise ValueError(f"invalid size {value!r} (use e.g. 65536, 512k, 384M, 1G)")
+
+
+def iso_seconds(t: int) -> str:
+    """Unix seconds → ``2023-11-14T22:13:20Z``."""
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")

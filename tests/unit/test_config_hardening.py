@@ -226,3 +226,21 @@ def test_the_api_serves_in_two_workers_by_default(tmp_path: Path) -> None:
 def test_a_bad_limit_names_its_key(tmp_path: Path) -> None:
     assert "api.max_connections" in error_of(["[api]", "max_connections = 1"], tmp_path)
     assert "api.max_worker_rss" in error_of(["[api]", 'max_worker_rss = "lots"'], tmp_path)
+
+
+def test_a_token_file_problem_names_the_file_and_never_the_token(tmp_path: Path) -> None:
+    short = tmp_path / "short"
+    short.write_text("hunter2-short\n")
+    msg = error_of(["[api]", f'token_file = "{short}"'], tmp_path)
+    assert "api.token_file" in msg and str(short) in msg and "too short" in msg
+    assert "hunter2" not in msg
+    msg = error_of(["[api]", 'token_file = "missing"'], tmp_path)
+    assert str(tmp_path / "missing") in msg and "No such file" in msg
+    # A service's section reads its token file the same way.
+    from netsonde.services import SECTIONS
+
+    with pytest.raises(ConfigError) as info:
+        text = f'[ls]\nenabled = true\ntoken_file = "{short}"\n'
+        config.parse(text, Path(NAME), tools.TOOLS, base=tmp_path, sections=SECTIONS)
+    msg = str(info.value)
+    assert "ls.token_file" in msg and "too short" in msg and "hunter2" not in msg

@@ -15,9 +15,9 @@ from fastapi import FastAPI
 
 from hosting import host
 from netsonde.services import status as status_service
-from netsonde.services.status.rest import iso_seconds
 from netsonde.services.status.settings import StatusSection
 from netsonde.services.status.store import LinkStatusStore
+from netsonde.units import iso_seconds
 
 with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
     warnings.simplefilter("ignore")

@@ -108,6 +108,20 @@ def _open(url: str, readonly: bool) -> SQLiteArchive:
     return SQLiteArchive(path_of(url), readonly=readonly)
 
 
+def open_store(path: str, schema: str) -> sqlite3.Connection:
+    """A service's own SQLite file (the Status MA's link states, the lookup registry), or
+    ``:memory:``: its directory made, WAL for a file, ``schema`` applied. One connection,
+    shared by threads under the caller's lock. sqlite3.Error and OSError go to the caller."""
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=10, check_same_thread=False)
+    if path != ":memory:":
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db
+
+
 class SQLiteArchive:
     """The embedded backend: one SQLite file in WAL mode."""
 

@@ -128,17 +128,11 @@ def parse(
         problems.add(("daemon", "listen"), str(e))
 
     def read_token(section: str, token: str | None, token_file: str | None) -> str | None:
-        if not token_file:
-            return token
-        where: Loc = (section, "token_file")
         try:
-            token = paths.resolve(token_file).read_text().strip()
-        except OSError as e:
-            problems.add(where, str(e.strerror))
+            return paths.read_token(token, token_file)
+        except ValueError as e:
+            problems.add((section, "token_file"), str(e))
             return None
-        if len(token) < 16:
-            problems.add(where, "token too short")
-        return token
 
     api = shape.api.model_copy(
         update={"token": read_token("api", shape.api.token, shape.api.token_file)}

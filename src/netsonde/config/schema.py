@@ -25,6 +25,7 @@ DEFAULT_DATA_DIR = "./netsonde-data"
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Time = Annotated[float, BeforeValidator(parse_time)]
+MIN_TOKEN = 16  # characters of a store/registration token
 TEST_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$"
 
 
@@ -64,7 +65,7 @@ class ApiSection(_Strict):
 
     enabled: bool = True
     token: str | None = Field(
-        None, min_length=16, repr=False, description="needed by store requests"
+        None, min_length=MIN_TOKEN, repr=False, description="needed by store requests"
     )
     token_file: str | None = None
     # Each limit's meaning and default: netsonde/limits.py.
@@ -108,7 +109,7 @@ class SpoolSection(_Strict):
 
     url: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
     protocol: Literal["rest", "nmwg"] = "rest"
-    token: str | None = Field(None, min_length=16, repr=False)
+    token: str | None = Field(None, min_length=MIN_TOKEN, repr=False)
     token_file: str | None = None
     batch_size: int = Field(500, ge=1, le=10_000)
     timeout: Duration = Field(10.0, gt=0, le=600)
@@ -184,6 +185,21 @@ class Paths:
 
     def resolve(self, p: str | Path) -> Path:
         return resolved(p, self.base)
+
+    def read_token(self, token: str | None, token_file: str | None) -> str | None:
+        """A section's secret: ``token``, or the content of ``token_file`` when one is given.
+        ValueError (for the ``token_file`` key) names the file and what is wrong, never the
+        token."""
+        if not token_file:
+            return token
+        path = self.resolve(token_file)
+        try:
+            text = path.read_text().strip()
+        except OSError as e:
+            raise ValueError(f"{path}: {e.strerror}") from None
+        if len(text) < MIN_TOKEN:
+            raise ValueError(f"{path}: token too short (at least {MIN_TOKEN} characters)")
+        return text
 
 
 def resolved(p: str | Path, base: Path) -> Path:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from netsonde.archive.sqlite import open_store
 from netsonde.services.lookup.records import RecordIn, values_json
 from netsonde.units import check_epoch
 
@@ -128,14 +129,7 @@ class LookupRegistry:
         self.max_record_bytes = max_record_bytes
         self._lock = threading.Lock()
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
+            self._db = open_store(self.path, "PRAGMA foreign_keys=ON;\n" + _SCHEMA)
         except sqlite3.Error as e:
             raise RegistryError(f"cannot open lookup registry {self.path}: {e}") from None
 

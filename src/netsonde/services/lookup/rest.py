@@ -21,7 +21,6 @@ import json
 import re
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request, Security
@@ -44,7 +43,7 @@ from netsonde.services.lookup.registry import (
 from netsonde.services.lookup.registry import (
     Query as RegistryQuery,
 )
-from netsonde.units import parse_duration
+from netsonde.units import iso_seconds, parse_duration
 
 T = TypeVar("T")
 PREFIX = "/lookup"
@@ -62,15 +61,11 @@ _WRITE_ERRORS = {
 URI = Path(min_length=1, max_length=300, description="the record's uri (lookup/TYPE/UUID)")
 
 
-def iso(t: int) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
-
-
 def record_json(r: Record, state: str | None = None) -> dict[str, Any]:
     """A record as the sLS answers it: values and ``type`` as lists, server keys added."""
     out: dict[str, Any] = {"type": [r.type], **{k: list(v) for k, v in r.values.items()}}
-    out.update(uri=r.uri, expires=iso(r.expires), registrant=r.registrant)
-    out.update(created=iso(r.created), renewed=iso(r.renewed))
+    out.update(uri=r.uri, expires=iso_seconds(r.expires), registrant=r.registrant)
+    out.update(created=iso_seconds(r.created), renewed=iso_seconds(r.renewed))
     if state:
         out["state"] = state
     return out

@@ -8,9 +8,8 @@ from typing import Annotated, Self
 from pydantic import BeforeValidator, Field
 
 from netsonde.config import Duration, Paths, Section, SectionError
+from netsonde.config.schema import MIN_TOKEN
 from netsonde.units import parse_size
-
-MIN_TOKEN = 16
 
 
 class LookupSection(Section):
@@ -39,15 +38,10 @@ class LookupSection(Section):
             raise SectionError("db", f"{db} is a directory")
         if self.ttl > self.max_ttl:
             raise SectionError("ttl", f"ttl ({self.ttl:g}s) is longer than max_ttl")
-        token = self.token
-        if self.token_file:
-            where = paths.resolve(self.token_file)
-            try:
-                token = where.read_text().strip()
-            except OSError as e:
-                raise SectionError("token_file", f"{where}: {e.strerror}") from None
-            if len(token) < MIN_TOKEN:
-                raise SectionError("token_file", "token too short")
+        try:
+            token = paths.read_token(self.token, self.token_file)
+        except ValueError as e:
+            raise SectionError("token_file", str(e)) from None
         if self.enabled and not token:
             raise SectionError("token", "a lookup service needs a token (token or token_file)")
         return self.model_copy(update={"db": str(db), "token": token})

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query
@@ -28,13 +27,9 @@ from netsonde.archive import PerThread
 from netsonde.http.rest import ERRORS, ApiRoute, ErrorBody, parse_time
 from netsonde.model import US_PER_S
 from netsonde.services.status.store import LinkState, LinkStatusStore, StatusError
+from netsonde.units import iso_seconds
 
 T = TypeVar("T")
-
-
-def iso_seconds(t: int) -> str:
-    """Unix seconds → ``2023-11-14T22:13:20Z``."""
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 class LinkRange(BaseModel):

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from netsonde.archive.sqlite import open_store
 from netsonde.units import TIME_MAX, TIME_MIN, check_epoch
 
 OPER_STATES = frozenset({"up", "down", "degraded", "unknown"})
@@ -185,13 +186,7 @@ class LinkStatusStore:
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db = open_store(self.path, _SCHEMA)
         except sqlite3.Error as e:
             raise StatusError(f"cannot open link status store {self.path}: {e}") from None
 
