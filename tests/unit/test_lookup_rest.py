@@ -155,7 +155,10 @@ def test_hostile_bodies_get_4xx_naming_what_is_wrong(tmp_path: Path) -> None:
 
         status, why = post(content=b"{not json")
         assert status == 400 and why.startswith("body is not valid JSON")
-        assert post(content=b"[" * 1500) == (400, "body is nested too deeply")
+        too_deep = (400, "body is nested too deeply (more than 8 levels)")
+        assert post(content=b"[" * 1500) == too_deep
+        assert post(content=b"[" * 9 + b"]" * 9) == too_deep  # valid JSON, still too deep
+
         assert post(content=b"[" * 3000) == (413, "request body larger than 2048 bytes")
         assert post(json=["service"]) == (422, "body: must be a JSON object")
         assert post(json={"service-locator": ["x"]})[0] == 422
@@ -252,3 +255,10 @@ def test_expiry_runs_as_a_supervised_worker(tmp_path: Path) -> None:
     finally:
         feed.close()
     assert not feed.worker.is_alive()
+
+
+def test_nesting_counts_brackets_outside_strings_only() -> None:
+    from netsonde.services.lookup.rest import nesting
+
+    assert nesting(b'{"a": ["[[[[[[[[[[", "\\"[{"]}') == 2  # in strings, escaped quote too
+    assert nesting(b"[[[]]]") == 3 and nesting(b"{}") == 1 and nesting(b"1") == 0

@@ -88,10 +88,38 @@ def parse_ttl(value: object) -> float | None:
         raise RecordError("ttl", "seconds, a duration (2h) or ISO 8601 (PT2H)") from None
 
 
+MAX_NESTING = 8  # a record is an object of lists of strings: 2 levels; bulk renew, 3
+
+
+def nesting(raw: bytes) -> int:
+    """How deep ``[``/``{`` nest in a JSON text, strings skipped: checked before parsing, so
+    the answer does not depend on the interpreter's recursion limit."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
 async def json_body(request: Request, *, optional: bool = False) -> dict[str, Any]:
     raw = await request.body()
     if optional and not raw.strip():
         return {}
+    if nesting(raw) > MAX_NESTING:
+        raise HTTPException(400, f"body is nested too deeply (more than {MAX_NESTING} levels)")
     try:
         body = json.loads(raw)
     except RecursionError:
