@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from netsonde.model import Run
+from netsonde.restartable import OneThread
 
 log = logging.getLogger(__name__)
 
@@ -26,44 +26,19 @@ class RunStore(Protocol):
     def store_runs(self, runs: list[Run]) -> int: ...
 
 
-class BatchWriter:
+class BatchWriter(OneThread):
+    # An abandoned thread that wakes up still writes what it holds.
+    thread_name = "archive-writer"
+
     def __init__(self, store: RunStore, *, max_batch: int = 500, max_delay: float = 0.1) -> None:
+        super().__init__()
         self._store = store
         self._max_batch = max_batch
         self._max_delay = max_delay
         self._queue: queue.Queue[Run | None] = queue.Queue()
         self.stored = 0
         self.last_error: str | None = None
-        self._beat = time.monotonic()
-        self._generation = 0
-        self._thread: threading.Thread | None = None
         self.start()
-
-    def start(self) -> None:
-        """Start the writing thread, or a new one if it died or was abandoned; a no-op while it
-        runs."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._generation += 1
-        self._beat = time.monotonic()
-        self._thread = threading.Thread(
-            target=self._loop, args=(self._generation,), name="archive-writer", daemon=True
-        )
-        self._thread.start()
-
-    def abandon(self) -> None:
-        """Give up on a stuck thread: it stops at its next turn (its generation is old) and
-        the next ``start`` starts another. What it holds is still written if it wakes up."""
-        self._generation += 1
-        self._thread = None
-
-    def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def beat(self) -> float:
-        """Monotonic time of the thread's last heartbeat."""
-        return self._beat
 
     def submit(self, run: Run) -> None:
         self._queue.put(run)
@@ -75,8 +50,7 @@ class BatchWriter:
     def close(self, timeout: float = 30.0) -> None:
         """Write everything submitted so far, then stop."""
         self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._join(timeout)
 
     def _loop(self, generation: int) -> None:
         closing = False

@@ -14,41 +14,25 @@ import time
 
 from netsonde.model import Run, TestSpec
 from netsonde.mp.status import FeedStats
+from netsonde.restartable import OneThread
 from netsonde.services.lookup.registry import LookupRegistry
 
 log = logging.getLogger(__name__)
 
 
-class ExpiryWorker:
+class ExpiryWorker(OneThread):
     """Removes expired records every ``every`` seconds; beats at least once a second, and
     ``start`` starts a new thread when the last one died (the supervisor's contract)."""
 
+    thread_name = "lookup-expiry"
+
     def __init__(self, registry: LookupRegistry, every: float) -> None:
+        super().__init__()
         self.registry = registry
         self.every = every
         self.expired = 0
         self.last_error: str | None = None
-        self._beat = time.monotonic()
         self._stop = threading.Event()
-        self._generation = 0
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._generation += 1
-        self._beat = time.monotonic()
-        self._thread = threading.Thread(
-            target=self._loop, args=(self._generation,), name="lookup-expiry", daemon=True
-        )
-        self._thread.start()
-
-    def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def beat(self) -> float:
-        return self._beat
 
     def expire_now(self) -> int:
         """One pass; errors are kept (and logged) for the next pass to retry."""
@@ -73,8 +57,7 @@ class ExpiryWorker:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._join(timeout)
 
 
 class ExpiryFeed:
