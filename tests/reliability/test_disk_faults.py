@@ -58,14 +58,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(directory: Path) -> Path:
-    """Write a file until the file system is full."""
+    """Write a file until the file system is full. Unbuffered: a buffered file keeps the part
+    of a short write that did not fit and fails again when it is closed."""
     filler = directory / "filler"
     chunk = b"\0" * 65536
-    with filler.open("wb") as f:
+    with filler.open("wb", buffering=0) as f:
         try:
             while True:
                 f.write(chunk)
-                f.flush()
         except OSError as e:
             assert e.errno == errno.ENOSPC, e
     return filler
