@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -47,6 +48,10 @@ config_app = typer.Typer(
     help="Check configuration files.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(config_app, name="config")
+ls_app = typer.Typer(
+    help="Query a lookup service (LS).", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(ls_app, name="ls")
 # A pipe gets full-width rows (rich would squeeze tables into 80 columns). No markup: what is
 # printed (errors, test ids, "[spool]" in a config error) is data, brackets included.
 out = Console(
@@ -518,6 +523,78 @@ def client(
     except OSError as e:
         raise UserError(f"{request}: {e.strerror}") from None
     sys.stdout.write(render(exchange(url, body, timeout=timeout), filter_))
+
+
+# ---- ls ------------------------------------------------------------------------------------------
+
+
+@ls_app.command("query")
+def ls_query(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="a netsonde base URL or an NMWG LS URL (…/perfSONAR_PS/services/LS);"
+            " default: this instance's own [ls]"
+        ),
+    ] = None,
+    type_: Annotated[
+        str | None,
+        typer.Option("--type", help="service type (MA, ping, owamp…); * and ? wildcards"),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="host name or address in the service locator, or a host record"),
+    ] = None,
+    event_type: Annotated[str | None, typer.Option(help="an eventType the service offers")] = None,
+    xquery: Annotated[
+        str | None, typer.Option(help="send this XQuery in an LSQueryRequest instead")
+    ] = None,
+    xquery_file: Annotated[
+        Path | None, typer.Option(help="send the XQuery in this file instead")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="at most this many records")] = 100,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds per request")] = 30.0,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find records in a lookup service: by type, host, eventType or XQuery.
+
+    Key=value options match case-insensitively and combine with AND; --xquery sends an
+    LSQueryRequest (lsOutput native) and prints its results."""
+    from netsonde.services.lookup import lsquery
+
+    if xquery is not None and xquery_file is not None:
+        raise UserError("give --xquery or --xquery-file, not both")
+    if xquery_file is not None:
+        try:
+            xquery = xquery_file.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{xquery_file}: {getattr(e, 'strerror', None) or e}") from None
+    if xquery is not None and (type_ or host or event_type):
+        raise UserError("--xquery asks by itself: leave out --type, --host and --event-type")
+    where = lsquery.target(url) if url else lsquery.local_target(service.load_config(config))
+    with httpx.Client(timeout=timeout) as http:
+        if xquery is not None:
+            found = lsquery.xquery(where.nmwg_url, xquery, client=http, timeout=timeout)[:limit]
+            if as_json:
+                _print_json([lsquery.xml_text(item) for item in found])
+            else:
+                for item in found:
+                    sys.stdout.write(lsquery.xml_text(item, pretty=True).rstrip("\n") + "\n")
+            return
+        wanted = lsquery.Wanted(type_, host, event_type)
+        records = lsquery.find(http, where.records_url, wanted, limit)
+    if as_json:
+        _print_json(records)
+        return
+    table = Table("record", "service type", "name", "locator", "expires in")
+    now = time.time()
+    for r in records:
+        kind, stype, name, locator, left = lsquery.row(r, now)
+        table.add_row(kind, stype, name, locator, _duration(left))
+    out.print(table)
+    if not records:
+        out.print(f"nothing found at {where.records_url}")
 
 
 # ---- config ----------------------------------------------------------------------------------

@@ -28,10 +28,13 @@ def request_body(text: bytes) -> bytes:
     return build.ENVELOPE_HEAD + kept.strip() + build.ENVELOPE_TAIL
 
 
-def exchange(url: str, request: bytes, *, timeout: float = 60.0) -> etree._Element:
-    """POST ``request`` (a bare nmwg:message document) to ``url``; the response message."""
+def exchange(
+    url: str, request: bytes, *, timeout: float = 60.0, client: httpx.Client | None = None
+) -> etree._Element:
+    """POST ``request`` (a bare nmwg:message document) to ``url``; the response message.
+    ``client``: a client of the caller's (its connections kept; a test's in-process app)."""
     try:
-        response = httpx.post(
+        response = (client or httpx).post(
             url,
             content=request_body(request),
             headers={"SOAPAction": SOAP_ACTION, "Content-Type": "text/xml"},
