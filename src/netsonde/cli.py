@@ -31,7 +31,7 @@ from netsonde.daemon.workdirs import DirectoryError
 from netsonde.http.server import ListenError
 from netsonde.model import from_us, to_us
 from netsonde.mp.spool import read_dead_letters
-from netsonde.mp.status import DaemonStatus, read_status, stale, status_age
+from netsonde.mp.status import DaemonStatus, RegistrationStatus, read_status, stale, status_age
 from netsonde.nmwg.client import ClientError, exchange, render
 from netsonde.probes import ping as ping_tool
 from netsonde.units import parse_duration, parse_time
@@ -279,10 +279,27 @@ def _print_supervision(snap: DaemonStatus) -> None:
         )
         if sp.last_error:
             out.print(f"spool error: {sp.last_error}", style="red")
+    for name, reg in snap.registration.items():
+        _print_registration(name, reg)
     if (rp := snap.reaper) and (rp.kills_term or rp.kills_kill):
         out.print(f"cleanup: {rp.kills_term} SIGTERM, {rp.kills_kill} SIGKILL sent")
     if snap.loop_stalls:
         out.print(f"event loop stalls: {snap.loop_stalls}", style="red")
+
+
+def _print_registration(name: str, reg: RegistrationStatus) -> None:
+    """One line per registered service ([registration]), and its last error."""
+    now = time.time()
+    when = f", last ok {_duration(now - reg.last_success)} ago" if reg.last_success else ""
+    due = f", next in {_duration(max(0.0, reg.next_due - now))}" if reg.next_due else ""
+    if reg.key is not None:
+        out.print(f"ls {name}: registered with {reg.url} ({reg.items} items){when}{due}")
+    elif not reg.items and not reg.last_error:
+        out.print(f"ls {name}: nothing to register")
+    else:
+        out.print(f"ls {name}: not registered{when}{due}", style="yellow")
+    if reg.last_error and (reg.key is None or (reg.last_error_at or 0) > (reg.last_success or 0)):
+        out.print(f"  ls error: {reg.last_error}", style="red")
 
 
 @app.command("dead-letters")

@@ -30,6 +30,7 @@ FLOORS: dict[str, int] = {
     "http": 5,
     "mp": 6,
     "services": 7,
+    "registration": 7,  # the daemon gives it the services' registrants
     "api": 8,
     "daemon": 9,
     "cli": 10,

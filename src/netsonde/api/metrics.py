@@ -24,7 +24,13 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from netsonde.model import Run, TestSpec
-from netsonde.mp.status import DaemonStatus, SpoolStats, StatusSource, WorkerStatus
+from netsonde.mp.status import (
+    DaemonStatus,
+    RegistrationStatus,
+    SpoolStats,
+    StatusSource,
+    WorkerStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +211,8 @@ def _supervision_metrics(status: DaemonStatus) -> Iterable[Metric]:
     yield from _worker_metrics(status.workers)
     if (spool := status.spool) is not None:
         yield from _spool_metrics(spool)
+    if status.registration:
+        yield from _registration_metrics(status.registration)
     if (reaper := status.reaper) is not None:
         kills = CounterMetricFamily(
             "netsonde_reaper_kills", "Processes signalled by the cleanup list", labels=["signal"]
@@ -243,6 +251,30 @@ def _worker_metrics(workers: Mapping[str, WorkerStatus]) -> Iterable[Metric]:
         age.add_metric([name], w.heartbeat_age_s)
         up.add_metric([name], 1 if w.state == "running" else 0)
     return (restarts, age, up)
+
+
+def _registration_metrics(states: Mapping[str, RegistrationStatus]) -> Iterable[Metric]:
+    registered = GaugeMetricFamily(
+        "netsonde_ls_registered",
+        "1 while a service is registered with a lookup service",
+        labels=["service"],
+    )
+    success = GaugeMetricFamily(
+        "netsonde_ls_last_success_seconds",
+        "Unix time of a service's last answered registration or keepalive",
+        labels=["service"],
+    )
+    failures = CounterMetricFamily(
+        "netsonde_ls_failures",
+        "Failed exchanges with lookup services (unreachable, refused)",
+        labels=["service"],
+    )
+    for name, r in states.items():
+        registered.add_metric([name], 1 if r.key is not None else 0)
+        if r.last_success is not None:
+            success.add_metric([name], r.last_success)
+        failures.add_metric([name], r.failures)
+    return (registered, success, failures)
 
 
 def _spool_metrics(spool: SpoolStats) -> Iterable[Metric]:

@@ -47,22 +47,29 @@ from netsonde.daemon.supervisor import (
 from netsonde.http.bounded import BoundedRequests
 from netsonde.http.server import bind, raise_open_files_limit, serve
 from netsonde.model import Run, TestSpec, to_us
+from netsonde.mp.lookup import lookup_data as mp_lookup_data
 from netsonde.mp.point import MeasurementPoint
 from netsonde.mp.runner import ForkServerGone, Runner
 from netsonde.mp.spool import Spool
 from netsonde.mp.status import DaemonStatus, SpoolStats
+from netsonde.nmwg.ls import ServiceInfo
+from netsonde.registration import NAME as REGISTRATION
+from netsonde.registration import SECTIONS as REGISTRATION_SECTIONS
+from netsonde.registration import Registrant, Registrar, RegistrationSection
 from netsonde.services import SECTIONS, SERVICES
 from netsonde.services.base import Feed, Host
+from netsonde.services.pinger import MP_PATH
 
 log = logging.getLogger("netsonde")
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.prom"
 SPOOL_FILE = "spool.sqlite"
+DEREGISTER_TIMEOUT = 5.0  # seconds a clean stop gives the deregistrations from lookup services
 
 
 def load_config(path: str | Path | None) -> Config:
-    return config_mod.load(path, tools.TOOLS, SECTIONS)
+    return config_mod.load(path, tools.TOOLS, {**SECTIONS, **REGISTRATION_SECTIONS})
 
 
 def status_path(cfg: Config) -> Path:
@@ -105,6 +112,7 @@ class Daemon:
         self.reaper: Reaper | None = None
         self.received: Received | None = None  # runs stored over the API
         self.servers: list[KeptServer] = []
+        self.registrar: Registrar | None = None  # [registration]: with lookup services
         # Set by main before anything asks for the status.
         self.writer: BatchWriter | None = None
         self.point: MeasurementPoint | None = None
@@ -126,6 +134,7 @@ class Daemon:
         # With API workers the daemon keeps the run metrics; the workers count requests.
         sink = RunSink(self._consumers(writer, http=not workers))
         point = self._build_point(archive, runner, sink)
+        self.registrar = self._registrar()
         stop = asyncio.Event()
         self._handle_signals(stop, point, archive)
         self._add_workers(point, runner, writer, reaper, stop)
@@ -222,6 +231,8 @@ class Daemon:
             sup.add_thread(f"{name}-feed", feed.worker)
         if self.spool is not None:
             sup.add_thread("spool", self.spool)
+        if self.registrar is not None:
+            sup.add_thread("registrar", self.registrar)
         sup.add("publisher", self._publish)
         sup.add("reaper", lambda hb: reap_forever(reaper, hb))
         for spec in self.cfg.servers:
@@ -244,6 +255,12 @@ class Daemon:
         rest; the writer threads are flushed by ``_close`` after this."""
         sup = self.supervisor
         await sup.stop_worker("scheduler")
+        # Deregistered while the runs end: a stopped instance leaves the lookup services now.
+        deregistering = (
+            asyncio.create_task(asyncio.to_thread(self.registrar.close, DEREGISTER_TIMEOUT))
+            if self.registrar is not None
+            else None
+        )
         await point.drain(self.cfg.stop_timeout)
         await sup.stop_worker("runner")
         await runner.close()
@@ -251,6 +268,8 @@ class Daemon:
         if self.api_workers is not None:
             await self.api_workers.stop()
         await sup.stop_all()  # servers, publisher, reaper; threads are left to their close()
+        if deregistering is not None:
+            await deregistering
 
     async def _close(self, archive: Archive, writer: BatchWriter, reaper: Reaper) -> None:
         """Flush what writes from threads, close the stores, then leave no child behind."""
@@ -317,9 +336,17 @@ class Daemon:
             self.api_workers = ApiWorkers(workers, listener, settings)
             self.api_workers.supervise(self.supervisor)
             return
-        cfg = self.cfg
         assert self.metrics is not None
-        host = Host(
+        host = self._host()
+        app = BoundedRequests(create_app(host, self.metrics), host.limits.request_timeout)
+        self.supervisor.add(
+            "http", lambda hb: watch_task(serve(app, listener, stop, host.limits), hb)
+        )
+
+    def _host(self) -> Host:
+        """What the services are given in this process (serving HTTP, registering)."""
+        cfg = self.cfg
+        return Host(
             archive=connections(cfg.archive_url),
             name=cfg.name,
             token=cfg.api.token,
@@ -327,10 +354,36 @@ class Daemon:
             status=self.status,
             sections=cfg.sections,
         )
-        app = BoundedRequests(create_app(host, self.metrics), host.limits.request_timeout)
-        self.supervisor.add(
-            "http", lambda hb: watch_task(serve(app, listener, stop, host.limits), hb)
-        )
+
+    def _registrar(self) -> Registrar | None:
+        """``[registration]``: the measurement point (its tests) and every service with an NMWG
+        endpoint, registered with the lookup services by a thread of their own."""
+        cfg = self.cfg
+        section = cfg.sections.get(REGISTRATION)
+        if not isinstance(section, RegistrationSection) or not section.enabled:
+            return None
+        if not cfg.api.enabled:
+            log.warning("[registration] ignored: [api] is disabled, nothing could be reached")
+            return None
+        base = section.advertise or self._advertised_url()
+        mp = ServiceInfo(f"{cfg.name} MP", base + MP_PATH, "MP", f"netsonde on {cfg.name}")
+        registrants = [Registrant("mp", mp, lambda: mp_lookup_data(self.cfg.tests, cfg.name))]
+        host = self._host()
+        for service in SERVICES:
+            served = service.serve(host)
+            paths = list(served.nmwg()) if served is not None else []
+            if served is None or not paths:  # no NMWG endpoint to register as
+                continue
+            info = ServiceInfo(f"{cfg.name} {service.name}", base + paths[0], "MA")
+            registrants.append(Registrant(service.name, info, served.lookup_data))
+        return Registrar(registrants, section)
+
+    def _advertised_url(self) -> str:
+        """This instance's base URL from ``listen``; a wildcard address gives the host name."""
+        host, port = self.cfg.listen_address
+        if host in ("0.0.0.0", "::"):
+            host = socket.getfqdn()
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def _worker_settings(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -343,7 +396,9 @@ class Daemon:
             "nice": cfg.api.nice,
             "idle": cfg.api.idle,
             "status_file": str(status_path(cfg)),
-            "sections": {n: s.model_dump(mode="json") for n, s in cfg.sections.items()},
+            "sections": {
+                n: s.model_dump(mode="json") for n, s in cfg.sections.items() if n in SECTIONS
+            },  # the services' own: [registration] is the daemon's
             "metrics_file": str(metrics_path(cfg)),
             "multiprocess_dir": str(cfg.data_dir / "prometheus"),
             "host": cfg.listen_address[0],
@@ -382,6 +437,7 @@ class Daemon:
             # The spool's stats are a dict of exactly these keys (a renamed one fails here).
             spool=SpoolStats(**self.spool.stats) if self.spool else None,
             reaper=self.reaper.stats if self.reaper else None,
+            registration=self.registrar.states() if self.registrar else {},
             restart_every_s=self.cfg.restart_every,
             point=point.status(),
         )
@@ -396,6 +452,8 @@ class Daemon:
         archive.register_tests(new.tests, to_us(time.time()))
         point.reload(new.tests)
         self.cfg = new
+        if self.registrar is not None:
+            self.registrar.check_now()  # the tests registered as they are now
         self.reloads += 1
         self.last_reload_error = None
         log.info("reloaded %s: %d test(s)", self.config_path or "embedded default", len(new.tests))

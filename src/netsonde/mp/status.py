@@ -96,6 +96,21 @@ class FeedStats:
 
 
 @dataclass(frozen=True)
+class RegistrationStatus:
+    """One service's registration with a lookup service (``registration/``, ``[registration]``)."""
+
+    access_point: str = ""  # what it registers as
+    url: str | None = None  # the lookup service holding it; None: not registered now
+    key: str | None = None  # the key that lookup service gave
+    items: int = 0  # things registered (tests, metadata)
+    last_success: float | None = None  # epoch seconds of the last answered exchange
+    last_error: str | None = None
+    last_error_at: float | None = None  # epoch seconds
+    failures: int = 0  # failed exchanges since the start
+    next_due: float | None = None  # epoch seconds of the next keepalive or attempt
+
+
+@dataclass(frozen=True)
 class ReaperStats:
     """The cleanup list and the orphans reaped (``daemon/reaper.py``)."""
 
@@ -128,6 +143,7 @@ class DaemonStatus:
     loop_stalls: int = 0
     spool: SpoolStats | None = None  # None: no [spool]
     reaper: ReaperStats | None = None
+    registration: dict[str, RegistrationStatus] = field(default_factory=dict)  # by service
     restart_every_s: float | None = None
     point: PointStatus = field(default_factory=PointStatus)  # flattened in the JSON
 

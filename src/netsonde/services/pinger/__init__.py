@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lxml import etree
+
 from netsonde.nmwg.pinger import MA_PATH
 from netsonde.nmwg.service import NMWGService
 from netsonde.services.base import Endpoints, Host, ServiceDef
-from netsonde.services.pinger.ma import PingerState, pinger_ma
+from netsonde.services.pinger.ma import PingerState, lookup_data, pinger_ma
 
 NAME = "pinger"
 MP_PATH = "/perfSONAR_PS/services/pinger/mp"
@@ -26,6 +28,9 @@ class PingerService(Endpoints):
 
     def nmwg(self) -> Mapping[str, Sequence[NMWGService[Any]]]:
         return {MA_PATH: [pinger_ma(self.state)], MP_PATH: []}
+
+    def lookup_data(self) -> list[etree._Element]:
+        return lookup_data(self.state)
 
 
 def serve(host: Host) -> PingerService:

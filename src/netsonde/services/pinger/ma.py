@@ -98,21 +98,27 @@ def _lookup(unit: Unit, rctx: RequestContext[PingerState], failure: str) -> list
     return found
 
 
-def _sub_id(rctx: RequestContext[PingerState], kind: str, meta: views.PingerMeta) -> str:
+def _sub_id(ids: build.IdGen, kind: str, meta: views.PingerMeta) -> str:
     """``subjKEY.N``/``paramsKEY.N``: the original's ``subjMETAID`` named the select and the
     pinger subject alike, and again in every unit for the same key; these are unique."""
-    return rctx.ids.new(f"{kind}{meta.key}")
+    return ids.new(f"{kind}{meta.key}")
 
 
-def _pinger_metadata(
-    meta: views.PingerMeta, rctx: RequestContext[PingerState], ref: str | None
-) -> etree._Element:
-    md = build.metadata(rctx.ids, ref=ref)
-    ids = (_sub_id(rctx, "subj", meta), _sub_id(rctx, "params", meta))
-    pinger.add_test(md, ids, meta.source, meta.destination, meta.params())
+def _pinger_metadata(meta: views.PingerMeta, ids: build.IdGen, ref: str | None) -> etree._Element:
+    md = build.metadata(ids, ref=ref)
+    sub_ids = (_sub_id(ids, "subj", meta), _sub_id(ids, "params", meta))
+    pinger.add_test(md, sub_ids, meta.source, meta.destination, meta.params())
     build.element("nmwg:key", {"id": meta.key}, parent=md)
     build.element("nmwg:eventType", text=pinger.EVENT_TYPE, parent=md)
     return md
+
+
+def lookup_data(state: PingerState) -> list[etree._Element]:
+    """What the PingER MA registers with a lookup service: the metadata of every ping test it
+    holds, as its MetadataKeyResponse gives them (subject, parameters, key, eventType)."""
+    ids = build.IdGen()
+    metas = views.metadata(state.archive.get(), state.name)
+    return [_pinger_metadata(meta, ids, ref=None) for meta in sorted(metas, key=lambda m: m.key)]
 
 
 def metadata_key(
@@ -123,7 +129,7 @@ def metadata_key(
     rctx.charge(len(found))  # an answer's rows here are its metadata/data pairs
     for meta in found:
         rctx.check()
-        md = _pinger_metadata(meta, rctx, ref=None)
+        md = _pinger_metadata(meta, rctx.ids, ref=None)
         d = build.data(rctx.ids, md.get("id", ""))
         build.element("nmwg:key", {"id": meta.key}, parent=d)
         out += [md, d]
@@ -181,14 +187,14 @@ def setup_data(
             continue
         rctx.charge(len(rows))
         select_md = build.metadata(rctx.ids)
-        build.element("select:subject", {"id": _sub_id(rctx, "subj", meta)}, parent=select_md)
+        build.element("select:subject", {"id": _sub_id(rctx.ids, "subj", meta)}, parent=select_md)
         params = build.element(
-            "select:parameters", {"id": _sub_id(rctx, "params", meta)}, parent=select_md
+            "select:parameters", {"id": _sub_id(rctx.ids, "params", meta)}, parent=select_md
         )
         for name, value in (("startTime", start), ("endTime", end)):
             build.element("nmwg:parameter", {"name": name, "value": str(value)}, parent=params)
         build.element("nmwg:eventType", text=ns.SELECT, parent=select_md)
-        pinger_md = _pinger_metadata(meta, rctx, ref=select_md.get("id"))
+        pinger_md = _pinger_metadata(meta, rctx.ids, ref=select_md.get("id"))
         d = build.data(rctx.ids, pinger_md.get("id", ""), declare=("pinger",))
         _add_datums(d, rows, rctx)
         out += [select_md, pinger_md, d]
