@@ -282,9 +282,10 @@ class LookupRegistry:
             if not 1 <= len(patterns) <= MAX_PATTERNS:
                 raise RegistryError(f"{name}: give 1 to {MAX_PATTERNS} values")
             ors = " OR ".join(["v.value LIKE ? ESCAPE '\\'"] * len(patterns))
+            # Uncorrelated, so SQLite runs it once on record_values_match: the correlated
+            # EXISTS it replaces searched that index again for every record (quadratic).
             matches.append(
-                "EXISTS (SELECT 1 FROM record_values v WHERE v.uri = r.uri"
-                f" AND v.name = ? AND ({ors}))"
+                f"r.uri IN (SELECT v.uri FROM record_values v WHERE v.name = ? AND ({ors}))"
             )
             args += [name, *(like_pattern(p) for p in patterns)]
         if matches:
