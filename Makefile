@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-attack bench-versions sysdeps clean
+.PHONY: run test lint format bench bench-attack bench-lookup bench-versions sysdeps clean
 
 # Set-up says what it does: the first install takes a minute or two.
 $(STAMP): pyproject.toml
@@ -44,8 +44,11 @@ bench: $(STAMP) sysdeps
 	$(BIN)/python bench/spool.py --write BENCHMARKS.md
 	$(BIN)/python bench/icmp.py --write
 	$(BIN)/python bench/attack.py --write BENCHMARKS.md
+	$(BIN)/python bench/lookup.py --write BENCHMARKS.md
 
 bench-attack: $(STAMP) sysdeps ; $(BIN)/python bench/attack.py --write BENCHMARKS.md
+
+bench-lookup: $(STAMP) sysdeps ; $(BIN)/python bench/lookup.py --write BENCHMARKS.md
 
 bench-versions: $(STAMP) sysdeps ; $(BIN)/python bench/versions.py --write BENCHMARKS.md
 

@@ -108,12 +108,16 @@ ENVELOPE = (
     "<SOAP-ENV:Header/><SOAP-ENV:Body>{body}</SOAP-ENV:Body></SOAP-ENV:Envelope>"
 )
 
-# wrk picks one of the prepared requests at random for every request it sends.
+# wrk picks one of the prepared requests at random for every request it sends (or, cycling,
+# each in turn: a registration is new only the first time).
 WRK_SCRIPT = """
 local requests = {}
 %s
 math.randomseed(os.time())
+local sent = 0
 request = function()
+  sent = sent + 1
+  if %s then return requests[(sent - 1) %% #requests + 1] end
   return requests[math.random(#requests)]
 end
 """
@@ -134,20 +138,28 @@ def lua_string(s: str) -> str:
     return "[==[" + s + "]==]"
 
 
-def wrk_script(path: Path, reqs: list[tuple[str, str, str | None]]) -> None:
-    """reqs: (method, path, body) → a wrk Lua script that sends them at random."""
+def wrk_script(
+    path: Path,
+    reqs: list[tuple[str, str, str | None]],
+    *,
+    headers: dict[str, str] | None = None,
+    cycle: bool = False,
+) -> None:
+    """reqs: (method, path, body) → a wrk Lua script that sends them at random (``cycle``: in
+    turn). ``headers`` for every request; a body is text/xml unless they say otherwise."""
     lines = []
     for method, url, body in reqs:
-        if body is None:
-            lines.append(
-                f"table.insert(requests, wrk.format({lua_string(method)}, {lua_string(url)}))"
-            )
-        else:
-            lines.append(
-                f"table.insert(requests, wrk.format({lua_string(method)}, {lua_string(url)},"
-                f" {{['Content-Type']='text/xml'}}, {lua_string(body)}))"
-            )
-    path.write_text(WRK_SCRIPT % "\n".join(lines))
+        sent = dict(headers or {})
+        if body is not None:
+            sent.setdefault("Content-Type", "text/xml")
+        table = (
+            "{" + ",".join(f"[ {lua_string(k)} ]={lua_string(v)}" for k, v in sent.items()) + "}"
+        )
+        lines.append(
+            f"table.insert(requests, wrk.format({lua_string(method)}, {lua_string(url)}, {table}"
+            + (f", {lua_string(body)}))" if body is not None else "))")
+        )
+    path.write_text(WRK_SCRIPT % ("\n".join(lines), "true" if cycle else "false"))
 
 
 def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
