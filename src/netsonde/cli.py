@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,8 +23,10 @@ from rich.table import Table
 from rich.text import Text
 
 from netsonde import __version__
+from netsonde import probes as tools
 from netsonde.archive import Archive, ArchiveError, open_archive
 from netsonde.config import Config, ConfigError
+from netsonde.config.importers import perfsonar, psconfig, to_toml
 from netsonde.daemon import control, service, workdirs
 from netsonde.daemon.detach import StartupReport, detach
 from netsonde.daemon.pidfile import AlreadyRunning, PidFileError, running_pid
@@ -45,7 +48,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 config_app = typer.Typer(
-    help="Check configuration files.", no_args_is_help=True, rich_markup_mode=None
+    help="Check and import configuration files.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(config_app, name="config")
 ls_app = typer.Typer(
@@ -624,6 +627,82 @@ def config_check(
     """Check a config file: OK, or one line naming file, line and key."""
     cfg = service.load_config(file)
     out.print(f"{file}: OK, {len(cfg.tests)} test(s), archive {cfg.archive_url}")
+
+
+import_app = typer.Typer(
+    help="Turn other systems' configurations into netsonde's.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+config_app.add_typer(import_app, name="import")
+OutOpt = Annotated[
+    Path | None, typer.Option("-o", "--output", help="write here (default: standard output)")
+]
+
+
+@import_app.command("psconfig")
+def import_psconfig(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="pSConfig template (JSON)")],
+    host: Annotated[str, typer.Option(help="this host: an address name, address or host name")],
+    output: OutOpt = None,
+    skip_unmappable: Annotated[
+        bool, typer.Option(help="leave out, with a comment, tasks that cannot be mapped")
+    ] = False,
+) -> None:
+    """This host's tests in a pSConfig template.
+
+    Prints netsonde [[test]]s (or writes them to -o); what cannot be mapped is an error naming
+    its JSON path. See docs/import.md."""
+    text = _read_input(file)
+    imported = psconfig.import_psconfig(
+        text, str(file), host, tools.TOOLS, skip_unmappable=skip_unmappable
+    )
+    _write_imported(to_toml(imported), output)
+
+
+@import_app.command("perfsonar")
+def import_perfsonar(
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="perfSONAR-PS daemon.conf, or PingER landmarks")
+    ],
+    landmarks: Annotated[
+        Path | None,
+        typer.Option(help="PingER landmarks file (default: the MP's configuration_file)"),
+    ] = None,
+    output: OutOpt = None,
+) -> None:
+    """A config from a perfSONAR-PS daemon.conf.
+
+    The port, PingER landmarks, Status MA, LS and LS registration become netsonde sections and
+    [[test]]s; what cannot be mapped is an error naming file, line and key. See docs/import.md."""
+    imported = perfsonar.import_perfsonar(file, tools.TOOLS, landmarks_file=landmarks)
+    _write_imported(to_toml(imported), output)
+
+
+def _read_input(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{file}: cannot read: {e}") from None
+
+
+def _write_imported(text: str, output: Path | None) -> None:
+    """Written only once it loads as netsonde's own config (the importers write absolute
+    paths, so where it is checked does not matter)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        candidate = Path(tmp) / "imported.toml"
+        candidate.write_text(text, encoding="utf-8")
+        try:
+            service.load_config(candidate)
+        except ConfigError as e:
+            raise UserError(f"the imported config does not load (please report): {e}") from None
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{output}: cannot write: {e.strerror}") from None
 
 
 @app.callback(invoke_without_command=True)
