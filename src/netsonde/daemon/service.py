@@ -133,8 +133,9 @@ class Daemon:
         await runner.start()
         # With API workers the daemon keeps the run metrics; the workers count requests.
         sink = RunSink(self._consumers(writer, http=not workers))
-        point = self._build_point(archive, runner, sink)
+        # Before the calendar: its HTTP client takes a moment that the first slots would lose.
         self.registrar = self._registrar()
+        point = self._build_point(archive, runner, sink)
         stop = asyncio.Event()
         self._handle_signals(stop, point, archive)
         self._add_workers(point, runner, writer, reaper, stop)
