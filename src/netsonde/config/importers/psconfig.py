@@ -350,7 +350,8 @@ class _Template:
             except Unmappable as e:
                 if not self.skip:
                     raise
-                self.out.note(f"skipped: {str(e).removeprefix(f'{self.source}: ')}")
+                why = str(e).removeprefix(f"{self.source}: ")
+                self.out.note(f"skipped {format_key(('tasks', name))}: {why}")
         if not self.out.tests:
             self.out.note("this host measures nothing in this template")
         return self.out
@@ -765,9 +766,8 @@ class _Template:
         """latencybg without a schedule streams: one session after the other, each planned
         when the last may have ended (a test never overlaps itself)."""
         contract = self.tools[plan.tool]
-        return {
-            "interval": float(contract.default_timeout(contract.Params.model_validate(plan.params)))
-        }
+        longest = contract.default_timeout(contract.Params.model_validate(plan.params))
+        return {"interval": round(longest, 3)}  # to the millisecond, as written
 
 
 def max_offset(interval: float) -> float:
