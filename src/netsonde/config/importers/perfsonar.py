@@ -98,6 +98,8 @@ class _Daemon:
     # -- the file --
 
     def run(self, root: Block) -> None:
+        if not root.blocks:
+            raise Unmappable(f"{self.path}: no <port> block: not a perfSONAR-PS daemon.conf")
         top: dict[str, Callable[[Item], None]] = {
             "max_worker_lifetime": self._lifetime,
             "pid_dir": lambda item: None,  # with pid_file
@@ -123,8 +125,6 @@ class _Daemon:
                 raise self._error(block, f"<{block.name}>: only <port> blocks are imported")
             for number, port in _named(block):
                 self._port(number, port, [root])
-        if not root.blocks:
-            raise Unmappable(f"{self.path}: no <port> block: not a perfSONAR-PS daemon.conf")
         self._write_registration()
 
     def _lifetime(self, item: Item) -> None:
