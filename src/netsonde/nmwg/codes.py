@@ -45,6 +45,13 @@ LS_QUERY_EVENT_TYPE = "error.ls.query.eventType"
 LS_QUERY_QUERY_NOT_FOUND = "error.ls.query.query_not_found"
 LS_QUERY_EMPTY_RESULTS = "error.ls.query.empty_results"
 LS_XMLDB = "error.ls.xmldb"
+LS_KEY_NOT_REGISTERED = "error.ls.key.not_registered"
+LS_KEY_SERVICE_MISSING = "error.ls.key.service_missing"
+# netsonde: a registration past a registry limit (record size, records per registrant); a
+# query past its time or its answer's size.
+LS_REGISTER_REFUSED = "error.ls.register.refused"
+LS_QUERY_TIMEOUT = "error.ls.query.timeout"
+LS_QUERY_TOO_LARGE = "error.ls.query.too_large"
 
 # PingER answers with URI-style status codes instead (Datatypes::EventTypes::Status).
 PINGER_FAILURE_METADATAKEY = "http://schemas.perfsonar.net/status/failure/metadatakey/1.0/"

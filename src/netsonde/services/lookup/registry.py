@@ -8,6 +8,15 @@ them visible up to an hour). Registering the same thing again (same type and loc
 Values are kept twice: the record as JSON (what is answered) and one row per value (what
 queries match). Queries match values case-insensitively, ``*`` and ``?`` as wildcards.
 One connection, guarded by a lock: an instance may be shared by threads.
+
+NMWG registrations (``nmwg.py``) live here too: every record of one registration carries its
+``lease_key`` (the seed's lsKey) and one lease (``register_group``, ``renew_group``,
+``delete_group``); a JSON ``service`` record gets the lease key of its locator, so NMWG
+keepalives and deregistrations reach it. ``xml`` keeps an NMWG item as registered (None: the
+record is rendered from its values, ``documents.render``). ``record_changes`` logs which
+documents (lease key, or uri of a record without one) changed, so the XQuery's collection is
+rebuilt only where something did (``changes_since``, ``documents``); a renewal changes no
+content and is not logged. Files made before these columns are upgraded when opened.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from netsonde.archive.sqlite import open_store
+from netsonde.services.lookup.documents import ls_key, render, store_document
 from netsonde.services.lookup.records import RecordIn, values_json
 from netsonde.units import check_epoch
 
@@ -55,8 +65,18 @@ CREATE TABLE IF NOT EXISTS record_values (
 );
 CREATE INDEX IF NOT EXISTS record_values_match ON record_values (name, value);
 CREATE INDEX IF NOT EXISTS record_values_uri ON record_values (uri);
+CREATE TABLE IF NOT EXISTS record_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
 """
+# Columns added after the first release: ALTERed into an older file when it is opened.
+_ADDED_COLUMNS = (("lease_key", "TEXT"), ("xml", "TEXT"))
+_AFTER_COLUMNS = "CREATE INDEX IF NOT EXISTS records_lease_key ON records (lease_key, expires);"
 _COLS = "uri, type, registrant, body, created, renewed, expires"
+_DOC = "COALESCE(lease_key, uri)"  # the collection document a record belongs to
+CHANGES_KEPT = 3600  # seconds of change log kept: a mirror older than that reloads it all
 
 
 class RegistryError(ValueError):
@@ -82,6 +102,25 @@ class Record:
 class Registered:
     record: Record
     new: bool  # False: the same thing was registered before (an upsert)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A record of an NMWG registration: the record, its XML as registered, and what makes
+    it the same item again (None: the record's own ``stable_key``)."""
+
+    record: RecordIn
+    xml: str
+    stable_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One document of the XQuery's collection: its XML (None: nothing live is left in it)
+    and when its first live record expires."""
+
+    xml: str | None
+    expires: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +169,18 @@ class LookupRegistry:
         self._lock = threading.Lock()
         try:
             self._db = open_store(self.path, "PRAGMA foreign_keys=ON;\n" + _SCHEMA)
+            self._upgrade()
         except sqlite3.Error as e:
             raise RegistryError(f"cannot open lookup registry {self.path}: {e}") from None
+
+    def _upgrade(self) -> None:
+        """Add the columns a file made by an older netsonde lacks (idempotent)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE records ADD COLUMN {name} {kind}")
+        self._db.executescript(_AFTER_COLUMNS)
+        self._db.commit()
 
     def close(self) -> None:
         self._db.close()
@@ -163,6 +212,77 @@ class LookupRegistry:
         expires = int(check_epoch(start + seconds, "expires"))
         return start, expires
 
+    def _check_size(self, record: RecordIn, xml: str | None = None) -> None:
+        size = max(record.size(), len(xml.encode()) if xml else 0)
+        if size > self.max_record_bytes:
+            raise RegistryError(
+                f"record of {size} bytes: more than max_record_bytes ({self.max_record_bytes})"
+            )
+
+    def _check_quota(self, cur: sqlite3.Cursor, registrant: str, start: int, adding: int) -> None:
+        (held,) = cur.execute(
+            "SELECT count(*) FROM records WHERE registrant = ? AND expires > ?",
+            (registrant, start),
+        ).fetchone()
+        if held + adding > self.max_records_per_registrant:
+            raise LimitError(
+                f"registrant {registrant!r} holds {held} live records: the most"
+                f" max_records_per_registrant ({self.max_records_per_registrant}) allows"
+            )
+
+    @staticmethod
+    def _log(cur: sqlite3.Cursor, docs: Sequence[str], at: int) -> None:
+        cur.executemany(
+            "INSERT INTO record_changes (doc, at) VALUES (?, ?)", [(d, at) for d in set(docs)]
+        )
+
+    def _upsert(
+        self,
+        cur: sqlite3.Cursor,
+        record: RecordIn,
+        *,
+        registrant: str,
+        start: int,
+        expires: int,
+        stable_key: str,
+        lease_key: str | None,
+        xml: str | None,
+    ) -> tuple[Record, bool, list[str]]:
+        """(the record stored, whether it is new, the documents it changed)."""
+        old = cur.execute(
+            "SELECT uri, created, expires, lease_key FROM records WHERE stable_key = ?",
+            (stable_key,),
+        ).fetchone()
+        body = values_json(record.values)
+        if old is None:
+            uri = f"lookup/{record.type}/{uuid.uuid4()}"
+            created = start
+            cur.execute(
+                f"INSERT INTO records (stable_key, lease_key, xml, {_COLS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *(stable_key, lease_key, xml, uri, record.type),
+                    *(registrant, body, created, start, expires),
+                ),
+            )
+            changed = [lease_key or uri]
+        else:
+            uri = old[0]
+            created = old[1] if old[2] > start else start  # expired: a new registration
+            cur.execute(
+                "UPDATE records SET registrant = ?, body = ?, created = ?, renewed = ?,"
+                " expires = ?, lease_key = ?, xml = ? WHERE uri = ?",
+                (registrant, body, created, start, expires, lease_key, xml, uri),
+            )
+            cur.execute("DELETE FROM record_values WHERE uri = ?", (uri,))
+            changed = [old[3] or uri, lease_key or uri]
+        cur.executemany(
+            "INSERT INTO record_values (uri, name, value) VALUES (?, ?, ?)",
+            [(uri, k, v) for k, vs in record.values.items() for v in vs],
+        )
+        kept = Record(uri, record.type, record.values, registrant, created, start, expires)
+        return kept, old is None or old[2] <= start, changed
+
     def register(
         self,
         record: RecordIn,
@@ -172,53 +292,146 @@ class LookupRegistry:
         now: float | None = None,
     ) -> Registered:
         """Register ``record``, or renew and update the live-or-expired record of the same
-        thing (same uri). Refused beyond ``max_record_bytes`` or the registrant's quota."""
-        size = record.size()
-        if size > self.max_record_bytes:
-            raise RegistryError(
-                f"record of {size} bytes: more than max_record_bytes ({self.max_record_bytes})"
-            )
+        thing (same uri). Refused beyond ``max_record_bytes`` or the registrant's quota.
+        A ``service`` record joins the lease key of its locator (``ls_key``)."""
+        self._check_size(record)
         start, expires = self.lease(ttl, time.time() if now is None else now)
         key = record.stable_key()
+        locators = record.values.get("service-locator") if record.type == "service" else None
+        lease_key = ls_key(locators[0]) if locators else None
         with self._transaction() as cur:
             old = cur.execute(
-                "SELECT uri, registrant, created, expires FROM records WHERE stable_key = ?",
-                (key,),
+                "SELECT registrant, expires FROM records WHERE stable_key = ?", (key,)
             ).fetchone()
-            live_here = old is not None and old[1] == registrant and old[3] > start
-            if not live_here:
-                (held,) = cur.execute(
-                    "SELECT count(*) FROM records WHERE registrant = ? AND expires > ?",
-                    (registrant, start),
-                ).fetchone()
-                if held >= self.max_records_per_registrant:
-                    raise LimitError(
-                        f"registrant {registrant!r} holds {held} live records: the most"
-                        f" max_records_per_registrant ({self.max_records_per_registrant}) allows"
-                    )
-            body = values_json(record.values)
-            if old is None:
-                uri = f"lookup/{record.type}/{uuid.uuid4()}"
-                created = start
-                cur.execute(
-                    f"INSERT INTO records (stable_key, {_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (key, uri, record.type, registrant, body, created, start, expires),
-                )
-            else:
-                uri = old[0]
-                created = old[2] if old[3] > start else start  # expired: a new registration
-                cur.execute(
-                    "UPDATE records SET registrant = ?, body = ?, created = ?, renewed = ?,"
-                    " expires = ? WHERE uri = ?",
-                    (registrant, body, created, start, expires, uri),
-                )
-                cur.execute("DELETE FROM record_values WHERE uri = ?", (uri,))
-            cur.executemany(
-                "INSERT INTO record_values (uri, name, value) VALUES (?, ?, ?)",
-                [(uri, k, v) for k, vs in record.values.items() for v in vs],
+            if not (old is not None and old[0] == registrant and old[1] > start):
+                self._check_quota(cur, registrant, start, 1)
+            kept, new, changed = self._upsert(
+                cur,
+                record,
+                registrant=registrant,
+                start=start,
+                expires=expires,
+                stable_key=key,
+                lease_key=lease_key,
+                xml=None,
             )
-        kept = Record(uri, record.type, record.values, registrant, created, start, expires)
-        return Registered(kept, new=old is None or old[3] <= start)
+            self._log(cur, changed, start)
+        return Registered(kept, new=new)
+
+    # ---- NMWG registrations: records sharing one lease key -------------------------------------
+
+    def _group_live(self, cur: sqlite3.Cursor, lease_key: str, at: int) -> bool:
+        found = cur.execute(
+            "SELECT 1 FROM records WHERE lease_key = ? AND expires > ? LIMIT 1", (lease_key, at)
+        ).fetchone()
+        return found is not None
+
+    def group_live(self, lease_key: str, now: float | None = None) -> bool:
+        """Whether ``lease_key`` names a live registration."""
+        at = time.time() if now is None else now
+        return bool(
+            self._read(
+                "SELECT 1 FROM records WHERE lease_key = ? AND expires > ? LIMIT 1",
+                (lease_key, at),
+            )
+        )
+
+    def group_service(self, lease_key: str, now: float | None = None) -> Record | None:
+        """The live service record of ``lease_key``."""
+        at = time.time() if now is None else now
+        rows = self._read(
+            f"SELECT {_COLS} FROM records WHERE lease_key = ? AND type = 'service'"
+            " AND expires > ? ORDER BY rowid LIMIT 1",
+            (lease_key, at),
+        )
+        return _row(rows[0]) if rows else None
+
+    def register_group(
+        self,
+        lease_key: str,
+        members: Sequence[Member],
+        *,
+        service: Member | None = None,
+        replaces: str | None = None,
+        registrant: str = DEFAULT_REGISTRANT,
+        ttl: float | None = None,
+        now: float | None = None,
+    ) -> int | None:
+        """Register ``members`` (and ``service``) under ``lease_key``, renewing every record of
+        it, in one transaction; how many members, or None when the key is not live.
+
+        ``service`` given: a new registration (or a refresh of the live one); without it the
+        key must be live (an append). ``replaces``: a live key whose records are removed first
+        (the seed's clobber; None when it is not live). Members already registered (same
+        ``stable_key``) are updated, not doubled."""
+        for m in [*members, *([service] if service else [])]:
+            self._check_size(m.record, m.xml)
+        start, expires = self.lease(ttl, time.time() if now is None else now)
+        with self._transaction() as cur:
+            changed = [lease_key]
+            if replaces is not None:
+                if not self._group_live(cur, replaces, start):
+                    return None
+                cur.execute("DELETE FROM records WHERE lease_key = ?", (replaces,))
+                changed.append(replaces)
+            elif service is None and not self._group_live(cur, lease_key, start):
+                return None
+            for m in [*([service] if service else []), *members]:
+                _, _, docs = self._upsert(
+                    cur,
+                    m.record,
+                    registrant=registrant,
+                    start=start,
+                    expires=expires,
+                    stable_key=m.stable_key or m.record.stable_key(),
+                    lease_key=lease_key,
+                    xml=m.xml,
+                )
+                changed += docs
+            cur.execute(
+                "UPDATE records SET renewed = ?, expires = ? WHERE lease_key = ? AND expires > ?",
+                (start, expires, lease_key, start),
+            )
+            self._check_quota(cur, registrant, start, 0)
+            self._log(cur, changed, start)
+        return len(members)
+
+    def renew_group(
+        self, lease_key: str, ttl: float | None = None, now: float | None = None
+    ) -> int:
+        """Renew every live record of ``lease_key`` (one statement); how many."""
+        start, expires = self.lease(ttl, time.time() if now is None else now)
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE records SET renewed = ?, expires = ? WHERE lease_key = ? AND expires > ?",
+                (start, expires, lease_key, start),
+            )
+            return cur.rowcount
+
+    def delete_group(
+        self, lease_key: str, stable_keys: Sequence[str] | None = None, now: float | None = None
+    ) -> tuple[int, int] | None:
+        """Remove the records of ``lease_key`` (only those of ``stable_keys`` when given):
+        (live items removed, live service records removed), or None when it is not live."""
+        at = int(time.time() if now is None else now)
+        with self._transaction() as cur:
+            if not self._group_live(cur, lease_key, at):
+                return None
+            where, args = "lease_key = ?", [lease_key]
+            if stable_keys is not None:
+                marks = ",".join("?" * len(stable_keys))
+                where += f" AND stable_key IN ({marks})"
+                args += stable_keys
+            counts = dict(
+                cur.execute(
+                    "SELECT type = 'service', count(*) FROM records"
+                    f" WHERE {where} AND expires > ? GROUP BY type = 'service'",
+                    [*args, at],
+                ).fetchall()
+            )
+            cur.execute(f"DELETE FROM records WHERE {where}", args)
+            self._log(cur, [lease_key], at)
+        return counts.get(0, 0), counts.get(1, 0)
 
     def renew(self, uri: str, ttl: float | None = None, now: float | None = None) -> Record | None:
         """The renewed record, or None when ``uri`` is unknown or expired."""
@@ -243,8 +456,12 @@ class LookupRegistry:
         """Remove ``uri``; True when it was live (an expired one is removed, too)."""
         at = time.time() if now is None else now
         with self._transaction() as cur:
-            row = cur.execute("SELECT expires FROM records WHERE uri = ?", (uri,)).fetchone()
+            row = cur.execute(
+                f"SELECT expires, {_DOC} FROM records WHERE uri = ?", (uri,)
+            ).fetchone()
             cur.execute("DELETE FROM records WHERE uri = ?", (uri,))
+            if row is not None:
+                self._log(cur, [row[1]], int(at))
         return row is not None and row[0] > at
 
     def expire(self, now: float | None = None) -> int:
@@ -252,7 +469,15 @@ class LookupRegistry:
         at = time.time() if now is None else now
         with self._transaction() as cur:
             cur.execute("DELETE FROM records WHERE expires <= ?", (at,))
-            return cur.rowcount
+            removed = cur.rowcount
+            # Expired records had left the collection already (``Document.expires``); the
+            # log only needs its recent past, and its last row, for a mirror to compare.
+            cur.execute(
+                "DELETE FROM record_changes WHERE at < ?"
+                " AND seq < (SELECT max(seq) FROM record_changes)",
+                (at - CHANGES_KEPT,),
+            )
+            return removed
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -295,6 +520,43 @@ class LookupRegistry:
             " ORDER BY created, rowid LIMIT ? OFFSET ?"
         )
         return [_row(r) for r in self._read(sql, [*args, q.limit, q.offset])]
+
+    # ---- the XQuery's collection --------------------------------------------------------------
+
+    def changes_since(self, seq: int) -> tuple[int, set[str] | None]:
+        """(the last change's number, the documents changed after ``seq``); None instead of the
+        documents when the log no longer reaches back to ``seq``: reload everything."""
+        with self._lock:
+            low, high = self._db.execute("SELECT min(seq), max(seq) FROM record_changes").fetchone()
+            if high is None:
+                return 0, (None if seq else set())
+            if seq < low - 1 or seq > high:
+                return high, None
+            rows = self._db.execute(
+                "SELECT doc FROM record_changes WHERE seq > ? AND seq <= ?", (seq, high)
+            ).fetchall()
+        return high, {r[0] for r in rows}
+
+    def documents(
+        self, docs: Sequence[str] | None = None, now: float | None = None
+    ) -> dict[str, Document]:
+        """The collection's documents named (None: all), as XML; a named document with no live
+        record is answered with ``xml`` None. The service record comes first in its document."""
+        at = time.time() if now is None else now
+        sql = (
+            f"SELECT {_DOC}, type, body, xml, uri, expires FROM records WHERE expires > ?"
+            + ("" if docs is None else f" AND {_DOC} IN ({','.join('?' * len(docs))})")
+            + f" ORDER BY {_DOC}, type != 'service', rowid"
+        )
+        parts: dict[str, list[str]] = {d: [] for d in docs or ()}
+        first: dict[str, int] = {}
+        for doc, type_, body, xml, uri, expires in self._read(sql, [at, *(docs or ())]):
+            values = {k: tuple(v) for k, v in json.loads(body).items()}
+            parts.setdefault(doc, []).append(xml or render(type_, values, uri))
+            first[doc] = min(expires, first.get(doc, expires))
+        return {
+            d: Document(store_document(p) if p else None, first.get(d, 0)) for d, p in parts.items()
+        }
 
     def __len__(self) -> int:
         """Records stored, expired or not (the cleaner's backlog included)."""

@@ -18,6 +18,8 @@ class LookupSection(Section):
     ``token`` (or ``token_file``) is needed to register, renew and delete; queries are open.
     ``ttl``: the lease of a registrant that asks for none; ``max_ttl`` caps what it may ask.
     ``expire_every``: how often expired records are removed (they are never answered anyway).
+    ``query_timeout``: the longest an NMWG XQuery may run (the request's deadline may cut it
+    shorter); ``query_memory``: the data segment of the XQuery worker process.
     """
 
     enabled: bool = False
@@ -31,6 +33,10 @@ class LookupSection(Section):
         64 * 1024, ge=1024, le=16 * 1024 * 1024
     )
     expire_every: Duration = Field(60.0, ge=1, le=86400)
+    query_timeout: Duration = Field(10.0, ge=0.1, le=3600)
+    query_memory: Annotated[int, BeforeValidator(parse_size)] = Field(
+        2 << 30, ge=256 << 20, le=1 << 40
+    )
 
     def settle(self, paths: Paths) -> Self:
         db = paths.resolve(self.db) if self.db else paths.data_dir / "lookup.sqlite"

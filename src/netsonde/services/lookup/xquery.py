@@ -1,0 +1,238 @@
+"""The LS's XQuery, sandboxed: a SaxonC-HE worker process (``xquery_worker.py``) kept in step
+with the registry, killed at the deadline.
+
+Saxon cannot be interrupted inside a process, so a query runs in a separate process that is
+reused across queries and killed (SIGKILL) when a query outlives its time; the next query
+starts a fresh one. The worker holds the collection parsed, one document per registration
+(``LookupRegistry.documents``); before each query the engine sends it only what changed
+since the last (``changes_since``) and the documents whose first record has expired since
+(renewed ones come back, the others leave), so an unchanged registry is never re-parsed and
+an expired record is never answered.
+
+A query is rewritten as the seed did (``LS.pm``: each ``/`` after whitespace becomes
+``collection('…')/``, here also a ``/`` opening the query), and ``collection(…)`` and
+``doc(…)`` calls are bound to the registry: ``collection`` is every document whatever its
+argument, ``doc("…/KEY")`` the registration of KEY. Anything else that names a URI fails in
+the worker (no protocol is allowed). Limits: the time (the request's deadline, at most
+``timeout``), the worker's memory (``memory`` bytes of data segment) and the answer's size
+(``max_bytes``): past any of them the query fails with an NMWG error and the LS goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from netsonde.nmwg import codes
+from netsonde.services.lookup.registry import LookupRegistry
+
+WORKER = Path(__file__).with_name("xquery_worker.py")
+NS = "urn:netsonde:lookup"
+_HEADER_SIZE = 8
+_SLASH = re.compile(r"(^|\s)/")
+_CALL = re.compile(r"(?<![\w.:}$-])(?:fn:)?(collection|doc)(\s*\()")
+_PROLOG_PART = re.compile(
+    r"""\s*(?:
+        \(:.*?:\)
+      | xquery\s+(?:version|encoding)\b[^;]*;
+      | declare\s+(?:namespace|default\s+(?:element|function|collation|order|decimal-format)
+            |boundary-space|base-uri|construction|ordering|copy-namespaces|decimal-format)\b[^;]*;
+      | import\s+(?:module|schema)\b[^;]*;
+    )""",
+    re.VERBOSE | re.DOTALL,
+)
+# One line: the user's line numbers in error messages stay right.
+_DECLARATIONS = (
+    " ".join(
+        f"""
+declare variable $Q{{{NS}}}collection as document-node()* external;
+declare function Q{{{NS}}}collection() as document-node()* {{ $Q{{{NS}}}collection }};
+declare function Q{{{NS}}}collection($uri as xs:string?) as document-node()* {{
+  $Q{{{NS}}}collection
+}};
+declare function Q{{{NS}}}doc($uri as xs:string?) as document-node() {{
+  let $key := tokenize(string($uri), '/')[last()]
+  let $found := $Q{{{NS}}}collection[*/*/@id = $key][1]
+  return if (exists($found)) then $found else error(
+    QName('{NS}', 'doc'),
+    concat('doc() reads only the registrations of this LS, by key: no ', $uri)
+  )
+}};
+""".split()
+    )
+    + " "
+)
+
+
+class XQueryError(Exception):
+    """A query that failed: ``code`` is the NMWG result code to answer."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(f"{code}: {text}")
+        self.code, self.text = code, text
+
+
+def rewrite(query: str) -> str:
+    """The query as the worker runs it: the user's prolog setters first, then the registry's
+    declarations, then the rest with ``/`` and ``collection``/``doc`` bound to the registry."""
+    end = 0
+    while m := _PROLOG_PART.match(query, end):
+        end = m.end()
+    body = _CALL.sub(rf"Q{{{NS}}}\1\2", query[end:])
+    body = _SLASH.sub(rf"\1$Q{{{NS}}}collection/", body)
+    return query[:end] + _DECLARATIONS + body
+
+
+class _Process:
+    """One worker process and its pipes."""
+
+    def __init__(self, memory: int) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-I", str(WORKER), str(memory)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={},
+            cwd="/",
+            close_fds=True,
+            start_new_session=True,  # a terminal's ^C goes to the daemon, which stops it
+        )
+        assert self.popen.stdin is not None and self.popen.stdout is not None
+        self.stdin, self.stdout = self.popen.stdin, self.popen.stdout
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
+        for pipe in (self.stdin, self.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+    def _read_exactly(self, size: int, end: float) -> bytes:
+        out = bytearray()
+        fd = self.stdout.fileno()
+        while len(out) < size:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                raise TimeoutError
+            chunk = os.read(fd, min(size - len(out), 1 << 20))
+            if not chunk:
+                raise EOFError
+            out += chunk
+        return bytes(out)
+
+    def call(self, request: dict[str, Any], end: float) -> dict[str, Any]:
+        body = json.dumps(request).encode()
+        self.stdin.write(len(body).to_bytes(_HEADER_SIZE, "big") + body)
+        self.stdin.flush()
+        size = int.from_bytes(self._read_exactly(_HEADER_SIZE, end), "big")
+        answer = json.loads(self._read_exactly(size, end))
+        if not isinstance(answer, dict):
+            raise EOFError
+        return answer
+
+
+class XQueryEngine:
+    """One worker per engine, one query at a time (queries wait their turn within their
+    deadline). ``close`` stops the worker."""
+
+    def __init__(self, timeout: float = 10.0, memory: int = 2 << 30) -> None:
+        self.timeout = timeout
+        self.memory = memory
+        self._lock = threading.Lock()
+        self._process: _Process | None = None
+        self._seq = 0  # the registry's change log, as far as the worker has it
+        self._expires: dict[str, int] = {}  # document → when its first record expires
+        self._next_expiry = 0
+        self.started = 0  # workers started (tests: a killed one is replaced)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process = None
+
+    def run(self, registry: LookupRegistry, query: str, *, deadline: float, max_bytes: int) -> str:
+        """The query's serialized result ("" when empty), or XQueryError."""
+        end = min(deadline, time.monotonic() + self.timeout)
+        if not self._lock.acquire(timeout=max(0.0, end - time.monotonic())):
+            raise XQueryError(codes.LS_QUERY_TIMEOUT, self._late())
+        try:
+            return self._run(registry, rewrite(query), end, max_bytes)
+        finally:
+            self._lock.release()
+
+    def _late(self) -> str:
+        return f"the query did not finish within its time (at most {self.timeout:g} s)"
+
+    def _run(self, registry: LookupRegistry, query: str, end: float, max_bytes: int) -> str:
+        try:
+            self._sync(registry, end)
+            answer = self._call({"op": "query", "query": query, "max_bytes": max_bytes}, end)
+        except TimeoutError:
+            self._drop()
+            raise XQueryError(codes.LS_QUERY_TIMEOUT, self._late()) from None
+        except (EOFError, OSError, ValueError):
+            self._drop()
+            raise XQueryError(
+                codes.LS_XMLDB, "the query exhausted the XQuery engine's memory or crashed it"
+            ) from None
+        if answer.get("ok"):
+            return str(answer.get("result", ""))
+        text = str(answer.get("text", ""))
+        if answer.get("kind") == "too_large":
+            raise XQueryError(
+                codes.LS_QUERY_TOO_LARGE, f"the answer is {text} (max_response_bytes)"
+            )
+        raise XQueryError(codes.LS_XMLDB, text)
+
+    def _call(self, request: dict[str, Any], end: float) -> dict[str, Any]:
+        assert self._process is not None
+        return self._process.call(request, end)
+
+    def _sync(self, registry: LookupRegistry, end: float) -> None:
+        """Bring the worker's collection up to the registry (a new worker: all of it)."""
+        now = time.time()
+        high, changed = registry.changes_since(self._seq)
+        if self._process is None or changed is None:
+            self._drop()
+            self._process = _Process(self.memory)
+            self.started += 1
+            docs = registry.documents(None, now)
+            answer = self._call({"op": "load", "docs": {d: v.xml for d, v in docs.items()}}, end)
+            self._expires = {d: v.expires for d, v in docs.items()}
+        else:
+            names = set(changed)
+            if now >= self._next_expiry:
+                names |= {d for d, e in self._expires.items() if e <= now}
+            if not names:
+                self._seq = high
+                return
+            docs = registry.documents(sorted(names), now)
+            put = {d: v.xml for d, v in docs.items() if v.xml is not None}
+            drop = [d for d, v in docs.items() if v.xml is None]
+            answer = self._call({"op": "update", "put": put, "drop": drop}, end)
+            for d in drop:
+                self._expires.pop(d, None)
+            self._expires.update({d: docs[d].expires for d in put})
+        self._next_expiry = min(self._expires.values(), default=2**62)
+        self._seq = high
+        if not answer.get("ok"):
+            raise XQueryError(codes.LS_XMLDB, str(answer.get("text", "")))
