@@ -63,6 +63,10 @@ class Failed(Exception):
     """One exchange failed: unreachable, too slow, not an NMWG answer, or refused."""
 
 
+class _Stopping(Exception):
+    """``close`` has begun: the cycle ends where it is, its state left for close to read."""
+
+
 class Refused(Failed):
     """The lookup service answered with an error code (``code``)."""
 
@@ -90,6 +94,7 @@ class _Entry:
         self.next_check = 0.0  # epoch seconds: compare what it serves, register if need be
         self.next_keepalive = 0.0  # while registered
         self.backoff = 0.0
+        self.logged: str | None = None  # the last error logged
 
     def due(self) -> float:
         registered = self.status.key is not None
@@ -149,7 +154,8 @@ class Registrar(OneThread):
             if url is None or key is None or left <= 0:
                 continue
             try:
-                self._send(url, ls.deregister_request(key), min(left, self.section.timeout))
+                timeout = min(left, self.section.timeout)
+                self._send(url, ls.deregister_request(key), timeout, closing=True)
                 log.info("%s deregistered from %s", e.registrant.name, url)
             except Failed as err:
                 log.warning("%s: not deregistered from %s: %s", e.registrant.name, url, err)
@@ -163,7 +169,10 @@ class Registrar(OneThread):
                 return
             now = self._clock()
             if now >= e.due():
-                self._cycle(e, now)
+                try:
+                    self._cycle(e, now)
+                except _Stopping:
+                    return
 
     # ---- the thread --------------------------------------------------------------------------
 
@@ -190,7 +199,7 @@ class Registrar(OneThread):
             items = e.registrant.items()
         except Exception as err:  # its store unreadable now: try again at the next check
             log.warning("%s: what it serves could not be read: %s", e.registrant.name, err)
-            self._failed(e, f"reading what it serves: {err}", keep=True)
+            self._failed(e, f"reading what it serves: {err}")
             return
         digest = _digest(items)
         registered = e.status.key is not None
@@ -216,7 +225,7 @@ class Registrar(OneThread):
             log.info(
                 "%s: keepalive at %s failed (%s): registering again", e.registrant.name, url, err
             )
-            self._failed(e, f"keepalive: {err}", keep=True)
+            self._failed(e, f"keepalive: {err}")
             self._update(e, url=None, key=None)
             self._register(e, items, digest)
             return
@@ -229,14 +238,15 @@ class Registrar(OneThread):
                 key = self._register_at(e, url, items)
             except Failed as err:
                 errors.append(f"{url}: {err}")
+                self._failed(e, errors[-1])  # counted; the next URL is tried at once
                 continue
             e.digest = digest
             self._update(e, url=url, key=key, items=len(items))
             self._succeeded(e)
             log.info("%s registered %d item(s) with %s", e.registrant.name, len(items), url)
             return
-        self._update(e, url=None, key=None)
-        self._failed(e, "; ".join(errors))
+        self._update(e, url=None, key=None, last_error="; ".join(errors)[:1000])
+        self._back_off(e)
 
     def _register_at(self, e: _Entry, url: str, items: list[etree._Element]) -> str:
         """Register at ``url``; the key. Raises Failed."""
@@ -280,31 +290,41 @@ class Registrar(OneThread):
     def _succeeded(self, e: _Entry) -> None:
         now = self._clock()
         e.backoff = 0.0
+        e.logged = None
         interval = self.section.interval
         e.next_keepalive = now + interval * self._rng.uniform(1 - JITTER, 1 + JITTER)
         self._update(e, last_success=now, next_due=e.next_keepalive)
 
-    def _failed(self, e: _Entry, why: str, *, keep: bool = False) -> None:
-        """Count a failure; unless ``keep`` (a retry follows at once), wait a backoff."""
+    def _failed(self, e: _Entry, why: str) -> None:
+        """Count a failed exchange (or a failure to read what is served) and say why."""
         now = self._clock()
-        fields: dict[str, object] = {
-            "last_error": why[:1000],
-            "last_error_at": now,
-            "failures": e.status.failures + 1,
-        }
-        if not keep:
-            e.backoff = min(max(e.backoff * 2, FIRST_BACKOFF), self.section.interval)
-            e.next_check = now + e.backoff
-            fields["next_due"] = e.next_check
-            if why != e.status.last_error:  # once per new error, not every backoff
-                log.warning("%s: not registered: %s", e.registrant.name, why)
-        self._update(e, **fields)
+        self._update(e, last_error=why[:1000], last_error_at=now, failures=e.status.failures + 1)
+
+    def _back_off(self, e: _Entry) -> None:
+        """Nothing worked: the next attempt after a backoff (10 s doubling, up to interval)."""
+        e.backoff = min(max(e.backoff * 2, FIRST_BACKOFF), self.section.interval)
+        e.next_check = self._clock() + e.backoff
+        self._update(e, next_due=e.next_check)
+        if e.status.last_error != e.logged:  # once per new error, not every backoff
+            log.warning("%s: not registered: %s", e.registrant.name, e.status.last_error)
+            e.logged = e.status.last_error
 
     # ---- one exchange ------------------------------------------------------------------------
 
-    def _send(self, url: str, message: etree._Element, timeout: float | None = None) -> ls.Reply:
+    def _send(
+        self,
+        url: str,
+        message: etree._Element,
+        timeout: float | None = None,
+        *,
+        closing: bool = False,
+    ) -> ls.Reply:
         """POST ``message`` to ``url`` and read the reply, all within ``timeout`` (by default
-        the section's). Raises Failed, or Refused for an error code."""
+        the section's). Raises Failed, or Refused for an error code. Once ``close`` has begun,
+        only its own exchanges (``closing``) are sent: the thread starts none that would
+        register after the deregistration (one in flight then lives until its lease ends)."""
+        if self._stop.is_set() and not closing:
+            raise _Stopping
         timeout = self.section.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self._busy_until = deadline + 1.0
