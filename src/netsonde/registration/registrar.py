@@ -233,6 +233,7 @@ class Registrar(OneThread):
 
     def _register(self, e: _Entry, items: list[etree._Element], digest: str) -> None:
         errors = []
+        held = (e.status.url, e.status.key)
         for url in self.section.urls:
             try:
                 key = self._register_at(e, url, items)
@@ -244,6 +245,10 @@ class Registrar(OneThread):
             self._update(e, url=url, key=key, items=len(items))
             self._succeeded(e)
             log.info("%s registered %d item(s) with %s", e.registrant.name, len(items), url)
+            if held[0] is not None and held[1] is not None and held[0] != url:
+                # Registered elsewhere now (an earlier URL is back): the old one let go.
+                with contextlib.suppress(Failed):
+                    self._send(held[0], ls.deregister_request(held[1]))
             return
         self._update(e, url=None, key=None, last_error="; ".join(errors)[:1000])
         self._back_off(e)
