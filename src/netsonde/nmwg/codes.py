@@ -52,6 +52,7 @@ LS_KEY_SERVICE_MISSING = "error.ls.key.service_missing"
 LS_REGISTER_REFUSED = "error.ls.register.refused"
 LS_QUERY_TIMEOUT = "error.ls.query.timeout"
 LS_QUERY_TOO_LARGE = "error.ls.query.too_large"
+HLS_REGISTER = "error.hls.register"  # 2009 hLS: a gLS summary or synchronization sent to it
 
 # PingER answers with URI-style status codes instead (Datatypes::EventTypes::Status).
 PINGER_FAILURE_METADATAKEY = "http://schemas.perfsonar.net/status/failure/metadatakey/1.0/"

@@ -66,6 +66,11 @@ QUERY_EVENT_TYPES = frozenset(
         "service.lookup.xquery",
     }
 )
+# The 2009 hLS took a registration without eventType or with this one; the gLS ones (summary,
+# synchronization) it refused with error.hls.register, as it refused summary subjects.
+REGISTRATION_SERVICE = (
+    "http://ogf.org/ns/nmwg/tools/org/perfsonar/service/lookup/registration/service/2.0"
+)
 NO_ACCESS_POINT = "Cannont register data, accessPoint or address was not supplied."
 TTL_UNITS = {"seconds": 1, "minutes": 60, "hours": 3600}
 _SERVICE_PATH = f"{{{ns.PERFSONAR}}}subject/{{{ns.PSSERVICE}}}service"
@@ -164,11 +169,15 @@ def register(
     unit: Unit, message: Message, rctx: RequestContext[LookupState]
 ) -> list[etree._Element]:
     require_store_token(rctx.state.token, message, rctx)
+    if unit.event_types and unit.event_types[0] != REGISTRATION_SERVICE:
+        raise NMWGError(codes.HLS_REGISTER, "hLS servers can only accept service registration.")
+    items = _items(unit.data)
+    if any(next(i.iter(f"{{{ns.SUMMARY}}}subject"), None) is not None for i in items):
+        raise NMWGError(codes.HLS_REGISTER, "hLS servers can not accept summary registration.")
     registry = _registry(rctx)
     ttl = requested_ttl(message)
     sent_key = _key(unit)
     service = unit.subject.find(_SERVICE_PATH)
-    items = _items(unit.data)
     try:
         if service is not None:
             access_point = _access_point(service)
@@ -318,6 +327,9 @@ def key_request(
     md = build.metadata(rctx.ids, ref=unit.ref)
     copy = deepcopy(service)
     copy.tail = None
+    for el in copy.iter(etree.Element):  # the client's ids: they may repeat across units
+        if "id" in el.attrib:
+            del el.attrib["id"]
     md.append(copy)
     data = build.data(rctx.ids, md.get("id", ""))
     _key_element(data, rctx, key)
