@@ -5,26 +5,36 @@ netsonde lookup service (its NMWG endpoint in the real app, served on loopback).
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 
 from hosting import host
 from netsonde import config
 from netsonde import probes as tools
+from netsonde.api.app import create_app
 from netsonde.api.metrics import Metrics
 from netsonde.config import ConfigError
+from netsonde.http.server import bind
+from netsonde.model import TestSpec
 from netsonde.mp.lookup import event_type
 from netsonde.mp.lookup import lookup_data as mp_lookup_data
 from netsonde.mp.status import DaemonStatus, RegistrationStatus
 from netsonde.nmwg import codes, ns
 from netsonde.nmwg import ls as nls
 from netsonde.nmwg.parse import parse_message
-from netsonde.registration import SECTIONS, RegistrationSection
+from netsonde.registration import SECTIONS, Registrant, Registrar, RegistrationSection
 from netsonde.services import pinger
+from netsonde.services.lookup.settings import LookupSection
 
 NS = {
     "nmwg": ns.NMWG,
@@ -269,3 +279,335 @@ def test_registration_state_round_trips_status_json_and_is_exported() -> None:
     assert found[("netsonde_ls_last_success_seconds", (("service", "mp"),))] == 1_700_000_000.0
     assert ("netsonde_ls_last_success_seconds", (("service", "status"),)) not in found
     assert found[("netsonde_ls_failures_total", (("service", "status"),))] == 5
+
+
+# ---- the registrar against a real lookup service ------------------------------------------------
+
+LS_TOKEN = "r" * 24
+LS_PATH = "/perfSONAR_PS/services/LS"
+MP_AP = "http://192.0.2.10:8075/perfSONAR_PS/services/pinger/mp"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LookupServer:
+    """The real app with ``[ls] enabled``, served by uvicorn in a thread on loopback; stop() and
+    start() again on the same port restart it (``fresh``: without what it held)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.db = directory / "lookup.sqlite"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}{LS_PATH}"
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    def start(self, *, fresh: bool = False) -> None:
+        if fresh:
+            for f in self.directory.glob("lookup.sqlite*"):
+                f.unlink()
+        section = LookupSection(enabled=True, token=LS_TOKEN, db=str(self.db), ttl=600)
+        app = create_app(host(self.directory / "archive.sqlite", sections={"ls": section}))
+        self._server = server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None))
+        self._sock = bind("127.0.0.1", self.port)
+        self._thread = threading.Thread(target=server.run, args=([self._sock],), daemon=True)
+        self._thread.start()
+        until(lambda: server.started)
+
+    def stop(self) -> None:
+        assert self._server is not None and self._thread is not None and self._sock is not None
+        self._server.should_exit = True
+        self._thread.join(10)
+        self._sock.close()
+
+    def records(self, **query: str) -> list[dict[str, Any]]:
+        answer = httpx.get(
+            f"{self.base}/api/v1/lookup/records", params={**query, "limit": "1000"}, timeout=10
+        )
+        answer.raise_for_status()
+        found: list[dict[str, Any]] = answer.json()
+        return found
+
+    def service(self, access_point: str) -> dict[str, Any] | None:
+        found = self.records(type="service", **{"service-locator": access_point})
+        return found[0] if found else None
+
+    def metadata(self, src: str) -> list[dict[str, Any]]:
+        return self.records(type="psmetadata", **{"psmetadata-src-address": src})
+
+
+def until(what: Callable[[], Any], timeout: float = 10.0) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if value := what():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def lookup_server(tmp_path: Path) -> Iterator[LookupServer]:
+    (tmp_path / "ls").mkdir()
+    server = LookupServer(tmp_path / "ls")
+    server.start()
+    yield server
+    server.stop()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def point_tests(n: int, tmp_path: Path) -> list[TestSpec]:
+    text = f'[daemon]\nname = "mp1"\ndata_dir = "{tmp_path}"\n' + "".join(
+        f'[[test]]\nid = "t{i:03}"\ntool = "noop"\ntarget = "192.0.2.{i % 250 + 1}"\n'
+        f'interval = "60s"\n'
+        for i in range(n)
+    )
+    return list(load(text, tmp_path).tests)
+
+
+def section(*urls: str, **kw: Any) -> RegistrationSection:
+    settings: dict[str, Any] = {"interval": 60.0, "ttl": 600.0, "timeout": 2.0, **kw}
+    return RegistrationSection(urls=list(urls), token=LS_TOKEN, **settings)
+
+
+def mp_registrant(tests: list[TestSpec]) -> Registrant:
+    info = nls.ServiceInfo("mp1 MP", MP_AP, "MP")
+    return Registrant("mp", info, lambda: mp_lookup_data(tests, "mp1"))
+
+
+def test_registers_in_messages_of_fifty_then_keeps_alive(
+    lookup_server: LookupServer, tmp_path: Path
+) -> None:
+    tests = point_tests(120, tmp_path)
+    clock = Clock()
+    registrar = Registrar([mp_registrant(tests)], section(lookup_server.url), clock=clock)
+    registrar.tick()
+    state = registrar.states()["mp"]
+    assert state.url == lookup_server.url and state.key and state.items == 120
+    assert state.failures == 0 and state.last_success == clock.now
+    assert 54 <= state.next_due - clock.now <= 66  # the interval, ±10 %
+    service = lookup_server.service(MP_AP)
+    assert service is not None
+    assert len(lookup_server.metadata("mp1")) == 120  # three messages, one registration
+
+    # Nothing is due before the keepalive: no exchange, the lease is as it was.
+    time.sleep(1.1)  # leases are whole seconds
+    clock.now += 30
+    registrar.tick()
+    assert lookup_server.service(MP_AP)["expires"] == service["expires"]
+    clock.now += 40  # past the keepalive, whatever its jitter
+    registrar.tick()
+    renewed = lookup_server.service(MP_AP)
+    assert renewed is not None and renewed["expires"] > service["expires"]
+    assert registrar.states()["mp"].last_success == clock.now
+    assert registrar.states()["mp"].key == state.key
+
+
+def test_an_ls_restarted_without_it_gets_it_again(
+    lookup_server: LookupServer, tmp_path: Path
+) -> None:
+    clock = Clock()
+    registrar = Registrar(
+        [mp_registrant(point_tests(3, tmp_path))], section(lookup_server.url), clock=clock
+    )
+    registrar.tick()
+    assert lookup_server.service(MP_AP) is not None
+    lookup_server.stop()
+    lookup_server.start(fresh=True)
+    assert lookup_server.service(MP_AP) is None
+    clock.now += 70
+    registrar.tick()  # the keepalive refused (key_not_found): registered again
+    state = registrar.states()["mp"]
+    assert state.key and state.failures == 1 and "key_not_found" in (state.last_error or "")
+    assert lookup_server.service(MP_AP) is not None
+    assert len(lookup_server.metadata("mp1")) == 3
+
+
+def test_the_first_url_down_the_second_is_used_and_the_first_again_once_back(
+    lookup_server: LookupServer, tmp_path: Path
+) -> None:
+    (tmp_path / "ls1").mkdir()
+    first = LookupServer(tmp_path / "ls1")  # not started yet: nothing listens on its port
+    tests = point_tests(3, tmp_path)
+    clock = Clock()
+    registrar = Registrar(
+        [mp_registrant(tests)], section(first.url, lookup_server.url), clock=clock
+    )
+    registrar.tick()
+    state = registrar.states()["mp"]
+    assert state.url == lookup_server.url and state.key
+    assert state.failures == 1 and first.url in (state.last_error or "")  # counted, named
+    assert lookup_server.service(MP_AP) is not None
+
+    # The first back and what is served changed: registered there, let go at the second.
+    first.start()
+    try:
+        tests.pop()
+        clock.now += 61
+        registrar.tick()
+        assert registrar.states()["mp"].url == first.url
+        assert first.service(MP_AP) is not None and len(first.metadata("mp1")) == 2
+        assert lookup_server.service(MP_AP) is None
+    finally:
+        first.stop()
+
+    # Both gone: the keepalive fails, and so does registering anew at each URL in turn.
+    lookup_server.stop()
+    clock.now += 70
+    registrar.tick()
+    state = registrar.states()["mp"]
+    assert state.key is None and first.url in (state.last_error or "")
+    assert lookup_server.url in (state.last_error or "")  # each URL's error, in order
+    assert state.failures == 1 + 1 + 2  # the first URL at the start, the keepalive, each URL
+    assert state.next_due == clock.now + 10.0  # and a backoff
+    lookup_server.start()  # for the fixture's stop
+
+
+def test_what_it_serves_changed_is_registered_again(
+    lookup_server: LookupServer, tmp_path: Path
+) -> None:
+    tests = point_tests(4, tmp_path)
+    clock = Clock()
+    registrar = Registrar([mp_registrant(tests)], section(lookup_server.url), clock=clock)
+    registrar.tick()
+    assert len(lookup_server.metadata("mp1")) == 4
+    del tests[1:]  # a reload left one test
+    clock.now += 61  # the next check
+    registrar.tick()
+    (left,) = lookup_server.metadata("mp1")
+    assert "192.0.2.1" in left["psmetadata-dst-address"]
+    assert registrar.states()["mp"].items == 1
+
+
+def test_a_clean_stop_deregisters_and_nothing_left_withdraws(
+    lookup_server: LookupServer, tmp_path: Path
+) -> None:
+    tests = point_tests(2, tmp_path)
+    clock = Clock()
+    status_ap = "http://192.0.2.10:8075/perfSONAR_PS/services/status"
+    links: list[etree._Element] = []
+    status = Registrant("status", nls.ServiceInfo("mp1 status", status_ap), lambda: list(links))
+    registrar = Registrar([mp_registrant(tests), status], section(lookup_server.url), clock=clock)
+    registrar.tick()
+    assert lookup_server.service(MP_AP) is not None
+    assert lookup_server.service(status_ap) is None  # nothing to register: not registered
+    assert registrar.states()["status"].key is None
+    tests.clear()  # nothing to register any more: withdrawn
+    clock.now += 61
+    registrar.tick()
+    assert lookup_server.service(MP_AP) is None and registrar.states()["mp"].key is None
+    tests.extend(point_tests(2, tmp_path))
+    clock.now += 61
+    registrar.tick()
+    assert lookup_server.service(MP_AP) is not None
+    registrar.start()  # the thread, as the daemon runs it
+    until(registrar.is_alive)
+    started = time.monotonic()
+    registrar.close(timeout=5.0)
+    assert time.monotonic() - started < 5.0
+    assert not registrar.is_alive()
+    assert lookup_server.service(MP_AP) is None and lookup_server.metadata("mp1") == []
+
+
+def test_a_wrong_token_is_refused_with_its_code(
+    lookup_server: LookupServer, tmp_path: Path
+) -> None:
+    wrong = RegistrationSection(urls=[lookup_server.url], token="w" * 24, timeout=2.0)
+    registrar = Registrar([mp_registrant(point_tests(1, tmp_path))], wrong, clock=Clock())
+    registrar.tick()
+    state = registrar.states()["mp"]
+    assert state.key is None and state.failures == 1 and state.last_error
+    assert lookup_server.service(MP_AP) is None
+
+
+class Silent:
+    """A lookup service that accepts every connection and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}{LS_PATH}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+class Dripping(Silent):
+    """Answers HTTP 200 at once, then one byte every 0.2 s, forever."""
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _drip(conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            while True:
+                conn.sendall(b" ")
+                time.sleep(0.2)
+        except OSError:
+            return
+
+
+@pytest.mark.parametrize("kind", [Silent, Dripping])
+def test_a_hanging_ls_costs_one_timeout_and_the_heartbeat_holds(kind: type[Silent]) -> None:
+    ls = kind()
+    try:
+        clock = Clock()
+        registrant = Registrant(
+            "mp",
+            nls.ServiceInfo("mp1 MP", MP_AP, "MP"),
+            lambda: [etree.Element(f"{{{ns.NMWG}}}metadata", id="m1")],
+        )
+        registrar = Registrar([registrant], section(ls.url, timeout=1.0), clock=clock)
+        beats: list[float] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                beats.append(time.monotonic() - registrar.beat)
+                time.sleep(0.05)
+
+        threading.Thread(target=watch, daemon=True).start()
+        started = time.monotonic()
+        registrar.tick()
+        took = time.monotonic() - started
+        done.set()
+        assert 0.9 <= took < 2.0  # the Echo, cut at its 1 s timeout; nothing else tried
+        state = registrar.states()["mp"]
+        assert state.key is None and state.failures == 1
+        assert "timed out" in (state.last_error or "") or "within 1 s" in (state.last_error or "")
+        assert max(beats) < 0.5  # inside a bounded exchange it counts as beating
+        assert state.next_due == clock.now + 10.0  # the first backoff
+    finally:
+        ls.close()
