@@ -171,7 +171,7 @@ def test_a_reply_gives_its_codes_key_and_text() -> None:
 
 def test_the_measurement_point_registers_each_test(tmp_path: Path) -> None:
     cfg = load(TESTS.format(data=tmp_path), tmp_path)
-    items = mp_lookup_data(cfg.tests, cfg.name)
+    items = mp_lookup_data(cfg.tests, "192.0.2.10")
     seen = []
     for md in items:
         params = {p.get("name"): p.text for p in md.iterfind("nmwg:parameters/nmwg:parameter", NS)}
@@ -188,9 +188,9 @@ def test_the_measurement_point_registers_each_test(tmp_path: Path) -> None:
             )
         )
     assert seen == [
-        ("dns-c", "dns", "mp1.example.org", "192.0.2.53", "ipv4", "urn:netsonde:tool:dns"),
-        ("ping-b", "ping", "mp1.example.org", "192.0.2.2", "ipv4", ns.PINGER),
-        ("trace-a", "traceroute", "mp1.example.org", "a.example.org", "hostname", ns.TRACEROUTE),
+        ("dns-c", "dns", "192.0.2.10", "192.0.2.53", "ipv4", "urn:netsonde:tool:dns"),
+        ("ping-b", "ping", "192.0.2.10", "192.0.2.2", "ipv4", ns.PINGER),
+        ("trace-a", "traceroute", "192.0.2.10", "a.example.org", "hostname", ns.TRACEROUTE),
     ]
     assert event_type("iperf3") == ns.IPERF
     # Unique ids within what is registered (an LS keys items by them).
@@ -384,7 +384,7 @@ def section(*urls: str, **kw: Any) -> RegistrationSection:
 
 def mp_registrant(tests: list[TestSpec]) -> Registrant:
     info = nls.ServiceInfo("mp1 MP", MP_AP, "MP")
-    return Registrant("mp", info, lambda: mp_lookup_data(tests, "mp1"))
+    return Registrant("mp", info, lambda: mp_lookup_data(tests, "192.0.2.10"))
 
 
 def test_registers_in_messages_of_fifty_then_keeps_alive(
@@ -400,7 +400,7 @@ def test_registers_in_messages_of_fifty_then_keeps_alive(
     assert 54 <= state.next_due - clock.now <= 66  # the interval, ±10 %
     service = lookup_server.service(MP_AP)
     assert service is not None
-    assert len(lookup_server.metadata("mp1")) == 120  # three messages, one registration
+    assert len(lookup_server.metadata("192.0.2.10")) == 120  # three messages, one registration
 
     # Nothing is due before the keepalive: no exchange, the lease is as it was.
     time.sleep(1.1)  # leases are whole seconds
@@ -432,7 +432,7 @@ def test_an_ls_restarted_without_it_gets_it_again(
     state = registrar.states()["mp"]
     assert state.key and state.failures == 1 and "key_not_found" in (state.last_error or "")
     assert lookup_server.service(MP_AP) is not None
-    assert len(lookup_server.metadata("mp1")) == 3
+    assert len(lookup_server.metadata("192.0.2.10")) == 3
 
 
 def test_the_first_url_down_the_second_is_used_and_the_first_again_once_back(
@@ -458,7 +458,7 @@ def test_the_first_url_down_the_second_is_used_and_the_first_again_once_back(
         clock.now += 61
         registrar.tick()
         assert registrar.states()["mp"].url == first.url
-        assert first.service(MP_AP) is not None and len(first.metadata("mp1")) == 2
+        assert first.service(MP_AP) is not None and len(first.metadata("192.0.2.10")) == 2
         assert lookup_server.service(MP_AP) is None
     finally:
         first.stop()
@@ -482,11 +482,11 @@ def test_what_it_serves_changed_is_registered_again(
     clock = Clock()
     registrar = Registrar([mp_registrant(tests)], section(lookup_server.url), clock=clock)
     registrar.tick()
-    assert len(lookup_server.metadata("mp1")) == 4
+    assert len(lookup_server.metadata("192.0.2.10")) == 4
     del tests[1:]  # a reload left one test
     clock.now += 61  # the next check
     registrar.tick()
-    (left,) = lookup_server.metadata("mp1")
+    (left,) = lookup_server.metadata("192.0.2.10")
     assert "192.0.2.1" in left["psmetadata-dst-address"]
     assert registrar.states()["mp"].items == 1
 
@@ -518,7 +518,7 @@ def test_a_clean_stop_deregisters_and_nothing_left_withdraws(
     registrar.close(timeout=5.0)
     assert time.monotonic() - started < 5.0
     assert not registrar.is_alive()
-    assert lookup_server.service(MP_AP) is None and lookup_server.metadata("mp1") == []
+    assert lookup_server.service(MP_AP) is None and lookup_server.metadata("192.0.2.10") == []
 
 
 def test_a_wrong_token_is_refused_with_its_code(

@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -368,7 +369,8 @@ class Daemon:
             return None
         base = section.advertise or self._advertised_url()
         mp = ServiceInfo(f"{cfg.name} MP", base + MP_PATH, "MP", f"netsonde on {cfg.name}")
-        registrants = [Registrant("mp", mp, lambda: mp_lookup_data(self.cfg.tests, cfg.name))]
+        address = urllib.parse.urlsplit(base).hostname or cfg.name
+        registrants = [Registrant("mp", mp, lambda: mp_lookup_data(self.cfg.tests, address))]
         host = self._host()
         for service in SERVICES:
             served = service.serve(host)
