@@ -7,10 +7,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conformance.importing import REGISTRATION_KNOWN, load_imported, round_trip
 from netsonde import probes
@@ -290,6 +293,45 @@ def test_an_endpoint_elsewhere_than_netsondes_is_said(tmp_path: Path) -> None:
     assert any(
         "netsonde serves MA PingER at /perfSONAR_PS/services/pinger/ma" in n for n in result.notes
     )
+
+
+LINES = ["<port 1>", "</port>", "<endpoint /x>", "</endpoint>", "<<include landmarks.xml>>"]
+LINES += ["module perfSONAR_PS::Services::MA::Status", "<status>", "</status>", "a \\", "x = "]
+LINES += ["<>", "<9>", "enable_registration 1", "ls_registration_interval nan", "ls_ttl 1e400"]
+LINES += ["ls_instance & http://x", "max_recent_age 1e308", "max_worker_processes 99999"]
+LINES += ["<pingermp>", "</pingermp>", "configuration_file e2emon.xml", "root x", "pid_file \x00"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["daemon.conf", "hls-2008-style.conf", "landmarks.xml"]),
+    st.lists(
+        st.tuples(st.integers(0, 60), st.sampled_from(["drop", "insert"]), st.sampled_from(LINES)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_a_mangled_file_imports_and_loads_or_names_its_line(
+    name: str, changes: list[tuple[int, str, str]]
+) -> None:
+    """Lines dropped or added anywhere: a clean error naming the file, or a config that loads."""
+    lines = (VECTORS / name).read_text().splitlines()
+    for at, op, line in changes:
+        at %= len(lines)
+        if op == "drop":
+            del lines[at]
+        else:
+            lines.insert(at, line)
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in VECTORS.iterdir():
+            shutil.copy(f, Path(tmp) / f.name)
+        path = write(Path(tmp), "\n".join(lines), f"mangled-{name}")
+        try:
+            result = import_perfsonar(path, probes.TOOLS)
+        except Unmappable as e:
+            assert str(e).startswith(str(Path(tmp)))
+            return
+        load_imported(result, Path(tmp))
 
 
 # ---- landmarks -------------------------------------------------------------------------------

@@ -12,12 +12,13 @@ import copy
 import json
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conformance.importing import load_imported, round_trip
@@ -385,6 +386,54 @@ def test_a_task_this_host_is_not_in_need_not_map() -> None:
     assert "rtt-mesh" in by_id(run(doc, "alpha"))
     with pytest.raises(Unmappable, match='test type "snmpget"'):
         run(doc, "x1")
+
+
+def _paths(node: Any, at: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    found = [at] if at else []
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else []
+    )
+    for key, value in items:
+        found += _paths(value, (*at, key))
+    return found
+
+
+JUNK = [None, 1, -1, 2.5, True, "x", "", [], {}, [1], {"a": 1}, "{% address[0] %}", "PT1S"]
+JUNK += ["bad_name!", "192.0.2.9", 10**30, "P" + "9" * 400 + "W", "{% flip %}", "alpha"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_paths(mesh())), st.sampled_from(JUNK)), min_size=1, max_size=3
+    ),
+    st.sampled_from(["alpha", "beta", "gamma", "alpha-host"]),
+    st.booleans(),
+)
+def test_a_mangled_template_imports_and_loads_or_says_where(
+    changes: list[tuple[tuple[str | int, ...], Any]], host: str, skip: bool
+) -> None:
+    """Any value anywhere: a clean error naming the file, or a config that loads."""
+    doc = mesh()
+    for path, value in changes:
+        node: Any = doc
+        try:
+            for part in path[:-1]:
+                node = node[part]
+            node[path[-1]] = copy.deepcopy(value)
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier change replaced the parent
+    try:
+        imported = run(doc, host, skip_unmappable=skip)
+    except Unmappable as e:
+        assert str(e).startswith("t.json")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        load_imported(imported, Path(tmp))
 
 
 # ---- the TOML written ------------------------------------------------------------------------

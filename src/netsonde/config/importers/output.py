@@ -64,7 +64,7 @@ class Imported:
 def format_duration(seconds: float) -> str:
     """Seconds → the shortest netsonde duration that says them: 7199 → "1h59m59s",
     0.25 → "250ms", 1.5 → "1.5s" (to the millisecond)."""
-    if not math.isfinite(seconds) or seconds < 0:
+    if not math.isfinite(seconds * 1000) or seconds < 0:
         raise ValueError(f"not a duration: {seconds!r}")
     total_ms = round(seconds * 1000)
     if total_ms == 0:

@@ -15,6 +15,7 @@ block or module raises :class:`Unmappable` naming file, line and key.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,8 +25,11 @@ from netsonde.config.importers import cgeneral, landmarks
 from netsonde.config.importers.cgeneral import Block, Item
 from netsonde.config.importers.output import Imported, Unmappable
 from netsonde.config.specs import ToolContract
+from netsonde.units import YEAR_S
 
 MINUTE = 60.0
+_URL = re.compile(r"https?://[^\s/]+(/\S*)?")  # what [registration] urls take
+MAX_CHILDREN = 4096  # [daemon] max_children's limit
 DAY = 86400.0
 # The seed's module → the name of its section block (None: a module with no section).
 MODULES: dict[str, str | None] = {
@@ -225,9 +229,7 @@ class _Daemon:
         handlers: dict[str, dict[str, Callable[[Item], None]]] = {
             "pingermp": {
                 "configuration_file": lambda i: self._landmarks(i),
-                "max_worker_processes": lambda i: self._set(
-                    "daemon", "max_children", _count(self, i)
-                ),
+                "max_worker_processes": lambda i: self._max_children(i),
             },
             "pingerma": {
                 "query_size_limit": lambda i: self._set(
@@ -237,7 +239,7 @@ class _Daemon:
             "status": {
                 "e2emon_definitions_file": lambda i: self._e2emon(section, i),
                 "enable_e2emon_compatibility": lambda i: None,  # with the file
-                "max_recent_age": lambda i: self._set("status", "max_recent_age", _number(self, i)),
+                "max_recent_age": lambda i: self._max_recent_age(i),
             },
             "ls": self._ls_keys(),
             "gls": self._ls_keys(),
@@ -287,6 +289,20 @@ class _Daemon:
 
     def _set(self, section: str, key: str, value: object) -> None:
         self.out.section(section)[key] = value
+
+    def _max_children(self, item: Item) -> None:
+        count = _count(self, item)
+        if count > MAX_CHILDREN:
+            raise self._error(
+                item, f"max_worker_processes: {count} (netsonde allows {MAX_CHILDREN})"
+            )
+        self.out.section("daemon")["max_children"] = count
+
+    def _max_recent_age(self, item: Item) -> None:
+        seconds = _number(self, item)
+        if not 0 < seconds <= YEAR_S:
+            raise self._error(item, f"max_recent_age: {item.value} s (more than 0, at most a year)")
+        self.out.section("status")["max_recent_age"] = seconds
 
     def _landmarks(self, item: Item | None) -> None:
         if self.landmarks_file is not None:
@@ -366,6 +382,8 @@ class _Daemon:
         url = value("ls_instance")
         if url is None or not url.value:
             self.registration.without_url.append(here)
+        elif not _URL.fullmatch(url.value):
+            raise self._error(url, f"ls_instance: {url.value!r} is not an http(s) URL")
         elif url.value not in self.registration.urls:
             self.registration.urls.append(url.value)
 
@@ -416,6 +434,6 @@ def _number(daemon: _Daemon, item: Item) -> float:
 
 def _count(daemon: _Daemon, item: Item) -> int:
     value = _number(daemon, item)
-    if not value.is_integer() or value < 1:
+    if not value.is_integer() or not 1 <= value <= 2**31:
         raise daemon._error(item, f"{item.key}: {item.value!r} is not a whole number ≥ 1")
     return int(value)

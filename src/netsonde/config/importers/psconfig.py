@@ -69,7 +69,10 @@ def iso_duration(text: object) -> float:
     m = _ISO.match(text) if isinstance(text, str) else None
     if m is None or text in ("P", "PT") or str(text).endswith("T"):
         raise ValueError(f"{text!r} is not an ISO 8601 duration (e.g. PT30S, PT4H, P1D)")
-    return sum(float(v) * s for v, s in zip(m.groups(), _ISO_SECONDS, strict=True) if v)
+    seconds = sum(float(v) * s for v, s in zip(m.groups(), _ISO_SECONDS, strict=True) if v)
+    if not math.isfinite(seconds):
+        raise ValueError(f"{text!r}: too long")
+    return seconds
 
 
 # ---- spec keys → tool parameters -------------------------------------------------------------
@@ -309,6 +312,11 @@ class _Template:
             raise self._error(where, "expected an object")
         return value
 
+    def _optional(self, parent: dict[str, Any], key: str, where: Loc) -> dict[str, Any]:
+        """``parent[key]``, an object that may be absent ({} then)."""
+        value = parent.get(key)
+        return {} if value is None else self._object(value, (*where, key))
+
     def _named(self, table: dict[str, Any], kind: str, name: object, where: Loc) -> Any:
         if not isinstance(name, str) or name not in table:
             raise self._error(where, f"no {kind} {name!r} in {kind}s")
@@ -322,7 +330,7 @@ class _Template:
         mine = set()
         for name, spec in self.addresses.items():
             spec = self._object(spec, ("addresses", name))
-            labels = spec.get("labels") or {}
+            labels = self._optional(spec, "labels", ("addresses", name))
             values = [spec.get("address"), spec.get("host")]
             values += [v.get("address") for v in labels.values() if isinstance(v, dict)]
             if name.lower() == want or any(
@@ -479,12 +487,14 @@ class _Template:
         base: Loc = ("addresses", sel.name)
         spec = self._object(self.addresses[sel.name], base)
         entry, where = spec, base
-        remotes = spec.get("remote-addresses") or {}
-        if remote is not None and isinstance(remotes.get(remote), dict):
-            entry, where = remotes[remote], (*base, "remote-addresses", remote)
-        labels = entry.get("labels") or {}
-        if sel.label is not None and isinstance(labels.get(sel.label), dict):
-            entry, where = labels[sel.label], (*where, "labels", sel.label)
+        remotes = self._optional(spec, "remote-addresses", base)
+        if remote is not None and remote in remotes:
+            where = (*base, "remote-addresses", remote)
+            entry = self._object(remotes[remote], where)
+        labels = self._optional(entry, "labels", where)
+        if sel.label is not None and sel.label in labels:
+            where = (*where, "labels", sel.label)
+            entry = self._object(labels[sel.label], where)
         if "address" not in entry:
             entry, where = spec, base  # a remote entry without its own address
         address = entry.get("address")
@@ -503,8 +513,8 @@ class _Template:
             disabled=any(d.get("disabled") is True for d in (spec, entry, host_spec))
             or sel.disabled,
             no_agent=any(d.get("no-agent") is True for d in (spec, entry, host_spec)),
-            pscheduler_address=entry.get("pscheduler-address") or spec.get("pscheduler-address"),
-            lead_bind_address=entry.get("lead-bind-address") or spec.get("lead-bind-address"),
+            pscheduler_address=_text_of(entry, spec, "pscheduler-address"),
+            lead_bind_address=_text_of(entry, spec, "lead-bind-address"),
         )
 
     def _agent(
@@ -678,6 +688,8 @@ class _Template:
         out["interval"] = interval
         if "slip" in sched:
             slip = self._duration(sched["slip"], (*where, "slip"))
+            if slip > YEAR_S:
+                raise self._error((*where, "slip"), "at most a year")
             if sched.get("sliprand") is True:
                 # pScheduler starts at a random point of [slot, slot + slip]; netsonde moves a
                 # slot by U(-offset, +offset): the same spread, capped under half the interval.
@@ -776,6 +788,12 @@ def max_offset(interval: float) -> float:
     if interval >= 4:
         return float(math.ceil(interval / 2) - 1)
     return (math.ceil(interval * 500) - 1) / 1000
+
+
+def _text_of(entry: dict[str, Any], spec: dict[str, Any], key: str) -> str | None:
+    """``key`` of a label or remote entry, else of its address; None unless a string."""
+    value = entry.get(key) or spec.get(key)
+    return value if isinstance(value, str) else None
 
 
 def _self_excluded(scope: str, a: Address, b: Address) -> bool:
