@@ -59,7 +59,6 @@ PINGER = "http://ggf.org/ns/nmwg/tools/pinger/2.0/"
 OWAMP = "http://ggf.org/ns/nmwg/tools/owamp/2.0/"
 SERVICE_TYPES = ("MA", "MP", "owamp", "bwctl", "ping")
 BULK = 1000  # uris in one bulk renew: the most the API takes
-MAX_RECORDS = 10_000_000  # per registrant: the benchmark registers as one
 
 
 # ---- what is registered -------------------------------------------------------------------
@@ -101,6 +100,12 @@ def metadata_record(i: int, j: int) -> dict[str, list[str]]:
     }
 
 
+def registrant(i: int) -> str:
+    """Who registers service ``i``: its host, as a fleet would (each holds a few records, well
+    within max_records_per_registrant, which the registry counts at every registration)."""
+    return host_of(i)
+
+
 def json_records(i: int, metadata: int) -> Iterator[tuple[str, dict[str, list[str]]]]:
     """Service ``i`` as records: the service, then its metadata."""
     yield "service", service_record(i)
@@ -112,7 +117,7 @@ def json_records(i: int, metadata: int) -> Iterator[tuple[str, dict[str, list[st
 
 
 def registry_at(path: Path) -> LookupRegistry:
-    return LookupRegistry(path, max_ttl=366 * 86400, max_records_per_registrant=MAX_RECORDS)
+    return LookupRegistry(path, max_ttl=366 * 86400)
 
 
 def fill(path: Path, services: int, metadata: int) -> float:
@@ -122,7 +127,7 @@ def fill(path: Path, services: int, metadata: int) -> float:
     started = time.perf_counter()
     for i in range(services):
         for kind, values in json_records(i, metadata):
-            registry.register(record_in(kind, values), ttl=30 * 86400)
+            registry.register(record_in(kind, values), registrant=registrant(i), ttl=30 * 86400)
             records += 1
         if i % 500 == 0:
             print(f"  {i:,}/{services:,} services…", file=sys.stderr, end="\r")
@@ -163,7 +168,6 @@ def start_daemon(data: Path, db: Path) -> Daemon:
     config.write_text(
         f'[daemon]\ndata_dir = "{data}"\nlisten = "127.0.0.1:{port}"\n'
         f'[ls]\nenabled = true\ntoken = "{TOKEN}"\ndb = "{db}"\nmax_ttl = "366d"\n'
-        f"max_records_per_registrant = {MAX_RECORDS}\n"
     )
     netsonde = Path(sys.executable).parent / "netsonde"
     proc = subprocess.Popen(
@@ -233,7 +237,11 @@ def json_registrations(
     """New services over the JSON API, record by record (the service, then its metadata)."""
     first = args.services  # beyond the fill: new registrations, not upserts
     reqs: list[tuple[str, str, str | None]] = [
-        ("POST", RECORDS, json.dumps({"type": kind, **values, "ttl": 86400}))
+        (
+            "POST",
+            RECORDS,
+            json.dumps({"type": kind, **values, "registrant": registrant(i), "ttl": 86400}),
+        )
         for i in range(first, first + args.http_services)
         for kind, values in json_records(i, args.metadata)
     ]

@@ -19,10 +19,12 @@ from netsonde import probes as tools
 from netsonde.api.app import create_app
 from netsonde.api.docs import PREFIX as API_PREFIX
 from netsonde.nmwg import ns
-from netsonde.nmwg.client import ClientError
+from netsonde.nmwg.client import ClientError, exchange
+from netsonde.nmwg.ls import ServiceInfo, ls_key, read_reply, register_request
 from netsonde.services import SECTIONS
 from netsonde.services import lookup as lookup_service
 from netsonde.services.lookup import lsquery
+from netsonde.services.lookup.nmwg import QUERY_EVENT_TYPES
 from netsonde.services.lookup.records import record_in
 from netsonde.services.lookup.registry import MAX_LIMIT, LookupRegistry
 from netsonde.services.lookup.settings import LookupSection
@@ -35,6 +37,8 @@ TOKEN = "lookup-token-0123456789"
 BASE = "http://testserver"
 RECORDS = BASE + lsquery.RECORDS_PATH
 NS = {"nmwg": ns.NMWG, "xquery": ns.XQUERY}
+PINGER = "http://ggf.org/ns/nmwg/tools/pinger/2.0/"
+DECLARE = f'declare namespace nmwg="{ns.NMWG}"; declare namespace psservice="{ns.PSSERVICE}";'
 
 
 def ls_client(tmp_path: Path, **section: Any) -> TestClient:
@@ -230,3 +234,53 @@ def test_the_xquery_request_asks_for_native_output() -> None:
         "native"
     )
     assert message.find("nmwg:data", NS).get("metadataIdRef") == md.get("id")
+
+
+def test_the_xquery_event_type_is_one_the_ls_takes() -> None:
+    assert lsquery.XQUERY_EVENT_TYPE in QUERY_EVENT_TYPES
+
+
+@pytest.mark.filterwarnings("ignore:You should not use the 'timeout' argument")
+def test_xquery_answers_what_nmwg_and_json_registered_and_errors_name_their_code(
+    tmp_path: Path,
+) -> None:
+    service = ServiceInfo("pinger MA", "http://a.example.org:8075/perfSONAR_PS/services/ma", "MA")
+    item = etree.fromstring(
+        f'<nmwg:metadata xmlns:nmwg="{ns.NMWG}" id="m1">'
+        f"<nmwg:eventType>{PINGER}</nmwg:eventType></nmwg:metadata>"
+    )
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    nmwg_url = BASE + lsquery.NMWG_PATH
+    with ls_client(tmp_path) as c:
+        c.headers.update(auth)  # the token for the registration, sent along to the queries
+        done = exchange(nmwg_url, etree.tostring(register_request(service, [item])), client=c)
+        assert read_reply(done).ok, etree.tostring(done)
+        register(c, "service", service_locator=["http://b.example.org/"], service_type=["MP"])
+
+        key = ls_key(service.access_point)
+        by_key = f'{DECLARE} /nmwg:store[@type="LSStore"]/nmwg:metadata[@id="{key}"]'
+        (found,) = lsquery.xquery(nmwg_url, by_key, client=c)
+        assert isinstance(found, etree._Element) and found.get("id") == key
+        text = lsquery.xml_text(found, pretty=True)
+        assert service.access_point in text and "\n  " in text  # indented for a person
+        types = f"{DECLARE} for $t in //psservice:serviceType order by $t return string($t)"
+        # The JSON-registered service is in the collection too; atomic values come as one text.
+        assert lsquery.xquery(nmwg_url, types, client=c) == ["MA MP"]
+        # The seed's rule: a "/" after whitespace starts at the collection (so "count( /").
+        count = f"{DECLARE} count( /nmwg:store/nmwg:data[.//nmwg:eventType = '{PINGER}'])"
+        assert lsquery.xquery(nmwg_url, count, client=c) == ["1"]
+        nothing = f'{DECLARE} /nmwg:store/nmwg:metadata[@id = "no such key"]'
+        assert lsquery.xquery(nmwg_url, nothing, client=c) == []
+        for hostile, code in [
+            ('doc("file:///etc/passwd")', "error.ls.xmldb"),
+            ("count(1 to 10000000000000)", None),  # an error or an answer, never a hang
+            ("this is not xquery (", "error.ls.xmldb"),
+        ]:
+            if code is None:
+                try:
+                    lsquery.xquery(nmwg_url, hostile, client=c, timeout=30)
+                except ClientError as e:
+                    assert "error.ls." in str(e)
+                continue
+            with pytest.raises(ClientError, match=code):
+                lsquery.xquery(nmwg_url, hostile, client=c)

@@ -24,16 +24,16 @@ from lxml import etree
 from netsonde.config import Config
 from netsonde.nmwg import build, codes, ns
 from netsonde.nmwg.client import ClientError, exchange
-from netsonde.services.lookup import section_of
+from netsonde.nmwg.ls import read_reply
+from netsonde.services.lookup import ENDPOINTS, section_of
 from netsonde.services.lookup.records import LOCATOR_KEYS
 from netsonde.services.lookup.registry import MAX_LIMIT
 from netsonde.services.lookup.rest import PREFIX
 from netsonde.units import parse_time
 
 RECORDS_PATH = f"/api/v1{PREFIX}/records"  # the REST routers are mounted at /api/v1
-NMWG_PATH = "/perfSONAR_PS/services/LS"
-NMWG_PATHS = (NMWG_PATH, "/perfSONAR_PS/services/hLS")
-XQUERY_EVENT_TYPE = "http://ggf.org/ns/nmwg/tools/org/perfsonar/service/lookup/xquery/1.0"
+NMWG_PATH = ENDPOINTS[0]  # /perfSONAR_PS/services/LS (and /hLS)
+XQUERY_EVENT_TYPE = ns.XQUERY.rstrip("/")  # the namespace's URI is the eventType's
 MAX_ANSWER_BYTES = 256 * 1024 * 1024  # 1,000 records of at most 64 KiB each, with room
 
 
@@ -52,7 +52,7 @@ def target(url: str) -> Target:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ClientError(f"{url}: not an http(s) URL")
     path = parts.path.rstrip("/")
-    nmwg = next((p for p in NMWG_PATHS if path.endswith(p)), None)
+    nmwg = next((p for p in ENDPOINTS if path.endswith(p)), None)
     base = path[: -len(nmwg)] if nmwg else path
     root = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
     return Target(root + base + RECORDS_PATH, root + base + (nmwg or NMWG_PATH))
@@ -215,32 +215,21 @@ def xquery(
     An empty result is ``[]``; an NMWG error is ClientError naming its code."""
     body = etree.tostring(xquery_request(query))
     answer = exchange(url, body, timeout=timeout, client=client)
+    reply = read_reply(answer)
+    failed = [
+        c for c in reply.codes if c.startswith("error.") and c != codes.LS_QUERY_EMPTY_RESULTS
+    ]
+    if failed:
+        raise ClientError(f"{url}: {failed[0]}: {reply.text or 'no reason given'}")
     found: list[etree._Element | str] = []
-    for md in answer.iterfind(f"{{{ns.NMWG}}}metadata"):
-        code = (md.findtext(f"{{{ns.NMWG}}}eventType") or "").strip()
-        data = answer.find(f"{{{ns.NMWG}}}data[@metadataIdRef='{md.get('id')}']")
-        if code == codes.LS_QUERY_EMPTY_RESULTS:
-            continue
-        if code.startswith("error."):
-            raise ClientError(f"{url}: {code}: {_reason(data)}")
-        datum = None if data is None else data.find(f"{{{ns.PSSERVICE}}}datum")
-        if datum is not None:
-            if datum.text and datum.text.strip():
-                found.append(datum.text.strip())
-            for child in datum:
-                found.append(child)
-                if child.tail and child.tail.strip():
-                    found.append(child.tail.strip())
+    for datum in answer.iterfind(f"{{{ns.NMWG}}}data/{{{ns.PSSERVICE}}}datum"):
+        if datum.text and datum.text.strip():
+            found.append(datum.text.strip())
+        for child in datum:
+            found.append(child)
+            if child.tail and child.tail.strip():
+                found.append(child.tail.strip())
     return found
-
-
-def _reason(data: etree._Element | None) -> str:
-    """A result datum's text: ``nmwgr:datum`` text, or ``nmwg:datum/@value`` as the LS wrote."""
-    for datum in () if data is None else data.iter():
-        text = (datum.text or "").strip() or datum.get("value", "").strip()
-        if text:
-            return " ".join(text.split())
-    return "no reason given"
 
 
 def xml_text(item: etree._Element | str, *, pretty: bool = False) -> str:
