@@ -220,6 +220,8 @@ def test_registers_keeps_alive_fails_over_reregisters_and_deregisters(
     assert state["url"] == lookup.nmwg_url and state["access_point"] == access_point
     assert state["items"] == 2 and state["failures"] >= 1  # the dead URL, each time
     assert dead in (state["last_error"] or "")
+    text = mp.cli("status").stdout
+    assert f"ls mp: registered with {lookup.nmwg_url} (2 items)" in text, text
     service = wait(lambda: lookup.service(access_point), 10, "the MP's service record")
     tests = wait(
         lambda: (m := lookup.metadata(access_point)) and len(m) == 2 and m, 10, "its two tests"
@@ -274,6 +276,8 @@ def test_an_unanswering_lookup_service_never_delays_a_run(
     state = mp.wait_for(lambda: (r := registration(mp).get("mp")) and r["failures"] >= 4 and r, 30)
     assert state["key"] is None
     assert any(w in (state["last_error"] or "") for w in ("timed out", "within 2 s"))
+    text = mp.cli("status").stdout
+    assert "ls mp: not registered" in text and f"ls error: {silent.url}" in text, text
     status = mp.cli_json("status")
     assert status["runs"].get("missed", 0) == 0, status["runs"]
     # Every run planned while the registrar was stuck in its exchanges started on time.
