@@ -69,7 +69,9 @@ HLS = "error.hls.register"
 LEGACY_ANSWERS: dict[str, tuple[str, list[str]]] = {
     "ls/LSRegisterRequest.xml": ("LSRegisterResponse", [REG]),
     "ls/LSRegisterRequest-key.xml": ("LSRegisterResponse", [REG]),
-    "ls/LSRegisterRequest-update.xml": ("LSRegisterResponse", [REG, REG_KEY_NF]),
+    # Both triggers name the one clobbering metadata: the key is clobbered once, both
+    # triggers' items are registered under the new key (as LS.pm did).
+    "ls/LSRegisterRequest-update.xml": ("LSRegisterResponse", [REG, REG]),
     "ls/LSKeepaliveRequest.xml": ("LSKeepaliveResponse", [KEEP, KEEP]),
     "ls/LSDeregisterRequest.xml": ("LSDeregisterResponse", [DEREG]),
     "ls/LSKeyRequest.xml": ("LSKeyResponse", [KEY]),

@@ -37,7 +37,7 @@ import math
 import weakref
 from collections.abc import Sequence
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lxml import etree
 
@@ -85,10 +85,13 @@ class LookupState:
 
 
 class _Exchange:
-    """What one message already did: the keys it renewed (the seed's ``messageKeys``)."""
+    """What one message already did: the keys it renewed (the seed's ``messageKeys``), the
+    keys it clobbered, the answer of each data trigger it registered."""
 
     def __init__(self) -> None:
         self.renewed: set[str] = set()
+        self.clobbered: set[str] = set()
+        self.registered: dict[etree._Element, tuple[str, int, str]] = {}
 
 
 _EXCHANGES: weakref.WeakKeyDictionary[RequestContext, _Exchange] = weakref.WeakKeyDictionary()
@@ -169,11 +172,41 @@ def register(
     unit: Unit, message: Message, rctx: RequestContext[LookupState]
 ) -> list[etree._Element]:
     require_store_token(rctx.state.token, message, rctx)
+    exchange = _exchange(rctx)
+    if unit.data not in exchange.registered:
+        _register_batch(unit, message, rctx, exchange)
+    key, n, verb = exchange.registered[unit.data]
+    md = build.metadata(rctx.ids, ref=unit.ref)
+    _key_element(md, rctx, key)
+    build.element("nmwg:eventType", text=codes.SUCCESS_LS_REGISTER, parent=md)
+    data = build.data(rctx.ids, md.get("id", ""))
+    text = f"[{n}] Data elements have been {verb} with key [{key}]"
+    build.element("nmwg:datum", {"value": text}, parent=data)
+    return [md, data]
+
+
+def _register_batch(
+    unit: Unit, message: Message, rctx: RequestContext[LookupState], exchange: _Exchange
+) -> None:
+    """Register the items of every data trigger naming the unit's metadata, in one
+    transaction (a registrar sends one trigger per item, all naming one metadata), and note
+    each trigger's answer in ``exchange``. A failure fails this unit; the others then try on
+    their own and fail alike, or succeed where only this unit's items were refused."""
     if unit.event_types and unit.event_types[0] != REGISTRATION_SERVICE:
         raise NMWGError(codes.HLS_REGISTER, "hLS servers can only accept service registration.")
-    items = _items(unit.data)
-    if any(next(i.iter(f"{{{ns.SUMMARY}}}subject"), None) is not None for i in items):
-        raise NMWGError(codes.HLS_REGISTER, "hLS servers can not accept summary registration.")
+    triggers = [
+        d
+        for d in message.data
+        if d is unit.data or (d.get("metadataIdRef") == unit.ref and d not in exchange.registered)
+    ]
+    items = {d: _items(d) for d in triggers}
+    summary = f"{{{ns.SUMMARY}}}subject"
+    for its in items.values():
+        if any(next(i.iter(summary), None) is not None for i in its):
+            if len(triggers) > 1:
+                return _register_alone(unit, message, rctx, exchange)
+            raise NMWGError(codes.HLS_REGISTER, "hLS servers can not accept summary registration.")
+    everything = [i for d in triggers for i in items[d]]
     registry = _registry(rctx)
     ttl = requested_ttl(message)
     sent_key = _key(unit)
@@ -182,14 +215,19 @@ def register(
         if service is not None:
             access_point = _access_point(service)
             key = ls_key(access_point)
+            # A key clobbered earlier in this message is not clobbered again (that would
+            # drop what the earlier triggers registered under it).
+            replaces = None if sent_key in exchange.clobbered else sent_key
             n = registry.register_group(
                 key,
-                _members(items, access_point, key),
+                _members(everything, access_point, key),
                 service=_service_member(unit.subject, service, key),
-                replaces=sent_key,
+                replaces=replaces,
                 registrant=f"ls:{key}",
                 ttl=ttl,
             )
+            if replaces is not None and n is not None:
+                exchange.clobbered.add(replaces)
             verb = "registered"
         elif sent_key is not None:
             key = sent_key
@@ -197,23 +235,29 @@ def register(
             locators = found.values.get("service-locator", ()) if found else ()
             access_point = locators[0] if locators else ""
             n = registry.register_group(
-                key, _members(items, access_point, key), registrant=f"ls:{key}", ttl=ttl
+                key, _members(everything, access_point, key), registrant=f"ls:{key}", ttl=ttl
             )
             verb = "updated"
         else:
             raise NMWGError(codes.LS_REGISTER_MISSING_VALUE, NO_ACCESS_POINT)
     except (RecordError, RegistryError) as e:
+        if len(triggers) > 1:
+            return _register_alone(unit, message, rctx, exchange)
         raise NMWGError(codes.LS_REGISTER_REFUSED, str(e)) from None
     if n is None:
         raise _not_registered(sent_key or "", codes.LS_REGISTER_KEY_NOT_FOUND)
-    _exchange(rctx).renewed.add(key)
-    md = build.metadata(rctx.ids, ref=unit.ref)
-    _key_element(md, rctx, key)
-    build.element("nmwg:eventType", text=codes.SUCCESS_LS_REGISTER, parent=md)
-    data = build.data(rctx.ids, md.get("id", ""))
-    text = f"[{n}] Data elements have been {verb} with key [{key}]"
-    build.element("nmwg:datum", {"value": text}, parent=data)
-    return [md, data]
+    exchange.renewed.add(key)
+    for d in triggers:
+        exchange.registered[d] = (key, len(items[d]), verb)
+    return None
+
+
+def _register_alone(
+    unit: Unit, message: Message, rctx: RequestContext[LookupState], exchange: _Exchange
+) -> None:
+    """The unit's items alone: a refused item fails its own trigger only."""
+    alone = replace(message, data=(unit.data,))
+    _register_batch(unit, alone, rctx, exchange)
 
 
 def keepalive(

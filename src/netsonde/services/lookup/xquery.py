@@ -12,10 +12,13 @@ an expired record is never answered.
 A query is rewritten as the seed did (``LS.pm``: each ``/`` after whitespace becomes
 ``collection('…')/``, here also a ``/`` opening the query), and ``collection(…)`` and
 ``doc(…)`` calls are bound to the registry: ``collection`` is every document whatever its
-argument, ``doc("…/KEY")`` the registration of KEY. Anything else that names a URI fails in
-the worker (no protocol is allowed). Limits: the time (the request's deadline, at most
-``timeout``), the worker's memory (``memory`` bytes of data segment) and the answer's size
-(``max_bytes``): past any of them the query fails with an NMWG error and the LS goes on.
+argument, ``doc("…/KEY")`` the registration of KEY; anything else that names a URI fails in
+the worker (no protocol is allowed). The canonical NMWG prefixes (``nmwg``, ``psservice``,
+``nmwgt`` …) are declared for every query; a query may declare its own.
+
+Limits: the time (the request's deadline, at most ``timeout``), the worker's memory
+(``memory`` bytes of data segment) and the answer's size (``max_bytes``): past any of them
+the query fails with an NMWG error and the LS goes on.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netsonde.nmwg import codes
+from netsonde.nmwg import codes, ns
 from netsonde.services.lookup.registry import LookupRegistry
 
 WORKER = Path(__file__).with_name("xquery_worker.py")
@@ -216,7 +219,8 @@ class XQueryEngine:
             self._process = _Process(self.memory)
             self.started += 1
             docs = registry.documents(None, now)
-            answer = self._call({"op": "load", "docs": {d: v.xml for d, v in docs.items()}}, end)
+            load = {"docs": {d: v.xml for d, v in docs.items()}, "namespaces": ns.PREFIXES}
+            answer = self._call({"op": "load", **load}, end)
             self._expires = {d: v.expires for d, v in docs.items()}
         else:
             names = set(changed)

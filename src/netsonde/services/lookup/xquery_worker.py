@@ -9,7 +9,8 @@ one document per registration. Its data segment is capped (RLIMIT_DATA: a query 
 too much kills this process, not the service) and the parent kills it at the deadline.
 
 Frames on stdin/stdout: 8-byte big-endian length, then UTF-8 JSON. Requests:
-``{"op": "load", "docs": {name: xml}}`` (everything), ``{"op": "update", "put": {name: xml},
+``{"op": "load", "docs": {name: xml}, "namespaces": {prefix: uri}}`` (everything, and the
+prefixes a query may use undeclared), ``{"op": "update", "put": {name: xml},
 "drop": [name]}``, ``{"op": "query", "query": text, "max_bytes": n}``. Answers: ``{"ok": true,
 "result": text}`` or ``{"ok": false, "kind": "query"|"too_large"|"document", "text": …}``.
 """
@@ -83,6 +84,8 @@ class Worker:
     def handle(self, request: dict[str, Any]) -> dict[str, object]:
         op = request.get("op")
         if op == "load":
+            for prefix, uri in request.get("namespaces", {}).items():
+                self.xquery.declare_namespace(prefix, uri)
             self.docs.clear()
             failed = self.put(request["docs"])
         elif op == "update":
