@@ -112,6 +112,8 @@ class _Process:
         )
         assert self.popen.stdin is not None and self.popen.stdout is not None
         self.stdin, self.stdout = self.popen.stdin, self.popen.stdout
+        self._header: bytes | None = None  # of an answer whose body is not read yet
+        self._partial = bytearray()  # what a read cut short by its deadline got so far
 
     def kill(self) -> None:
         if self.popen.poll() is None:
@@ -123,7 +125,7 @@ class _Process:
                 pipe.close()
 
     def _read_exactly(self, size: int, end: float) -> bytes:
-        out = bytearray()
+        out = self._partial  # kept across a timeout: the stream stays in step
         fd = self.stdout.fileno()
         while len(out) < size:
             left = end - time.monotonic()
@@ -136,14 +138,21 @@ class _Process:
             if not chunk:
                 raise EOFError
             out += chunk
+        self._partial = bytearray()
         return bytes(out)
 
-    def call(self, request: dict[str, Any], end: float) -> dict[str, Any]:
+    def send(self, request: dict[str, Any]) -> None:
         body = json.dumps(request).encode()
         self.stdin.write(len(body).to_bytes(_HEADER_SIZE, "big") + body)
         self.stdin.flush()
-        size = int.from_bytes(self._read_exactly(_HEADER_SIZE, end), "big")
+
+    def receive(self, end: float) -> dict[str, Any]:
+        """The next answer; TimeoutError at ``end`` (a later call reads on where it was)."""
+        if self._header is None:
+            self._header = self._read_exactly(_HEADER_SIZE, end)
+        size = int.from_bytes(self._header, "big")
         answer = json.loads(self._read_exactly(size, end))
+        self._header = None
         if not isinstance(answer, dict):
             raise EOFError
         return answer
@@ -161,7 +170,11 @@ class XQueryEngine:
         self._seq = 0  # the registry's change log, as far as the worker has it
         self._expires: dict[str, int] = {}  # document → when its first record expires
         self._next_expiry = 0
-        self.started = 0  # workers started (tests: a killed one is replaced)
+        # Documents sent and not yet acknowledged: (change number, expiries, dropped, whether
+        # they replace everything).
+        self._pending: tuple[int, dict[str, int], list[str], bool] | None = None
+        self.started = 0  # workers started, each loaded with every document
+        self.sent = 0  # documents sent or dropped since: what changed, not what stayed
 
     def close(self) -> None:
         with self._lock:
@@ -171,6 +184,7 @@ class XQueryEngine:
         if self._process is not None:
             self._process.kill()
             self._process = None
+        self._pending = None
 
     def run(self, registry: LookupRegistry, query: str, *, deadline: float, max_bytes: int) -> str:
         """The query's serialized result ("" when empty), or XQueryError."""
@@ -187,11 +201,17 @@ class XQueryEngine:
 
     def _run(self, registry: LookupRegistry, query: str, end: float, max_bytes: int) -> str:
         try:
-            self._sync(registry, end)
-            answer = self._call({"op": "query", "query": query, "max_bytes": max_bytes}, end)
-        except TimeoutError:
-            self._drop()
-            raise XQueryError(codes.LS_QUERY_TIMEOUT, self._late()) from None
+            try:
+                self._sync(registry, end)
+            except TimeoutError:
+                # Documents take as long as they take to parse: the worker is kept, the next
+                # query collects its answer first.
+                raise XQueryError(codes.LS_QUERY_TIMEOUT, self._loading()) from None
+            try:
+                answer = self._call({"op": "query", "query": query, "max_bytes": max_bytes}, end)
+            except TimeoutError:
+                self._drop()  # a query is never waited for beyond its deadline
+                raise XQueryError(codes.LS_QUERY_TIMEOUT, self._late()) from None
         except (EOFError, OSError, ValueError):
             self._drop()
             raise XQueryError(
@@ -206,12 +226,23 @@ class XQueryEngine:
             )
         raise XQueryError(codes.LS_XMLDB, text)
 
+    def _loading(self) -> str:
+        return (
+            f"the XQuery engine is still taking in the registry ({len(self._expires)}"
+            " documents known); the query did not run, try again"
+        )
+
     def _call(self, request: dict[str, Any], end: float) -> dict[str, Any]:
         assert self._process is not None
-        return self._process.call(request, end)
+        self._process.send(request)
+        return self._process.receive(end)
 
     def _sync(self, registry: LookupRegistry, end: float) -> None:
-        """Bring the worker's collection up to the registry (a new worker: all of it)."""
+        """Bring the worker's collection up to the registry (a new worker: all of it).
+        TimeoutError when the worker has not taken it in by ``end``: it goes on, and the next
+        call collects its answer before anything else."""
+        if self._pending is not None:
+            self._collect(end)
         now = time.time()
         high, changed = registry.changes_since(self._seq)
         if self._process is None or changed is None:
@@ -220,8 +251,8 @@ class XQueryEngine:
             self.started += 1
             docs = registry.documents(None, now)
             load = {"docs": {d: v.xml for d, v in docs.items()}, "namespaces": ns.PREFIXES}
-            answer = self._call({"op": "load", **load}, end)
-            self._expires = {d: v.expires for d, v in docs.items()}
+            self._process.send({"op": "load", **load})
+            self._pending = (high, {d: v.expires for d, v in docs.items()}, [], True)
         else:
             names = set(changed)
             if now >= self._next_expiry:
@@ -232,10 +263,23 @@ class XQueryEngine:
             docs = registry.documents(sorted(names), now)
             put = {d: v.xml for d, v in docs.items() if v.xml is not None}
             drop = [d for d, v in docs.items() if v.xml is None]
-            answer = self._call({"op": "update", "put": put, "drop": drop}, end)
-            for d in drop:
+            self._process.send({"op": "update", "put": put, "drop": drop})
+            self.sent += len(put) + len(drop)
+            self._pending = (high, {d: docs[d].expires for d in put}, drop, False)
+        self._collect(end)
+
+    def _collect(self, end: float) -> None:
+        """The worker's answer to the documents sent last, and what they change here."""
+        assert self._process is not None and self._pending is not None
+        answer = self._process.receive(end)
+        high, expires, dropped, replace = self._pending
+        self._pending = None
+        if replace:
+            self._expires = expires
+        else:
+            for d in dropped:
                 self._expires.pop(d, None)
-            self._expires.update({d: docs[d].expires for d in put})
+            self._expires.update(expires)
         self._next_expiry = min(self._expires.values(), default=2**62)
         self._seq = high
         if not answer.get("ok"):
