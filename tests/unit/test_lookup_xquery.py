@@ -5,6 +5,7 @@ keeps answering."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,3 +228,16 @@ def test_a_load_past_the_deadline_is_not_killed_but_collected_next_time(
     assert "still taking in the registry" in loading.value.text
     assert run(engine, registry, "count( /nmwg:store)") == "300"
     assert engine.started == 1  # the same worker: its load was collected, not redone
+
+
+def test_an_orphaned_worker_ends_itself_a_second_past_the_deadline(
+    engine: XQueryEngine, registry: LookupRegistry
+) -> None:
+    """Were the service gone (nobody to kill the worker), the query's alarm still ends it."""
+    assert run(engine, registry, "1") == "1"
+    process = engine._process
+    assert process is not None
+    process.send({"op": "query", "query": "(1 to 2000000000)[. = -1]", "max_bytes": MB, "alarm": 1})
+    started = time.monotonic()
+    assert process.popen.wait(timeout=10) == -signal.SIGALRM
+    assert time.monotonic() - started < 5

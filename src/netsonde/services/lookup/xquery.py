@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import select
@@ -108,7 +109,6 @@ class _Process:
             env={},
             cwd="/",
             close_fds=True,
-            start_new_session=True,  # a terminal's ^C goes to the daemon, which stops it
         )
         assert self.popen.stdin is not None and self.popen.stdout is not None
         self.stdin, self.stdout = self.popen.stdin, self.popen.stdout
@@ -208,7 +208,11 @@ class XQueryEngine:
                 # query collects its answer first.
                 raise XQueryError(codes.LS_QUERY_TIMEOUT, self._loading()) from None
             try:
-                answer = self._call({"op": "query", "query": query, "max_bytes": max_bytes}, end)
+                # The worker ends itself a second past the deadline, should nobody be left
+                # to kill it.
+                alarm = max(1, math.ceil(end - time.monotonic()) + 1)
+                request = {"op": "query", "query": query, "max_bytes": max_bytes, "alarm": alarm}
+                answer = self._call(request, end)
             except TimeoutError:
                 self._drop()  # a query is never waited for beyond its deadline
                 raise XQueryError(codes.LS_QUERY_TIMEOUT, self._late()) from None

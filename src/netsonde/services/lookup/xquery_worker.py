@@ -11,8 +11,9 @@ too much kills this process, not the service) and the parent kills it at the dea
 Frames on stdin/stdout: 8-byte big-endian length, then UTF-8 JSON. Requests:
 ``{"op": "load", "docs": {name: xml}, "namespaces": {prefix: uri}}`` (everything, and the
 prefixes a query may use undeclared), ``{"op": "update", "put": {name: xml},
-"drop": [name]}``, ``{"op": "query", "query": text, "max_bytes": n}``. Answers: ``{"ok": true,
-"result": text}`` or ``{"ok": false, "kind": "query"|"too_large"|"document", "text": …}``.
+"drop": [name]}``, ``{"op": "query", "query": text, "max_bytes": n, "alarm": seconds}``.
+Answers: ``{"ok": true, "result": text}`` or ``{"ok": false, "kind":
+"query"|"too_large"|"document", "text": …}``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import struct
 import sys
 from typing import Any, BinaryIO
@@ -94,7 +96,13 @@ class Worker:
             self.stale = True
             failed = self.put(request.get("put", {}))
         elif op == "query":
-            return self.query(request["query"], int(request["max_bytes"]))
+            # SIGALRM's default action ends this process: a query outlives its deadline by a
+            # second at most, even when the service that asked is gone.
+            signal.alarm(int(request.get("alarm", 0)))
+            try:
+                return self.query(request["query"], int(request["max_bytes"]))
+            finally:
+                signal.alarm(0)
         else:
             return {"ok": False, "kind": "document", "text": f"unknown op {op!r}"}
         if failed:
