@@ -43,9 +43,9 @@ from lxml import etree
 
 from netsonde.archive import PerThread
 from netsonde.nmwg import build, codes, ns
-from netsonde.nmwg.codes import NMWGError
+from netsonde.nmwg.codes import LimitExceeded, NMWGError
 from netsonde.nmwg.message import Message, Unit, local
-from netsonde.nmwg.parse import parameter_value
+from netsonde.nmwg.parse import XMLRefused, parameter_value, parse_xml
 from netsonde.nmwg.service import NMWGService, RequestContext, require_store_token
 from netsonde.services.lookup.documents import (
     item_hash,
@@ -342,12 +342,15 @@ def query(unit: Unit, message: Message, rctx: RequestContext[LookupState]) -> li
     datum = build.element("psservice:datum", parent=data)
     if _output_native(md):
         try:
-            wrapped = etree.fromstring(
-                f'<d xmlns:psservice="{ns.PSSERVICE}">{result}</d>',
-                etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True),
+            wrapped = parse_xml(
+                f'<d xmlns:psservice="{ns.PSSERVICE}">{result}</d>'.encode(),
+                limits=rctx.limits,
+                check=rctx.check,
             )
-        except etree.XMLSyntaxError:
-            datum.text = result  # atomic values that are not XML: given as text
+        except LimitExceeded as e:  # more elements than a request may carry
+            raise NMWGError(codes.LS_QUERY_TOO_LARGE, e.text) from None
+        except XMLRefused:
+            datum.text = build.xml_text(result)  # atomic values that are not XML: as text
         else:
             datum.text = wrapped.text
             datum.extend(wrapped)
