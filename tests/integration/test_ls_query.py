@@ -12,9 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lxml import etree
 
 from integration.conftest import DaemonProcess
 from integration.test_archive_service import free_port
+from netsonde.nmwg import ns
+from netsonde.nmwg.client import exchange
+from netsonde.nmwg.ls import ServiceInfo, ls_key, read_reply, register_request
 
 pytestmark = pytest.mark.integration
 
@@ -144,4 +148,37 @@ def test_ls_query_failures_are_one_line(
     )
     err = one_line_failure(plain.cli("ls", "query"))
     assert "[ls] enabled = false" in err and "--url" in err
+    d.stop()
+
+
+def test_ls_query_xquery_prints_what_the_ls_answers(
+    ls: tuple[DaemonProcess, str], tmp_path: Path
+) -> None:
+    d, base = ls
+    service = ServiceInfo("pinger MA on c", "http://c.example.org:8075/perfSONAR_PS/services/ma")
+    item = f'<nmwg:metadata xmlns:nmwg="{ns.NMWG}"><nmwg:eventType>{PINGER}</nmwg:eventType>'
+    message = register_request(service, [etree.fromstring(item + "</nmwg:metadata>")])
+    with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http:
+        reply = exchange(f"{base}/perfSONAR_PS/services/LS", etree.tostring(message), client=http)
+    assert read_reply(reply).ok
+    key = ls_key(service.access_point)
+    query = (
+        f'declare namespace nmwg="{ns.NMWG}";\n'
+        f' /nmwg:store[@type="LSStore"]/nmwg:metadata[@id="{key}"]'
+    )
+    shown = d.cli("ls", "query", "--xquery", query)
+    assert shown.returncode == 0, shown.stderr
+    assert f'id="{key}"' in shown.stdout and service.access_point in shown.stdout
+    (as_json,) = d.cli_json("ls", "query", "--xquery", query)
+    assert etree.fromstring(as_json).get("id") == key
+    file = tmp_path / "count.xq"
+    file.write_text(f'declare namespace nmwg="{ns.NMWG}"; count( /nmwg:store/nmwg:data)')
+    counted = d.cli("ls", "query", "--xquery-file", str(file), "--url", base)
+    assert counted.returncode == 0 and counted.stdout == "1\n", counted
+    nothing = d.cli("ls", "query", "--xquery", query.replace(key, "no-such-key"), "--json")
+    assert nothing.returncode == 0 and json.loads(nothing.stdout) == []
+    err = one_line_failure(d.cli("ls", "query", "--xquery", 'doc("file:///etc/passwd")'))
+    assert "error.ls.xmldb" in err
+    again = d.cli("ls", "query", "--xquery", query)  # the LS kept answering
+    assert again.returncode == 0 and service.access_point in again.stdout
     d.stop()
