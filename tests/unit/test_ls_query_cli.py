@@ -284,3 +284,13 @@ def test_xquery_answers_what_nmwg_and_json_registered_and_errors_name_their_code
                 continue
             with pytest.raises(ClientError, match=code):
                 lsquery.xquery(nmwg_url, hostile, client=c)
+
+
+def test_an_answer_is_read_no_further_than_its_bound(
+    fleet: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c, _ = fleet
+    monkeypatch.setattr(lsquery, "MAX_ANSWER_BYTES", 1000)  # the fleet's answer is ~3 kB
+    with pytest.raises(ClientError, match="answer larger than 1000 bytes"):
+        lsquery.find(c, RECORDS, lsquery.Wanted())
+    assert len(lsquery.find(c, RECORDS, lsquery.Wanted(service_type="owamp"))) == 1

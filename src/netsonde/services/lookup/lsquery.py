@@ -12,6 +12,7 @@ each paged, merged by uri in registration order.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,17 +107,17 @@ def filter_sets(wanted: Wanted) -> list[dict[str, list[str]]]:
     ]
 
 
-def _answer(url: str, response: httpx.Response) -> Any:
+def _answer(url: str, status: int, reason: str, content: bytes) -> Any:
     """The JSON of a 2xx answer, or ClientError with the server's own reason."""
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
         body = None
-    if response.status_code >= 400:
-        reason = body.get("error") if isinstance(body, dict) else None
-        if response.status_code == 404 and reason in (None, "Not Found"):
-            reason = "no netsonde lookup API here (a perfSONAR-PS LS answers --xquery only)"
-        raise ClientError(f"{url}: HTTP {response.status_code}: {reason or response.reason_phrase}")
+    if status >= 400:
+        said = body.get("error") if isinstance(body, dict) else None
+        if status == 404 and said in (None, "Not Found"):
+            said = "no netsonde lookup API here (a perfSONAR-PS LS answers --xquery only)"
+        raise ClientError(f"{url}: HTTP {status}: {said or reason}")
     if body is None:
         raise ClientError(f"{url}: the answer is not JSON")
     return body
@@ -125,13 +126,17 @@ def _answer(url: str, response: httpx.Response) -> Any:
 def _get(
     client: httpx.Client, url: str, params: Mapping[str, str | Sequence[str]]
 ) -> list[dict[str, Any]]:
+    """One page of records, read no further than MAX_ANSWER_BYTES."""
     try:
-        response = client.get(url, params=params)
+        with client.stream("GET", url, params=params) as response:
+            content = bytearray()
+            for chunk in response.iter_bytes():
+                content += chunk
+                if len(content) > MAX_ANSWER_BYTES:
+                    raise ClientError(f"{url}: answer larger than {MAX_ANSWER_BYTES} bytes")
     except httpx.HTTPError as e:
         raise ClientError(f"{url}: cannot reach the lookup service: {e}") from None
-    if len(response.content) > MAX_ANSWER_BYTES:
-        raise ClientError(f"{url}: answer larger than {MAX_ANSWER_BYTES} bytes")
-    found = _answer(url, response)
+    found = _answer(url, response.status_code, response.reason_phrase, bytes(content))
     if not isinstance(found, list) or not all(isinstance(r, dict) for r in found):
         raise ClientError(f"{url}: the answer is not a list of records")
     return found
