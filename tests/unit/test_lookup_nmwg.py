@@ -257,6 +257,8 @@ def test_keepalive_renews_every_record_of_the_key_once_per_message(
         ('<nmwg:parameter name="lsTTL">90</nmwg:parameter>', 90),  # seconds by default
         ('<nmwg:parameter name="lsTTL" units="hours">100</nmwg:parameter>', 7200),  # max_ttl
         ('<nmwg:parameter name="lsTTL">-5</nmwg:parameter>', 600),  # unusable: [ls] ttl
+        ('<nmwg:parameter name="lsTTL" units="hours">1e307</nmwg:parameter>', 600),  # inf s
+        ('<nmwg:parameter name="lsTTL">nan</nmwg:parameter>', 600),
         ('<nmwg:parameter name="lsTTL" units="fortnights">1</nmwg:parameter>', 600),
         ("", 600),
     ],
@@ -427,3 +429,10 @@ def test_a_registry_file_of_the_first_release_opens_and_is_upgraded(tmp_path: Pa
     assert r.group_live(KEY)
     r.close()
     assert LookupRegistry(path).group_live(KEY)  # opening again: nothing left to upgrade
+
+
+def test_a_keepalive_with_an_unusable_lsttl_gets_the_default_lease(client: TestClient) -> None:
+    register(client)
+    huge = '<nmwg:parameter name="lsTTL" units="hours">1e307</nmwg:parameter>'
+    m = post(client, message("LSKeepaliveRequest", key_xml(KEY), [""], huge))
+    assert codes(m) == ["success.ls.keepalive"]

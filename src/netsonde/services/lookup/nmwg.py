@@ -121,7 +121,7 @@ def requested_ttl(message: Message) -> float | None:
             value = float(parameter_value(p))
         except ValueError:
             return None
-        if unit is None or not math.isfinite(value) or value <= 0:
+        if unit is None or not (value > 0 and math.isfinite(value * unit)):
             return None
         return value * unit
     return None
