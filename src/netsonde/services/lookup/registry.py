@@ -76,6 +76,7 @@ _ADDED_COLUMNS = (("lease_key", "TEXT"), ("xml", "TEXT"))
 _AFTER_COLUMNS = "CREATE INDEX IF NOT EXISTS records_lease_key ON records (lease_key, expires);"
 _COLS = "uri, type, registrant, body, created, renewed, expires"
 _DOC = "COALESCE(lease_key, uri)"  # the collection document a record belongs to
+_DOCS_PER_READ = 5000  # documents named in one statement (SQLite's variable limit)
 CHANGES_KEPT = 3600  # seconds of change log kept: a mirror older than that reloads it all
 
 
@@ -549,14 +550,23 @@ class LookupRegistry:
         """The collection's documents named (None: all), as XML; a named document with no live
         record is answered with ``xml`` None. The service record comes first in its document."""
         at = time.time() if now is None else now
-        sql = (
-            f"SELECT {_DOC}, type, body, xml, uri, expires FROM records WHERE expires > ?"
-            + ("" if docs is None else f" AND {_DOC} IN ({','.join('?' * len(docs))})")
-            + f" ORDER BY {_DOC}, type != 'service', rowid"
-        )
+        cols = f"SELECT {_DOC}, type != 'service', rowid, type, body, xml, uri, expires"
+        rows: list[tuple] = []
+        if docs is None:
+            rows = self._read(f"{cols} FROM records WHERE expires > ?", (at,))
+        for n in range(0, len(docs or ()), _DOCS_PER_READ):
+            chunk = list(docs or ())[n : n + _DOCS_PER_READ]
+            marks = ",".join("?" * len(chunk))
+            # By lease key, and by uri for records without one: both indexed.
+            sql = (
+                f"{cols} FROM records WHERE expires > ? AND lease_key IN ({marks}) UNION ALL"
+                f" {cols} FROM records WHERE expires > ? AND lease_key IS NULL"
+                f" AND uri IN ({marks})"
+            )
+            rows += self._read(sql, [at, *chunk, at, *chunk])
         parts: dict[str, list[str]] = {d: [] for d in docs or ()}
         first: dict[str, int] = {}
-        for doc, type_, body, xml, uri, expires in self._read(sql, [at, *(docs or ())]):
+        for doc, _, _, type_, body, xml, uri, expires in sorted(rows, key=lambda r: r[:3]):
             values = {k: tuple(v) for k, v in json.loads(body).items()}
             parts.setdefault(doc, []).append(xml or render(type_, values, uri))
             first[doc] = min(expires, first.get(doc, expires))
