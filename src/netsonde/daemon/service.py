@@ -373,6 +373,8 @@ class Daemon:
         registrants = [Registrant("mp", mp, lambda: mp_lookup_data(self.cfg.tests, address))]
         host = self._host()
         for service in SERVICES:
+            if getattr(cfg.sections.get(service.name), "enabled", True) is False:
+                continue  # turned off in its section: nothing of it to find
             served = service.serve(host)
             paths = list(served.nmwg()) if served is not None else []
             if served is None or not paths:  # no NMWG endpoint to register as
