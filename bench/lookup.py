@@ -83,6 +83,7 @@ OWAMP = "http://ggf.org/ns/nmwg/tools/owamp/2.0/"
 SERVICE_TYPES = ("MA", "MP", "owamp", "bwctl", "ping")
 BULK = 1000  # uris in one bulk renew: the most the API takes
 LEASE = 30 * 86400  # the fill outlives any run
+MAX_WORKER_RSS = "4G"  # [api]: see start_daemon
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SOAP = {**AUTH, "Content-Type": "text/xml", "SOAPAction": SOAP_ACTION}
 NS = {
@@ -215,6 +216,11 @@ def cached_fill(args: argparse.Namespace) -> tuple[Path, float]:
 class Daemon:
     base: str
     proc: subprocess.Popen[bytes]
+    data: Path
+
+    def worker_restarts(self) -> int:
+        status = json.loads((self.data / "status.json").read_text())
+        return int(status.get("api_worker_restarts") or 0)
 
     def stop(self) -> None:
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -228,7 +234,11 @@ def start_daemon(data: Path, db: Path) -> Daemon:
         f'[daemon]\ndata_dir = "{data}"\nlisten = "127.0.0.1:{port}"\n'
         f'[ls]\nenabled = true\ntoken = "{TOKEN}"\ndb = "{db}"\nmax_ttl = "366d"\n'
         # The first XQuery of a worker loads the whole collection: let it (it is reported).
+        # Building it takes an API worker past the default max_worker_rss (384 MB) at 10,000
+        # services × 20: replaced, its XQuery worker goes with it, and the next query loads
+        # the collection again (measured: 23 replacements in 10 minutes, no steady state).
         'query_timeout = "300s"\n[api]\nrequest_timeout = "300s"\n'
+        f'max_worker_rss = "{MAX_WORKER_RSS}"\n'
     )
     netsonde = Path(sys.executable).parent / "netsonde"
     proc = subprocess.Popen(
@@ -250,7 +260,7 @@ def start_daemon(data: Path, db: Path) -> Daemon:
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
-    return Daemon(base, proc)
+    return Daemon(base, proc, data)
 
 
 # ---- loads ---------------------------------------------------------------------------------
@@ -581,7 +591,11 @@ def lxml_peer(db: Path, args: argparse.Namespace) -> list[Latency]:
 
 
 def report(
-    args: argparse.Namespace, fill_rate: float, loads: list[Load], queries: list[Latency]
+    args: argparse.Namespace,
+    fill_rate: float,
+    loads: list[Load],
+    queries: list[Latency],
+    restarts: int,
 ) -> str:
     cmd = shlex.join(["python", "bench/lookup.py", *sys.argv[1:]])
     per_service = 1 + args.metadata
@@ -594,7 +608,9 @@ def report(
         f"({args.services * per_service:,} records; {args.services:,} XQuery documents), "
         f"filled with LSRegisterRequests through the app in process at {fill_rate:,.0f} "
         "services/s",
-        f"- server: `netsonde run` with `[ls] enabled`, 2 API workers (the default), on the same "
+        f"- server: `netsonde run` with `[ls] enabled`, 2 API workers (the default; "
+        f"`max_worker_rss = {MAX_WORKER_RSS}`, {restarts} worker replacements in the run), "
+        "on the same "
         f"2 cores as the load; wrk -t1 -c{args.connections} -d{args.seconds}s per load; "
         f"queries one at a time from one client, {args.queries} of each kind (fewer when "
         f"{args.query_seconds:g} s run out)\n",
@@ -655,9 +671,10 @@ def main() -> int:
         try:
             queries = key_value_queries(d, args) + xqueries(d, args) + queries
             loads = registrations(d, scripts, db, args) + keepalives(d, scripts, db, args)
+            restarts = d.worker_restarts()
         finally:
             d.stop()
-    text = report(args, fill_rate, loads, queries)
+    text = report(args, fill_rate, loads, queries, restarts)
     print(text)
     if args.write:
         write_section(args.write, SECTION, text)
