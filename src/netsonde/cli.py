@@ -37,6 +37,8 @@ from netsonde.mp.spool import read_dead_letters
 from netsonde.mp.status import DaemonStatus, RegistrationStatus, read_status, stale, status_age
 from netsonde.nmwg.client import ClientError, exchange, render
 from netsonde.probes import ping as ping_tool
+from netsonde.registration import NAME as REGISTRATION
+from netsonde.registration import RegistrationSection
 from netsonde.units import parse_duration, parse_time
 
 app = typer.Typer(
@@ -554,7 +556,7 @@ def ls_query(
         str | None,
         typer.Option(
             help="a netsonde base URL or an NMWG LS URL (…/perfSONAR_PS/services/LS);"
-            " default: this instance's own [ls]"
+            " default: this instance's own [ls], else the first of [registration] urls"
         ),
     ] = None,
     type_: Annotated[
@@ -592,7 +594,13 @@ def ls_query(
             raise UserError(f"{xquery_file}: {getattr(e, 'strerror', None) or e}") from None
     if xquery is not None and (type_ or host or event_type):
         raise UserError("--xquery asks by itself: leave out --type, --host and --event-type")
-    where = lsquery.target(url) if url else lsquery.local_target(service.load_config(config))
+    if url:
+        where = lsquery.target(url)
+    else:
+        cfg = service.load_config(config)
+        registration = cfg.sections.get(REGISTRATION)
+        urls = registration.urls if isinstance(registration, RegistrationSection) else []
+        where = lsquery.local_target(cfg, urls)
     with httpx.Client(timeout=timeout) as http:
         if xquery is not None:
             found = lsquery.xquery(where.nmwg_url, xquery, client=http, timeout=timeout)[:limit]

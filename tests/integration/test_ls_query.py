@@ -130,7 +130,7 @@ def test_ls_query_finds_services_by_type_host_and_event_type(ls: tuple[DaemonPro
 def test_ls_query_failures_are_one_line(
     ls: tuple[DaemonProcess, str], daemon_factory: Callable[..., DaemonProcess], tmp_path: Path
 ) -> None:
-    d, _ = ls
+    d, base = ls
     nobody = f"http://127.0.0.1:{free_port()}/"
     err = one_line_failure(d.cli("ls", "query", "--url", nobody))
     assert "cannot reach the lookup service" in err
@@ -148,6 +148,15 @@ def test_ls_query_failures_are_one_line(
     )
     err = one_line_failure(plain.cli("ls", "query"))
     assert "[ls] enabled = false" in err and "--url" in err
+    # Without [ls] but registering with one: that one is asked.
+    registers = daemon_factory(
+        f'[daemon]\ndata_dir = "data3"\nlisten = "127.0.0.1:{free_port()}"\n'
+        f'[registration]\nurls = ["{base}/perfSONAR_PS/services/LS"]\ntoken = "{TOKEN}"\n',
+        "registers.toml",
+    )
+    register(base, {"type": "service", "service-locator": ["http://d.example.org/"]})
+    found = registers.cli_json("ls", "query", "--host", "d.example.org")
+    assert [r["service-locator"] for r in found] == [["http://d.example.org/"]]
     d.stop()
 
 

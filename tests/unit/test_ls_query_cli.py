@@ -141,8 +141,12 @@ def test_the_local_lookup_service_is_found_from_the_config(tmp_path: Path) -> No
     assert lsquery.local_target(cfg).records_url == "http://127.0.0.1:9075/api/v1/lookup/records"
     cfg = parse(tmp_path, 'listen = "[::]:9075"', "[ls]", "enabled = true", f'token = "{TOKEN}"')
     assert lsquery.local_target(cfg).nmwg_url == "http://[::1]:9075/perfSONAR_PS/services/LS"
-    with pytest.raises(ClientError, match=r"\[ls\] enabled = false\): give --url"):
-        lsquery.local_target(parse(tmp_path))
+    plain = parse(tmp_path)
+    with pytest.raises(ClientError, match=r"registers with none \(\[registration\] urls\): give"):
+        lsquery.local_target(plain)
+    # Without an [ls] of its own: the first lookup service it registers with.
+    ls_url = "http://ls.example.org:9995/perfSONAR_PS/services/hLS"
+    assert lsquery.local_target(plain, [ls_url, "http://other/"]) == lsquery.target(ls_url)
 
 
 def test_by_service_type_case_insensitive_with_wildcards(fleet: Any) -> None:

@@ -59,10 +59,16 @@ def target(url: str) -> Target:
     return Target(root + base + RECORDS_PATH, root + base + (nmwg or NMWG_PATH))
 
 
-def local_target(cfg: Config) -> Target:
-    """This instance's own lookup service (``[ls]``), where ``listen`` serves it."""
+def local_target(cfg: Config, registers_with: Sequence[str] = ()) -> Target:
+    """This instance's own lookup service (``[ls]``), where ``listen`` serves it; without one,
+    the first it registers with (``registers_with``: ``[registration] urls``)."""
     if not section_of(cfg.sections).enabled:
-        raise ClientError("this instance runs no lookup service ([ls] enabled = false): give --url")
+        if registers_with:
+            return target(registers_with[0])
+        raise ClientError(
+            "this instance runs no lookup service ([ls] enabled = false) and registers with"
+            " none ([registration] urls): give --url"
+        )
     if not cfg.api.enabled:
         raise ClientError("this instance serves no HTTP ([api] enabled = false): give --url")
     host, port = cfg.listen_address
