@@ -350,7 +350,8 @@ def registrations(d: Daemon, scripts: Path, db: Path, args: argparse.Namespace) 
     ]  # fmt: skip
     added = services_in(db) - before
     sent = round(loads[0].rps * args.seconds)
-    loads[0].note = (loads[0].note + f"; {added:,} new services stored, {sent:,} sent").lstrip("; ")
+    stored = f"{added:,} new services stored (≈{sent:,} sent)"
+    loads[0].note = f"{loads[0].note}; {stored}" if loads[0].note else stored
     json_reqs: list[Request] = [
         # Each host registers its own (max_records_per_registrant holds per registrant).
         ("POST", RECORDS, json.dumps({"type": kind, **values, "registrant": host_of(i)}))
@@ -641,7 +642,7 @@ def main() -> int:
     ap.add_argument("--services", type=int, default=10_000)
     ap.add_argument("--metadata", type=int, default=20, help="per service")
     ap.add_argument(
-        "--http-services", type=int, default=2000, help="prepared registrations over HTTP, each"
+        "--http-services", type=int, default=2500, help="prepared registrations over HTTP, each"
     )
     ap.add_argument("--seconds", type=int, default=10, help="per wrk load")
     ap.add_argument("--connections", type=int, default=8)
