@@ -83,7 +83,6 @@ OWAMP = "http://ggf.org/ns/nmwg/tools/owamp/2.0/"
 SERVICE_TYPES = ("MA", "MP", "owamp", "bwctl", "ping")
 BULK = 1000  # uris in one bulk renew: the most the API takes
 LEASE = 30 * 86400  # the fill outlives any run
-MAX_WORKER_RSS = "4G"  # [api]: see start_daemon
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SOAP = {**AUTH, "Content-Type": "text/xml", "SOAPAction": SOAP_ACTION}
 NS = {
@@ -227,18 +226,15 @@ class Daemon:
         self.proc.wait(60)
 
 
-def start_daemon(data: Path, db: Path) -> Daemon:
+def start_daemon(data: Path, db: Path, max_worker_rss: str | None) -> Daemon:
     port = free_port()
     config = data / "bench.toml"
     config.write_text(
         f'[daemon]\ndata_dir = "{data}"\nlisten = "127.0.0.1:{port}"\n'
         f'[ls]\nenabled = true\ntoken = "{TOKEN}"\ndb = "{db}"\nmax_ttl = "366d"\n'
         # The first XQuery of a worker loads the whole collection: let it (it is reported).
-        # Building it takes an API worker past the default max_worker_rss (384 MB) at 10,000
-        # services × 20: replaced, its XQuery worker goes with it, and the next query loads
-        # the collection again (measured: 23 replacements in 10 minutes, no steady state).
         'query_timeout = "300s"\n[api]\nrequest_timeout = "300s"\n'
-        f'max_worker_rss = "{MAX_WORKER_RSS}"\n'
+        + (f'max_worker_rss = "{max_worker_rss}"\n' if max_worker_rss else "")
     )
     netsonde = Path(sys.executable).parent / "netsonde"
     proc = subprocess.Popen(
@@ -610,7 +606,8 @@ def report(
         f"filled with LSRegisterRequests through the app in process at {fill_rate:,.0f} "
         "services/s",
         f"- server: `netsonde run` with `[ls] enabled`, 2 API workers (the default; "
-        f"`max_worker_rss = {MAX_WORKER_RSS}`, {restarts} worker replacements in the run), "
+        f"max_worker_rss {args.max_worker_rss or 'the default'}, {restarts} worker "
+        "replacements in the run), "
         "on the same "
         f"2 cores as the load; wrk -t1 -c{args.connections} -d{args.seconds}s per load; "
         f"queries one at a time from one client, {args.queries} of each kind (fewer when "
@@ -651,6 +648,11 @@ def main() -> int:
     ap.add_argument(
         "--data", type=Path, default=Path(tempfile.gettempdir()) / "netsonde-bench-lookup"
     )
+    ap.add_argument(
+        "--max-worker-rss",
+        help="[api] max_worker_rss (default: the daemon's): a worker replaced drops the XQuery"
+        " collection it loaded, and the next query loads it again",
+    )
     ap.add_argument("--quick", action="store_true", help="a smoke test: small and short")
     ap.add_argument("--write", type=Path, help="put the section into this file (BENCHMARKS.md)")
     args = ap.parse_args()
@@ -668,7 +670,7 @@ def main() -> int:
         scripts = work / "wrk"
         scripts.mkdir()
         queries = lxml_peer(db, args)
-        d = start_daemon(work, db)
+        d = start_daemon(work, db, args.max_worker_rss)
         try:
             queries = key_value_queries(d, args) + xqueries(d, args) + queries
             loads = registrations(d, scripts, db, args) + keepalives(d, scripts, db, args)
