@@ -11,6 +11,7 @@ from netsonde.services.lookup.records import RecordError, RecordIn, record_in
 from netsonde.services.lookup.registry import (
     LimitError,
     LookupRegistry,
+    Member,
     Query,
     RegistryError,
     like_pattern,
@@ -201,3 +202,31 @@ def test_record_checks_name_what_is_wrong() -> None:
         with pytest.raises(RecordError) as e:
             record_in(kind, values)
         assert e.value.field == field, (kind, field)
+
+
+def test_document_pages_walk_every_live_document_once(reg: LookupRegistry) -> None:
+    """The XQuery's collection read a page at a time: lease-keyed documents, then records
+    without a key; together exactly ``documents()``, expired ones nowhere."""
+    for n in range(7):
+        key = f"k{n:02d}"
+        svc = Member(service(f"http://s{n}/"), f"<m id='{key}'/>")
+        items = [
+            Member(record_in("psmetadata", {"x": [f"{n}.{i}"]}), f"<d n='{i}'/>") for i in range(3)
+        ]
+        reg.register_group(key, items, service=svc, ttl=100 if n else 10, now=T0)
+    for n in range(5):
+        reg.register(record_in("host", {"host-name": [f"h{n}"]}), ttl=100 if n else 10, now=T0)
+    at = T0 + 50  # k00 and h0 expired
+    pages, after, seen = [], None, {}
+    while True:
+        docs, after = reg.document_page(after, now=at, limit=2)
+        pages.append(len(docs))
+        assert not seen.keys() & docs.keys()  # each document once
+        seen.update(docs)
+        if after is None:
+            break
+    assert max(pages) == 2 and len(pages) >= 6
+    assert seen == reg.documents(now=at)
+    assert len(seen) == 6 + 4 and "k00" not in seen and "k01" in seen
+    assert all(d.xml and d.expires == T0 + 100 for d in seen.values())
+    assert seen["k03"].xml.count("<d n=") == 3  # a document whole within its page

@@ -26,6 +26,7 @@ from test_lookup_nmwg import (
 )
 
 from netsonde.nmwg import codes as nmwg_codes
+from netsonde.services.lookup import xquery
 from netsonde.services.lookup.records import RecordIn, record_in
 from netsonde.services.lookup.registry import LookupRegistry
 from netsonde.services.lookup.xquery import NS, XQueryEngine, XQueryError, rewrite
@@ -112,6 +113,41 @@ def test_deleted_records_leave_and_a_new_worker_loads_everything(
     engine.close()
     assert run(engine, registry, HOSTS) == "b.example.org"
     assert engine.started == 2
+
+
+def test_the_collection_goes_to_the_worker_a_page_at_a_time(
+    engine: XQueryEngine, registry: LookupRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load and an update larger than a page arrive whole, in several frames."""
+    monkeypatch.setattr(xquery, "PAGE", 4)
+    for n in range(10):
+        registry.register(host(f"h{n}.example.org"))
+    assert run(engine, registry, "count( /nmwg:store)") == "10"
+    assert engine.pages >= 3
+    loaded = engine.pages
+    for n in range(10, 19):
+        registry.register(host(f"h{n}.example.org"))
+    assert run(engine, registry, "count( /nmwg:store)") == "19"
+    assert (engine.started, engine.sent) == (1, 9)  # the new ones only, in 3 pages
+    assert engine.pages - loaded == 3
+    names = run(engine, registry, HOSTS).split(",")
+    assert sorted(names) == sorted(f"h{n}.example.org" for n in range(19))
+
+
+def test_a_load_cut_short_while_sending_pages_goes_on_at_the_next_query(
+    engine: XQueryEngine, registry: LookupRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(xquery, "PAGE", 5)
+    text = "x" * 4000
+    for n in range(100):  # some 6 MB in 20 pages: the pipe fills while the worker parses
+        values = {"host-name": [f"h{n}.example.org"], "host-os": [text] * 14}
+        registry.register(record_in("host", values))
+    with pytest.raises(XQueryError) as loading:
+        engine.run(registry, HOSTS, deadline=time.monotonic() + 0.05, max_bytes=MB)
+    assert loading.value.code == nmwg_codes.LS_QUERY_TIMEOUT
+    assert engine.pages < 20  # cut short while sending
+    assert run(engine, registry, "count( /nmwg:store)") == "100"
+    assert engine.started == 1 and engine.pages == 20  # the same load, finished
 
 
 def test_doc_reads_a_registration_by_key(engine: XQueryEngine, registry: LookupRegistry) -> None:
@@ -237,7 +273,8 @@ def test_an_orphaned_worker_ends_itself_a_second_past_the_deadline(
     assert run(engine, registry, "1") == "1"
     process = engine._process
     assert process is not None
-    process.send({"op": "query", "query": "(1 to 2000000000)[. = -1]", "max_bytes": MB, "alarm": 1})
+    query = {"op": "query", "query": "(1 to 2000000000)[. = -1]", "max_bytes": MB, "alarm": 1}
+    process.send(query, time.monotonic() + 5)
     started = time.monotonic()
     assert process.popen.wait(timeout=10) == -signal.SIGALRM
     assert time.monotonic() - started < 5

@@ -574,6 +574,39 @@ class LookupRegistry:
             d: Document(store_document(p) if p else None, first.get(d, 0)) for d, p in parts.items()
         }
 
+    def document_page(
+        self, after: str | int | None, now: float | None = None, limit: int = 200
+    ) -> tuple[dict[str, Document], str | int | None]:
+        """Up to ``limit`` live documents of the collection, and where the next page starts
+        (None: this was the last), so that all of them are read a page at a time.
+
+        ``after`` None starts with the documents of lease keys, in key order (a string: after
+        that key); then come the records without one, in rowid order (an int: after that
+        rowid). Both walk an index from where the last page stopped."""
+        at = time.time() if now is None else now
+        names: list[str]
+        if after is None or isinstance(after, str):
+            where = "lease_key IS NOT NULL" if after is None else "lease_key > ?"
+            rows = self._read(
+                f"SELECT DISTINCT lease_key FROM records WHERE {where} AND expires > ?"
+                " ORDER BY lease_key LIMIT ?",
+                [*([] if after is None else [after]), at, limit],
+            )
+            names = [r[0] for r in rows]
+            following: str | int | None = names[-1] if len(names) == limit else 0
+        else:
+            # `+`: not by the lease-key or expiry index, by rowid from where the last page
+            # stopped (one walk of the table over all the pages).
+            rows = self._read(
+                "SELECT rowid, uri FROM records WHERE rowid > ? AND +lease_key IS NULL"
+                " AND +expires > ? ORDER BY rowid LIMIT ?",
+                (after, at, limit),
+            )
+            names = [r[1] for r in rows]
+            following = rows[-1][0] if len(rows) == limit else None
+        docs = self.documents(names, at)
+        return {d: v for d, v in docs.items() if v.xml is not None}, following
+
     def __len__(self) -> int:
         """Records stored, expired or not (the cleaner's backlog included)."""
         return int(self._read("SELECT count(*) FROM records", ())[0][0])

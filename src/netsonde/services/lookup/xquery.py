@@ -7,7 +7,9 @@ starts a fresh one. The worker holds the collection parsed, one document per reg
 (``LookupRegistry.documents``); before each query the engine sends it only what changed
 since the last (``changes_since``) and the documents whose first record has expired since
 (renewed ones come back, the others leave), so an unchanged registry is never re-parsed and
-an expired record is never answered.
+an expired record is never answered. Documents go a page at a time (``PAGE``, read from the
+registry page by page, one frame each), so the service's process never holds the whole
+collection (10,000 services × 20 items is ~150 MB of XML), only the worker does.
 
 A query is rewritten as the seed did (``LS.pm``: each ``/`` after whitespace becomes
 ``collection('…')/``, here also a ``/`` opening the query), and ``collection(…)`` and
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ from netsonde.services.lookup.registry import LookupRegistry
 WORKER = Path(__file__).with_name("xquery_worker.py")
 NS = "urn:netsonde:lookup"
 _HEADER_SIZE = 8
+PAGE = 200  # documents read from the registry and sent in one frame (~3 MB at 20 items each)
 _SLASH = re.compile(r"(^|\s)/")
 _CALL = re.compile(r"(?<![\w.:}$-])(?:fn:)?(collection|doc)(\s*\()")
 _PROLOG_PART = re.compile(
@@ -112,8 +116,10 @@ class _Process:
         )
         assert self.popen.stdin is not None and self.popen.stdout is not None
         self.stdin, self.stdout = self.popen.stdin, self.popen.stdout
+        os.set_blocking(self.stdin.fileno(), False)  # a write waits within a deadline only
         self._header: bytes | None = None  # of an answer whose body is not read yet
         self._partial = bytearray()  # what a read cut short by its deadline got so far
+        self._unsent = bytearray()  # what a write cut short by its deadline left
 
     def kill(self) -> None:
         if self.popen.poll() is None:
@@ -141,10 +147,26 @@ class _Process:
         self._partial = bytearray()
         return bytes(out)
 
-    def send(self, request: dict[str, Any]) -> None:
+    def send(self, request: dict[str, Any], end: float) -> None:
+        """Write one frame; TimeoutError at ``end`` (a later call writes the rest first)."""
         body = json.dumps(request).encode()
-        self.stdin.write(len(body).to_bytes(_HEADER_SIZE, "big") + body)
-        self.stdin.flush()
+        self._unsent += len(body).to_bytes(_HEADER_SIZE, "big")
+        self._unsent += body
+        del body
+        self.flush(end)
+
+    def flush(self, end: float) -> None:
+        """Write what is left of the frames sent; TimeoutError at ``end``."""
+        fd = self.stdin.fileno()
+        while self._unsent:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            _, ready, _ = select.select([], [fd], [], left)
+            if not ready:
+                raise TimeoutError
+            with contextlib.suppress(BlockingIOError):
+                del self._unsent[: os.write(fd, self._unsent[: 1 << 20])]
 
     def receive(self, end: float) -> dict[str, Any]:
         """The next answer; TimeoutError at ``end`` (a later call reads on where it was)."""
@@ -156,6 +178,20 @@ class _Process:
         if not isinstance(answer, dict):
             raise EOFError
         return answer
+
+
+@dataclass
+class _Sync:
+    """Documents on their way to the worker, sent a page at a time: a load (every document
+    of the registry, from ``after`` on) or an update (the ``names`` left to send)."""
+
+    high: int  # the change log as far as these documents reach
+    load: bool  # they replace the worker's collection
+    after: str | int | None = None  # a load: where the registry's next page starts
+    names: list[str] = field(default_factory=list)  # an update: documents left to send
+    expires: dict[str, int] = field(default_factory=dict)  # documents sent → first expiry
+    dropped: list[str] = field(default_factory=list)  # documents sent as gone
+    sent: bool = False  # every page written: the worker's answer is next
 
 
 class XQueryEngine:
@@ -170,11 +206,10 @@ class XQueryEngine:
         self._seq = 0  # the registry's change log, as far as the worker has it
         self._expires: dict[str, int] = {}  # document → when its first record expires
         self._next_expiry = 0
-        # Documents sent and not yet acknowledged: (change number, expiries, dropped, whether
-        # they replace everything).
-        self._pending: tuple[int, dict[str, int], list[str], bool] | None = None
+        self._pending: _Sync | None = None  # documents on their way to the worker
         self.started = 0  # workers started, each loaded with every document
         self.sent = 0  # documents sent or dropped since: what changed, not what stayed
+        self.pages = 0  # frames of documents sent (one per page of a load or update)
 
     def close(self) -> None:
         with self._lock:
@@ -238,53 +273,79 @@ class XQueryEngine:
 
     def _call(self, request: dict[str, Any], end: float) -> dict[str, Any]:
         assert self._process is not None
-        self._process.send(request)
+        self._process.send(request, end)
         return self._process.receive(end)
 
     def _sync(self, registry: LookupRegistry, end: float) -> None:
         """Bring the worker's collection up to the registry (a new worker: all of it).
-        TimeoutError when the worker has not taken it in by ``end``: it goes on, and the next
-        call collects its answer before anything else."""
+        TimeoutError when the documents are not sent or taken in by ``end``: the worker goes
+        on, and the next call finishes sending them and collects its answer first."""
         if self._pending is not None:
-            self._collect(end)
-        now = time.time()
+            self._finish(registry, end)
+        if self._start(registry, end):
+            self._finish(registry, end)
+
+    def _start(self, registry: LookupRegistry, end: float) -> bool:
+        """Begin a load (a new worker, or a change log that no longer reaches back) or an
+        update of what changed and what expired; False when nothing did."""
         high, changed = registry.changes_since(self._seq)
         if self._process is None or changed is None:
             self._drop()
             self._process = _Process(self.memory)
             self.started += 1
-            docs = registry.documents(None, now)
-            load = {"docs": {d: v.xml for d, v in docs.items()}, "namespaces": ns.PREFIXES}
-            self._process.send({"op": "load", **load})
-            self._pending = (high, {d: v.expires for d, v in docs.items()}, [], True)
-        else:
-            names = set(changed)
-            if now >= self._next_expiry:
-                names |= {d for d, e in self._expires.items() if e <= now}
-            if not names:
-                self._seq = high
-                return
-            docs = registry.documents(sorted(names), now)
+            self._pending = _Sync(high, load=True)
+            self._process.send({"op": "load", "namespaces": ns.PREFIXES, "more": True}, end)
+            return True
+        names, now = set(changed), time.time()
+        if now >= self._next_expiry:
+            names |= {d for d, e in self._expires.items() if e <= now}
+        if not names:
+            self._seq = high
+            return False
+        self._pending = _Sync(high, load=False, names=sorted(names))
+        return True
+
+    def _finish(self, registry: LookupRegistry, end: float) -> None:
+        """Send the pending documents a page at a time (this process holds one page, never
+        the collection), then collect the worker's answer."""
+        assert self._process is not None and self._pending is not None
+        p = self._pending
+        while not p.sent:
+            self._process.flush(end)  # the page before is in the worker's hands
+            now = time.time()
+            if p.load:
+                docs, p.after = registry.document_page(p.after, now, PAGE)
+                p.sent = p.after is None
+            else:
+                chunk, p.names = p.names[:PAGE], p.names[PAGE:]
+                docs = registry.documents(chunk, now)
+                p.sent = not p.names
+                self.sent += len(docs)
             put = {d: v.xml for d, v in docs.items() if v.xml is not None}
             drop = [d for d, v in docs.items() if v.xml is None]
-            self._process.send({"op": "update", "put": put, "drop": drop})
-            self.sent += len(put) + len(drop)
-            self._pending = (high, {d: docs[d].expires for d in put}, drop, False)
+            p.expires.update((d, docs[d].expires) for d in put)
+            p.dropped += drop
+            del docs
+            if not (put or drop or p.sent):
+                continue  # an empty page (the end of the lease keys): nothing to say
+            self.pages += bool(put or drop)
+            # Noted above before it is sent: a send cut short finishes at the next call.
+            self._process.send({"op": "update", "put": put, "drop": drop, "more": not p.sent}, end)
+        self._process.flush(end)
         self._collect(end)
 
     def _collect(self, end: float) -> None:
-        """The worker's answer to the documents sent last, and what they change here."""
+        """The worker's answer to the documents sent, and what they change here."""
         assert self._process is not None and self._pending is not None
         answer = self._process.receive(end)
-        high, expires, dropped, replace = self._pending
-        self._pending = None
-        if replace:
-            self._expires = expires
+        p, self._pending = self._pending, None
+        if p.load:
+            self._expires = p.expires
         else:
-            for d in dropped:
+            for d in p.dropped:
                 self._expires.pop(d, None)
-            self._expires.update(expires)
+            self._expires.update(p.expires)
         self._next_expiry = min(self._expires.values(), default=2**62)
-        self._seq = high
+        self._seq = p.high
         if not answer.get("ok"):
             raise XQueryError(codes.LS_XMLDB, str(answer.get("text", "")))

@@ -9,9 +9,11 @@ one document per registration. Its data segment is capped (RLIMIT_DATA: a query 
 too much kills this process, not the service) and the parent kills it at the deadline.
 
 Frames on stdin/stdout: 8-byte big-endian length, then UTF-8 JSON. Requests:
-``{"op": "load", "docs": {name: xml}, "namespaces": {prefix: uri}}`` (everything, and the
-prefixes a query may use undeclared), ``{"op": "update", "put": {name: xml},
+``{"op": "load", "docs": {name: xml}, "namespaces": {prefix: uri}}`` (a new collection, and
+the prefixes a query may use undeclared), ``{"op": "update", "put": {name: xml},
 "drop": [name]}``, ``{"op": "query", "query": text, "max_bytes": n, "alarm": seconds}``.
+A load or update with ``"more": true`` is not answered: more pages follow, and the first
+frame without it answers for all of them (the collection arrives in bounded frames).
 Answers: ``{"ok": true, "result": text}`` or ``{"ok": false, "kind":
 "query"|"too_large"|"document", "text": …}``.
 """
@@ -55,18 +57,17 @@ class Worker:
         self.xquery.set_property("!omit-xml-declaration", "yes")
         self.docs: dict[str, Any] = {}
         self.stale = True  # the collection parameter needs rebuilding
+        self.failed: list[str] = []  # documents of unanswered pages that did not parse
 
-    def put(self, docs: dict[str, str]) -> list[str]:
-        """Parse and keep ``docs``; the names of those that failed to parse."""
-        failed = []
+    def put(self, docs: dict[str, str]) -> None:
+        """Parse and keep ``docs``; those that fail to parse are noted in ``failed``."""
         for name, xml in docs.items():
             try:
                 self.docs[name] = self.saxon.parse_xml(xml_text=xml)
             except Exception:
                 self.docs.pop(name, None)
-                failed.append(name)
+                self.failed.append(name)
         self.stale = True
-        return failed
 
     def query(self, text: str, max_bytes: int) -> dict[str, object]:
         if self.stale:
@@ -83,18 +84,20 @@ class Worker:
             return {"ok": False, "kind": "too_large", "text": f"more than {max_bytes} bytes"}
         return {"ok": True, "result": result}
 
-    def handle(self, request: dict[str, Any]) -> dict[str, object]:
+    def handle(self, request: dict[str, Any]) -> dict[str, object] | None:
+        """The answer to ``request``; None for a page that more pages follow."""
         op = request.get("op")
         if op == "load":
             for prefix, uri in request.get("namespaces", {}).items():
                 self.xquery.declare_namespace(prefix, uri)
             self.docs.clear()
-            failed = self.put(request["docs"])
+            self.failed = []
+            self.put(request.get("docs", {}))
         elif op == "update":
             for name in request.get("drop", ()):
                 self.docs.pop(name, None)
             self.stale = True
-            failed = self.put(request.get("put", {}))
+            self.put(request.get("put", {}))
         elif op == "query":
             # SIGALRM's default action ends this process: a query outlives its deadline by a
             # second at most, even when the service that asked is gone.
@@ -105,6 +108,9 @@ class Worker:
                 signal.alarm(0)
         else:
             return {"ok": False, "kind": "document", "text": f"unknown op {op!r}"}
+        if request.get("more"):
+            return None
+        failed, self.failed = self.failed, []
         if failed:
             return {"ok": False, "kind": "document", "text": f"unparsable: {failed[:5]}"}
         return {"ok": True, "result": ""}
@@ -120,7 +126,8 @@ def main() -> None:
     worker = Worker()
     stdin = sys.stdin.buffer
     while (request := read_frame(stdin)) is not None:
-        write_frame(stdout, worker.handle(request))
+        if (answer := worker.handle(request)) is not None:
+            write_frame(stdout, answer)
 
 
 if __name__ == "__main__":
