@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from netsonde.services.lookup.registry import (
     Query,
     RegistryError,
     like_pattern,
+    time_ordered_uuid,
 )
 
 T0 = 1_700_000_000
@@ -230,3 +233,45 @@ def test_document_pages_walk_every_live_document_once(reg: LookupRegistry) -> No
     assert len(seen) == 6 + 4 and "k00" not in seen and "k01" in seen
     assert all(d.xml and d.expires == T0 + 100 for d in seen.values())
     assert seen["k03"].xml.count("<d n=") == 3  # a document whole within its page
+
+
+def test_uris_are_time_ordered_uuids(reg: LookupRegistry) -> None:
+    """UUIDv7: records registered together sort together (few index pages per registration)."""
+    early, late = time_ordered_uuid(T0), time_ordered_uuid(T0 + 0.002)
+    assert early.version == late.version == 7 and str(early) < str(late)
+    assert str(time_ordered_uuid(T0 + 1)) > str(time_ordered_uuid(T0 + 0.999))
+    first = reg.register(service("http://a/"), now=T0).record.uri
+    time.sleep(0.002)
+    second = reg.register(service("http://b/"), now=T0).record.uri
+    assert uuid.UUID(first.rsplit("/", 1)[1]).version == 7 and first < second
+
+
+def test_a_group_upserts_every_member_in_one_go(reg: LookupRegistry) -> None:
+    """Members sent twice count once (the last wins); a member registered before keeps its
+    uri, and its created time while it was live; one that had expired starts anew."""
+
+    def item(dst: str, note: str = "") -> Member:
+        values = {"psmetadata-dst-address": [dst], **({"note": [note]} if note else {})}
+        return Member(record_in("psmetadata", values), f"<d dst='{dst}'/>", f"ls:k/{dst}")
+
+    svc = Member(service("http://s/"), "<m id='k'/>")
+    assert reg.register_group("k", [item("a"), item("b", "x"), item("b", "y")], service=svc,
+                              ttl=100, now=T0) == 3  # fmt: skip
+    b = reg.query(Query({"psmetadata-dst-address": ["b"]}), now=T0)
+    assert len(b) == 1 and b[0].values["note"] == ("y",)
+    assert len(reg) == 3
+    reg.register_group("k", [item("c")], service=svc, ttl=10, now=T0 + 50)  # renews a and b
+    again = reg.register_group("k", [item("b", "z"), item("a")], service=svc, ttl=100,
+                               now=T0 + 200)  # fmt: skip
+    assert again == 2
+    after = reg.query(Query({"psmetadata-dst-address": ["b"]}), now=T0 + 200)
+    assert [r.uri for r in after] == [b[0].uri] and after[0].values["note"] == ("z",)
+    assert after[0].created == T0 + 200  # it had expired at T0 + 60: a new registration
+    assert reg.query(Query({"note": ["y"]}), now=T0 + 200) == []  # old values gone
+    svc_rec = reg.group_service("k", now=T0 + 200)
+    assert svc_rec is not None and svc_rec.renewed == T0 + 200
+    reg.register_group("k", [item("b", "w")], service=svc, ttl=100, now=T0 + 250)
+    live = reg.query(Query({"psmetadata-dst-address": ["b"]}), now=T0 + 250)
+    assert live[0].created == T0 + 200 and live[0].uri == b[0].uri  # live: created kept
+    c = reg.query(Query({"psmetadata-dst-address": ["c"]}), now=T0 + 250)
+    assert c == []  # expired at T0 + 60 and not sent again
