@@ -39,6 +39,13 @@ _SERVICE_FIELDS = (
     ("serviceType", "service-type"),
     ("serviceDescription", "service-description"),
 )
+_ITEM_FIELDS = (
+    ("src", "psmetadata-src-address"),
+    ("dst", "psmetadata-dst-address"),
+    ("event", "psmetadata-event-types"),
+    ("tool", "psmetadata-tool-name"),
+)
+_EVENT_TYPE = f"{{{ns.NMWG}}}eventType"
 _STORE_HEAD = f'<nmwg:store xmlns:nmwg="{ns.NMWG}" type="LSStore">'
 
 
@@ -77,35 +84,26 @@ def _distinct(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(kept)[:MAX_VALUES]
 
 
-def _addresses(item: etree._Element, name: str) -> tuple[str, ...]:
-    """``*:src``/``*:dst`` anywhere in the item: ``@value`` or text (endPointPair, PingER)."""
-    found = [
-        (el.get("value") or _text(el)).strip()
-        for el in item.iter(etree.Element)
-        if local(el) == name
-    ]
-    return _distinct(found)
-
-
 def item_values(item: etree._Element, access_point: str, key: str) -> dict[str, tuple[str, ...]]:
-    """The psmetadata keys an item says something about."""
+    """The psmetadata keys an item says something about: ``*:src``/``*:dst`` anywhere in it
+    (``@value`` or text: endPointPair, PingER), its eventTypes and tool parameters. One walk
+    of the item (a registration of 20 items walked it three times)."""
+    found: dict[str, list[str]] = {"src": [], "dst": [], "event": [], "tool": []}
+    for el in item.iter(etree.Element):
+        name = local(el)
+        if name in ("src", "dst"):
+            found[name].append((el.get("value") or _text(el)).strip())
+        elif el.tag == _EVENT_TYPE:
+            found["event"].append(event_type(el))
+        elif name == "parameter" and el.get("name") in TOOL_PARAMETERS:
+            found["tool"].append(parameter_value(el))
     values: dict[str, tuple[str, ...]] = {
         "psmetadata-ma-locator": (access_point,),
         LS_KEY: (key,),
     }
-    for name, field in (("src", "psmetadata-src-address"), ("dst", "psmetadata-dst-address")):
-        if found := _addresses(item, name):
-            values[field] = found
-    events = _distinct(event_type(e) for e in item.iter(f"{{{ns.NMWG}}}eventType"))
-    if events:
-        values["psmetadata-event-types"] = events
-    tools = _distinct(
-        parameter_value(p)
-        for p in item.iter(etree.Element)
-        if local(p) == "parameter" and p.get("name") in TOOL_PARAMETERS
-    )
-    if tools:
-        values["psmetadata-tool-name"] = tools
+    for name, field in _ITEM_FIELDS:
+        if kept := _distinct(found[name]):
+            values[field] = kept
     return values
 
 

@@ -84,8 +84,8 @@ CHANGES_KEPT = 3600  # seconds of change log kept: a mirror older than that relo
 def time_ordered_uuid(now: float | None = None) -> uuid.UUID:
     """A UUIDv7 (RFC 9562): milliseconds since the epoch, then 74 random bits. Records made
     together sort together, so their uris land on a few pages of the uri indexes (random
-    uuid4s put each record of a registration on a page of its own: 40 pages more to write
-    per registration of 20 items)."""
+    uuid4s put each record of a registration on a page of its own, read at random: at
+    10,000 services × 20, ~185 instead of ~110 pages written per registration)."""
     ms = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62)
