@@ -15,6 +15,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -248,5 +249,6 @@ def xml_text(item: etree._Element | str, *, pretty: bool = False) -> str:
     if isinstance(item, str):
         return item
     if pretty:
-        item = etree.fromstring(etree.tostring(item), etree.XMLParser(remove_blank_text=True))
+        item = deepcopy(item)
+        etree.indent(item)  # re-indents, whatever whitespace the answer had
     return etree.tostring(item, encoding="unicode", with_tail=False, pretty_print=pretty)
