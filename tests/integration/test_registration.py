@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import secrets
 import socket
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -24,11 +23,11 @@ from typing import Any
 import pytest
 
 from integration.conftest import DaemonProcess
+from silent_ls import LS_PATH, Silent
 
 pytestmark = pytest.mark.integration
 
 TOKEN = secrets.token_hex(16)
-LS_PATH = "/perfSONAR_PS/services/LS"
 MP_PATH = "/perfSONAR_PS/services/pinger/mp"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -135,29 +134,6 @@ class LookupHost:
     def metadata(self, access_point: str) -> list[dict[str, Any]]:
         """What the service at ``access_point`` registered (its items)."""
         return self.records(type="psmetadata", **{"psmetadata-ma-locator": access_point})
-
-
-class Silent:
-    """A lookup service that accepts every connection and never answers."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}{LS_PATH}"
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)  # read nothing, answer nothing
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self.held:
-            c.close()
 
 
 @pytest.fixture

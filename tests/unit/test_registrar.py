@@ -35,6 +35,7 @@ from netsonde.nmwg.parse import parse_message
 from netsonde.registration import SECTIONS, Registrant, Registrar, RegistrationSection
 from netsonde.services import pinger
 from netsonde.services.lookup.settings import LookupSection
+from silent_ls import LS_PATH, Silent
 
 NS = {
     "nmwg": ns.NMWG,
@@ -284,7 +285,6 @@ def test_registration_state_round_trips_status_json_and_is_exported() -> None:
 # ---- the registrar against a real lookup service ------------------------------------------------
 
 LS_TOKEN = "r" * 24
-LS_PATH = "/perfSONAR_PS/services/LS"
 MP_AP = "http://192.0.2.10:8075/perfSONAR_PS/services/pinger/mp"
 
 
@@ -530,29 +530,6 @@ def test_a_wrong_token_is_refused_with_its_code(
     state = registrar.states()["mp"]
     assert state.key is None and state.failures == 1 and state.last_error
     assert lookup_server.service(MP_AP) is None
-
-
-class Silent:
-    """A lookup service that accepts every connection and never answers."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}{LS_PATH}"
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self.held:
-            c.close()
 
 
 class Dripping(Silent):
