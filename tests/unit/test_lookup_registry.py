@@ -275,3 +275,18 @@ def test_a_group_upserts_every_member_in_one_go(reg: LookupRegistry) -> None:
     assert live[0].created == T0 + 200 and live[0].uri == b[0].uri  # live: created kept
     c = reg.query(Query({"psmetadata-dst-address": ["c"]}), now=T0 + 250)
     assert c == []  # expired at T0 + 60 and not sent again
+
+
+def test_closing_writes_the_wal_into_the_file(tmp_path: Path) -> None:
+    """Another connection still open (an API worker's), the file alone holds every record
+    once a registry is closed: it can be copied as the whole registry."""
+    path = tmp_path / "lookup.sqlite"
+    other = LookupRegistry(path)
+    for n in range(50):
+        other.register(service(f"http://s{n}/"), now=T0)
+    mine = LookupRegistry(path)
+    mine.close()
+    copy = tmp_path / "copy.sqlite"
+    copy.write_bytes(path.read_bytes())  # the file only, not its -wal
+    assert len(LookupRegistry(copy)) == 50
+    other.close()

@@ -21,6 +21,7 @@ content and is not logged. Files made before these columns are upgraded when ope
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -212,6 +213,10 @@ class LookupRegistry:
         self._db.commit()
 
     def close(self) -> None:
+        """Close, first writing the WAL into the file (SQLite does that only when the last
+        connection closes): the file alone is then the whole registry, to copy or back up."""
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._db.close()
 
     @contextmanager
