@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from netsonde.services.lookup import registry as registry_module
 from netsonde.services.lookup.records import RecordError, RecordIn, record_in
 from netsonde.services.lookup.registry import (
     LimitError,
@@ -290,3 +292,32 @@ def test_closing_writes_the_wal_into_the_file(tmp_path: Path) -> None:
     copy.write_bytes(path.read_bytes())  # the file only, not its -wal
     assert len(LookupRegistry(copy)) == 50
     other.close()
+
+
+def test_a_write_takes_the_file_as_soon_as_another_process_lets_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer (an API worker's connection) holds the file: a registration polls for
+    it, rather than SQLite's busy wait (asleep up to 100 ms a try), and gives up after the
+    busy timeout."""
+    path = tmp_path / "lookup.sqlite"
+    reg = LookupRegistry(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    released: list[float] = []
+
+    def release() -> None:
+        other.execute("COMMIT")
+        released.append(time.monotonic())
+
+    threading.Timer(0.23, release).start()
+    reg.register(service("http://a/"), now=T0)
+    assert released and time.monotonic() - released[0] < 0.05
+    monkeypatch.setattr(registry_module, "_BUSY_SECONDS", 0.2)
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        reg.register(service("http://b/"), now=T0)
+    assert 0.2 <= time.monotonic() - started < 2
+    other.execute("ROLLBACK")
+    assert reg.register(service("http://b/"), now=T0).new  # the file free again

@@ -79,6 +79,7 @@ _AFTER_COLUMNS = "CREATE INDEX IF NOT EXISTS records_lease_key ON records (lease
 _COLS = "uri, type, registrant, body, created, renewed, expires"
 _DOC = "COALESCE(lease_key, uri)"  # the collection document a record belongs to
 _DOCS_PER_READ = 5000  # documents named in one statement (SQLite's variable limit)
+_BUSY_SECONDS = 10  # waiting for another process's write (sqlite3.connect's timeout)
 CHANGES_KEPT = 3600  # seconds of change log kept: a mirror older than that reloads it all
 
 
@@ -223,13 +224,31 @@ class LookupRegistry:
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
         with self._lock:
             cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            self._begin(cur)
             try:
                 yield cur
             except BaseException:
                 self._db.rollback()
                 raise
             self._db.commit()
+
+    def _begin(self, cur: sqlite3.Cursor) -> None:
+        """BEGIN IMMEDIATE, polled every millisecond while another process writes: SQLite's
+        own busy wait sleeps up to 100 ms a try, so two API workers registering at once
+        left the file idle while one slept (p99 of a registration over a second)."""
+        end = time.monotonic() + _BUSY_SECONDS
+        cur.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    cur.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or time.monotonic() >= end:
+                        raise
+                time.sleep(0.001)
+        finally:
+            cur.execute(f"PRAGMA busy_timeout = {_BUSY_SECONDS * 1000}")
 
     def _read(self, sql: str, args: Sequence[object] | Mapping[str, object]) -> list[tuple]:
         with self._lock:
