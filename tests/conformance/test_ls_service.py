@@ -24,7 +24,7 @@ from lxml import etree
 from hosting import host
 from netsonde.api.app import create_app
 from netsonde.nmwg import ns
-from netsonde.services.lookup.documents import ls_key
+from netsonde.nmwg.ls import ls_key
 from netsonde.services.lookup.settings import LookupSection
 
 from . import CONFORMANCE_DIR, LEGACY, conformance_path, legacy_corpus_present

@@ -19,7 +19,8 @@ from lxml import etree
 from hosting import host
 from netsonde.api.app import create_app
 from netsonde.nmwg import ns
-from netsonde.services.lookup.documents import item_hash, ls_key
+from netsonde.nmwg.ls import ls_key
+from netsonde.services.lookup.documents import item_hash
 from netsonde.services.lookup.records import record_in
 from netsonde.services.lookup.registry import LookupRegistry, Member
 from netsonde.services.lookup.settings import LookupSection

@@ -26,6 +26,7 @@ from copy import deepcopy
 from lxml import etree
 
 from netsonde.nmwg import ns
+from netsonde.nmwg.ls import ls_key
 from netsonde.nmwg.message import local
 from netsonde.nmwg.parse import event_type, parameter_value
 from netsonde.services.lookup.records import MAX_VALUE_CHARS, MAX_VALUES, RecordIn, record_in
@@ -47,11 +48,6 @@ _ITEM_FIELDS = (
 )
 _EVENT_TYPE = f"{{{ns.NMWG}}}eventType"
 _STORE_HEAD = f'<nmwg:store xmlns:nmwg="{ns.NMWG}" type="LSStore">'
-
-
-def ls_key(access_point: str) -> str:
-    """The seed's key: md5 of the accessPoint (2008+; the same for every service in 2009)."""
-    return hashlib.md5(access_point.encode()).hexdigest()
 
 
 def item_hash(item: etree._Element) -> str:

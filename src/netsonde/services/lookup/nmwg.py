@@ -44,6 +44,7 @@ from lxml import etree
 from netsonde.archive import PerThread
 from netsonde.nmwg import build, codes, ns
 from netsonde.nmwg.codes import LimitExceeded, NMWGError
+from netsonde.nmwg.ls import ls_key
 from netsonde.nmwg.message import Message, Unit, local
 from netsonde.nmwg.parse import XMLRefused, parameter_value, parse_xml
 from netsonde.nmwg.service import NMWGService, RequestContext, require_store_token
@@ -51,7 +52,6 @@ from netsonde.services.lookup.documents import (
     item_hash,
     item_record,
     item_xml,
-    ls_key,
     service_record,
     service_values,
     service_xml,

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Literal
 
 from netsonde.archive.sqlite import open_store
-from netsonde.services.lookup.documents import ls_key, render, store_document
+from netsonde.nmwg.ls import ls_key
+from netsonde.services.lookup.documents import render, store_document
 from netsonde.services.lookup.records import RecordIn, values_json
 from netsonde.units import check_epoch
 
