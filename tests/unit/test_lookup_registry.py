@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -321,3 +322,43 @@ def test_a_write_takes_the_file_as_soon_as_another_process_lets_go(
     assert 0.2 <= time.monotonic() - started < 2
     other.execute("ROLLBACK")
     assert reg.register(service("http://b/"), now=T0).new  # the file free again
+
+
+def test_a_common_value_walks_the_records_and_answers_as_a_rare_one_would(
+    reg: LookupRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two plans (a value many records share: walk the records in page order; a rare one:
+    collect its matches): the same records, in the same order, whichever runs."""
+    for i in range(40):
+        kinds = ["ping", "owamp"] if i % 2 else ["ping"]
+        reg.register(service(f"http://h{i}/", **{"service-type": kinds}), now=T0 + i)
+    reg.register(record_in("host", {"host-name": ["h1"], "service-type": ["ping"]}), now=T0)
+    reg.register(service("http://gone/", **{"service-type": ["ping"]}), ttl=5, now=T0)
+    queries = [
+        Query({"service-type": ["ping"]}, limit=7, offset=3),
+        Query({"service-type": ["PING"]}, type="service", limit=50),
+        Query({"service-type": ["owamp"], "service-locator": ["http://h1/"]}, "all"),
+        Query({"service-type": ["owamp"], "host-name": ["h1"]}, "any", limit=100),
+        Query({"service-type": ["ow*"]}, limit=5, offset=15),
+    ]
+
+    def answers() -> list[list[str]]:
+        return [[r.uri for r in reg.query(q, now=T0 + 100)] for q in queries]
+
+    collected = answers()
+    plans: list[list[bool]] = []
+    real_sql = registry_module._query_sql
+
+    def spy(q: Query, filters: list[tuple[str, list[str]]], common: list[bool]) -> Any:
+        plans.append(list(common))
+        return real_sql(q, filters, common)
+
+    monkeypatch.setattr(registry_module, "_query_sql", spy)
+    monkeypatch.setattr(registry_module, "COMMON", 3)  # every value here is common now
+    walked = answers()
+    assert walked == collected
+    assert plans == [[True], [True], [True, False], [True, False], [True]]
+    assert len(collected[0]) == 7 and len(collected[1]) == 40 and len(collected[4]) == 5
+    assert len(collected[2]) == 1 and len(collected[3]) == 21  # h1; 20 owamp and the host
+    gone = reg.query(Query({"service-locator": ["http://gone/"]}), now=T0 + 100)
+    assert gone == []  # expired: never answered, whichever plan

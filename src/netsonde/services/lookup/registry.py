@@ -47,6 +47,9 @@ MAX_PATTERNS = 32  # values of one key in one query
 MAX_PATTERN_CHARS = 256
 MAX_STARS = 8  # each `*` multiplies the work of matching a value
 MAX_LIMIT = 1000
+# A filter matching at least this many values is "common": a query on it walks the records
+# in page order and stops at the page's end, instead of collecting every match and sorting.
+COMMON = 2000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -68,6 +71,7 @@ CREATE TABLE IF NOT EXISTS record_values (
 );
 CREATE INDEX IF NOT EXISTS record_values_match ON record_values (name, value);
 CREATE INDEX IF NOT EXISTS record_values_uri ON record_values (uri);
+CREATE INDEX IF NOT EXISTS records_created ON records (created);
 CREATE TABLE IF NOT EXISTS record_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     doc TEXT NOT NULL,
@@ -176,6 +180,47 @@ def like_pattern(pattern: str) -> str:
         raise RegistryError(f"a query value has more than {MAX_STARS} '*' wildcards")
     escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped.replace("*", "%").replace("?", "_")
+
+
+def _match(patterns: Sequence[str]) -> str:
+    """A value filter on ``record_values v``: its name, then any of ``patterns`` (LIKE)."""
+    return "v.name = ? AND (" + " OR ".join(["v.value LIKE ? ESCAPE '\\'"] * len(patterns)) + ")"
+
+
+def _query_sql(
+    q: Query, filters: Sequence[tuple[str, list[str]]], common: Sequence[bool]
+) -> tuple[str, list[object]]:
+    """The SELECT of a query (its arguments after ``now``; ``limit`` and ``offset`` last).
+
+    A rare filter is one uncorrelated IN, run once on record_values_match, whose matches are
+    sorted. When the matches are many (every filter common with ``all``, one with ``any``)
+    the records are walked in page order on records_created instead, each tested on
+    record_values_uri, so the first page of a value half the registry shares costs a page's
+    worth of records, not every match. With ``all``, a common filter beside a rare one is
+    tested on the rare one's matches the same way."""
+    walk = bool(filters) and (all(common) if q.operator == "all" else any(common))
+    where, args = ["+expires > ?"], []
+    if q.type is not None:
+        where.append("type = ?")
+        args.append(q.type)
+    tests = []
+    for (name, patterns), many in zip(filters, common, strict=True):
+        if walk or (many and q.operator == "all"):
+            tests.append(
+                "EXISTS (SELECT 1 FROM record_values v INDEXED BY record_values_uri"
+                f" WHERE v.uri = r.uri AND {_match(patterns)})"
+            )
+        else:
+            tests.append(f"r.uri IN (SELECT v.uri FROM record_values v WHERE {_match(patterns)})")
+        args += [name, *patterns]
+    if tests:
+        where.append("(" + (" AND " if q.operator == "all" else " OR ").join(tests) + ")")
+    source = "records r INDEXED BY records_created" if walk else "records r"
+    sql = (
+        f"SELECT {_COLS} FROM {source} WHERE {' AND '.join(where)}"
+        " ORDER BY created, rowid LIMIT ? OFFSET ?"
+    )
+    return sql, args
 
 
 class LookupRegistry:
@@ -564,29 +609,24 @@ class LookupRegistry:
             raise RegistryError(f"more than {MAX_FILTERS} keys in one query")
         if not 1 <= q.limit <= MAX_LIMIT or q.offset < 0:
             raise RegistryError(f"limit must be 1 to {MAX_LIMIT} and offset at least 0")
-        args: list[object] = [time.time() if now is None else now]
-        where = ["expires > ?"]
-        if q.type is not None:
-            where.append("type = ?")
-            args.append(q.type)
-        matches = []
+        at = time.time() if now is None else now
+        filters: list[tuple[str, list[str]]] = []
         for name, patterns in q.filters.items():
             if not 1 <= len(patterns) <= MAX_PATTERNS:
                 raise RegistryError(f"{name}: give 1 to {MAX_PATTERNS} values")
-            ors = " OR ".join(["v.value LIKE ? ESCAPE '\\'"] * len(patterns))
-            # Uncorrelated, so SQLite runs it once on record_values_match: the correlated
-            # EXISTS it replaces searched that index again for every record (quadratic).
-            matches.append(
-                f"r.uri IN (SELECT v.uri FROM record_values v WHERE v.name = ? AND ({ors}))"
-            )
-            args += [name, *(like_pattern(p) for p in patterns)]
-        if matches:
-            where.append("(" + (" AND " if q.operator == "all" else " OR ").join(matches) + ")")
+            filters.append((name, [like_pattern(p) for p in patterns]))
+        with self._lock:
+            common = [self._common(name, patterns) for name, patterns in filters]
+            sql, args = _query_sql(q, filters, common)
+            rows = self._db.execute(sql, [at, *args, q.limit, q.offset]).fetchall()
+        return [_row(r) for r in rows]
+
+    def _common(self, name: str, patterns: Sequence[str]) -> bool:
+        """Whether a filter matches at least COMMON values (the probe reads no more)."""
         sql = (
-            f"SELECT {_COLS} FROM records r WHERE {' AND '.join(where)}"
-            " ORDER BY created, rowid LIMIT ? OFFSET ?"
+            f"SELECT count(*) FROM (SELECT 1 FROM record_values v WHERE {_match(patterns)} LIMIT ?)"
         )
-        return [_row(r) for r in self._read(sql, [*args, q.limit, q.offset])]
+        return bool(self._db.execute(sql, [name, *patterns, COMMON]).fetchone()[0] >= COMMON)
 
     # ---- the XQuery's collection --------------------------------------------------------------
 
