@@ -199,7 +199,8 @@ def _query_sql(
     worth of records, not every match. With ``all``, a common filter beside a rare one is
     tested on the rare one's matches the same way."""
     walk = bool(filters) and (all(common) if q.operator == "all" else any(common))
-    where, args = ["+expires > ?"], []
+    where: list[str] = ["+expires > ?"]
+    args: list[object] = []
     if q.type is not None:
         where.append("type = ?")
         args.append(q.type)
