@@ -354,7 +354,8 @@ def test_a_common_value_walks_the_records_and_answers_as_a_rare_one_would(
         return real_sql(q, filters, common)
 
     monkeypatch.setattr(registry_module, "_query_sql", spy)
-    monkeypatch.setattr(registry_module, "COMMON", 3)  # every value here is common now
+    # every value here is common now (a threshold of 3 matches)
+    monkeypatch.setattr(registry_module, "common_threshold", lambda *_: 3)
     walked = answers()
     assert walked == collected
     assert plans == [[True], [True], [True, False], [True, False], [True]]
@@ -362,3 +363,11 @@ def test_a_common_value_walks_the_records_and_answers_as_a_rare_one_would(
     assert len(collected[2]) == 1 and len(collected[3]) == 21  # h1; 20 owamp and the host
     gone = reg.query(Query({"service-locator": ["http://gone/"]}), now=T0 + 100)
     assert gone == []  # expired: never answered, whichever plan
+
+
+def test_a_value_is_common_where_walking_the_records_costs_less_than_sorting_its_matches() -> None:
+    # 210,000 records, the first page of 100: walking ~100 × 210,000 / m records against
+    # sorting m matches: equal at m = 4,582.
+    assert registry_module.common_threshold(100, 0, 210_000) == 4582
+    assert registry_module.common_threshold(100, 50_000, 210_000) == registry_module.PROBE_MAX
+    assert registry_module.common_threshold(1, 0, 0) == 1

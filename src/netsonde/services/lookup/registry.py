@@ -47,9 +47,7 @@ MAX_PATTERNS = 32  # values of one key in one query
 MAX_PATTERN_CHARS = 256
 MAX_STARS = 8  # each `*` multiplies the work of matching a value
 MAX_LIMIT = 1000
-# A filter matching at least this many values is "common": a query on it walks the records
-# in page order and stops at the page's end, instead of collecting every match and sorting.
-COMMON = 2000
+PROBE_MAX = 50_000  # index entries a query reads at most to tell a common value from a rare one
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -185,6 +183,13 @@ def like_pattern(pattern: str) -> str:
 def _match(patterns: Sequence[str]) -> str:
     """A value filter on ``record_values v``: its name, then any of ``patterns`` (LIKE)."""
     return "v.name = ? AND (" + " OR ".join(["v.value LIKE ? ESCAPE '\\'"] * len(patterns)) + ")"
+
+
+def common_threshold(limit: int, offset: int, records: int) -> int:
+    """How many matches make a value common. Walking the records in page order reads about
+    (limit + offset) × records / matches of them; collecting the matches reads and sorts
+    ``matches``: the two cost the same at sqrt((limit + offset) × records)."""
+    return max(1, min(PROBE_MAX, math.isqrt((limit + offset) * records)))
 
 
 def _query_sql(
@@ -617,17 +622,19 @@ class LookupRegistry:
                 raise RegistryError(f"{name}: give 1 to {MAX_PATTERNS} values")
             filters.append((name, [like_pattern(p) for p in patterns]))
         with self._lock:
-            common = [self._common(name, patterns) for name, patterns in filters]
+            (records,) = self._db.execute("SELECT coalesce(max(rowid), 0) FROM records").fetchone()
+            many = common_threshold(q.limit, q.offset, records)
+            common = [self._common(name, patterns, many) for name, patterns in filters]
             sql, args = _query_sql(q, filters, common)
             rows = self._db.execute(sql, [at, *args, q.limit, q.offset]).fetchall()
         return [_row(r) for r in rows]
 
-    def _common(self, name: str, patterns: Sequence[str]) -> bool:
-        """Whether a filter matches at least COMMON values (the probe reads no more)."""
+    def _common(self, name: str, patterns: Sequence[str], many: int) -> bool:
+        """Whether a filter matches at least ``many`` values (the probe reads no more)."""
         sql = (
             f"SELECT count(*) FROM (SELECT 1 FROM record_values v WHERE {_match(patterns)} LIMIT ?)"
         )
-        return bool(self._db.execute(sql, [name, *patterns, COMMON]).fetchone()[0] >= COMMON)
+        return bool(self._db.execute(sql, [name, *patterns, many]).fetchone()[0] >= many)
 
     # ---- the XQuery's collection --------------------------------------------------------------
 
