@@ -44,6 +44,8 @@ def test_rewrite_binds_slashes_after_whitespace_and_collection_calls_to_the_regi
     assert prolog == 'declare namespace a="urn:a";'  # the user's setters stay first
     assert f' $Q{{{NS}}}collection/a:store[@x = "a $Q{{{NS}}}collection/b"]' in body  # as LS.pm
     assert rewrite("/x").endswith(f"$Q{{{NS}}}collection/x")  # a query opening with "/"
+    assert rewrite("count(/x)").endswith(f"count($Q{{{NS}}}collection/x)")  # an argument
+    assert rewrite("(1,/x)").endswith(f"(1,$Q{{{NS}}}collection/x)")  # a sequence member
     assert "1 div 2" in rewrite("1 div 2") and "a/b" in rewrite("a/b")
     calls = rewrite("collection('c')/x, fn:doc('d'), my-doc(1), doc-available('e'), x:doc(2)")
     assert f"Q{{{NS}}}collection('c')" in calls and f"Q{{{NS}}}doc('d')" in calls

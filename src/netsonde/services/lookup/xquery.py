@@ -47,7 +47,9 @@ WORKER = Path(__file__).with_name("xquery_worker.py")
 NS = "urn:netsonde:lookup"
 _HEADER_SIZE = 8
 PAGE = 200  # documents read from the registry and sent in one frame (~3 MB at 20 items each)
-_SLASH = re.compile(r"(^|\s)/")
+# A root path: "/" after whitespace (as LS.pm), and also opening an argument or a sequence
+# member ("count(/…)", "(a, /…)"), where the seed left the context item absent.
+_SLASH = re.compile(r"(^|[\s(,])/")
 _CALL = re.compile(r"(?<![\w.:}$-])(?:fn:)?(collection|doc)(\s*\()")
 _PROLOG_PART = re.compile(
     r"""\s*(?:
