@@ -18,7 +18,7 @@ import secrets
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import pytest
 
 from integration.conftest import DaemonProcess
 from netns import Netns, NetnsLab, enter_netns, require_netns
+from waiting import wait
 
 HOSTS = ("h1", "h2", "h3")
 CENTRAL = "10.99.0.1"
@@ -221,15 +222,6 @@ def fleet(netsonde_bin: Path, tmp_path: Path) -> Iterator[Fleet]:
             f.stop_all()
     finally:
         lab.close()
-
-
-def wait(what: Callable[[], Any], within: float, why: str, step: float = 0.25) -> Any:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        if value := what():
-            return value
-        time.sleep(step)
-    raise AssertionError(f"{why}: not within {within}s")
 
 
 def test_a_fleet_registers_measures_expires_and_survives_an_ls_restart(fleet: Fleet) -> None:

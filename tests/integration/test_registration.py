@@ -24,6 +24,7 @@ import pytest
 
 from integration.conftest import DaemonProcess
 from silent_ls import LS_PATH, Silent
+from waiting import wait
 
 pytestmark = pytest.mark.integration
 
@@ -90,15 +91,6 @@ def free_port() -> int:
 def get_json(url: str) -> Any:
     with _NO_PROXY.open(url, timeout=5) as r:
         return json.load(r)
-
-
-def wait(what: Callable[[], Any], within: float, why: str, step: float = 0.2) -> Any:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        if value := what():
-            return value
-        time.sleep(step)
-    raise AssertionError(f"{why}: not within {within}s")
 
 
 class LookupHost:
