@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
+
+from netsonde.api.app import create_app
 from netsonde.archive import PerThread, connections
 from netsonde.limits import RequestLimits
 from netsonde.services.base import Host
+from netsonde.services.lookup.settings import LookupSection
 from netsonde.services.status.nmwg import StatusState
 from netsonde.services.status.store import LinkStatusStore
 
@@ -37,3 +41,9 @@ def status_store(path: Path) -> PerThread[LinkStatusStore]:
 
 def status_state(path: Path, **kw: Any) -> StatusState:
     return StatusState(store=status_store(path), **kw)
+
+
+def lookup_client(tmp_path: Path, token: str, **section: Any) -> TestClient:
+    """The HTTP app in process with ``[ls]`` on (its registry in ``tmp_path``)."""
+    ls = LookupSection(enabled=True, token=token, db=str(tmp_path / "lookup.sqlite"), **section)
+    return TestClient(create_app(host(tmp_path / "a.sqlite", sections={"ls": ls})))

@@ -27,7 +27,11 @@ class Silent:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.held.append(conn)
+            self.hold(conn)
+
+    def hold(self, conn: socket.socket) -> None:
+        """What is done with an accepted connection: here, nothing but keeping it open."""
+        self.held.append(conn)
 
     def close(self) -> None:
         self.sock.close()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from hosting import host
+from hosting import host, lookup_client
 from netsonde.api.app import create_app
 from netsonde.nmwg import ns
 from netsonde.nmwg.ls import ls_key
@@ -45,8 +45,7 @@ NSMAP = {"nmwg": ns.NMWG, "nmwgr": ns.NMWGR, "psservice": ns.PSSERVICE}
 
 
 def client_for(tmp_path: Path, **section: Any) -> TestClient:
-    ls = LookupSection(enabled=True, token=TOKEN, db=str(tmp_path / "lookup.sqlite"), **section)
-    return TestClient(create_app(host(tmp_path / "a.sqlite", sections={"ls": ls})))
+    return lookup_client(tmp_path, TOKEN, **section)
 
 
 @pytest.fixture

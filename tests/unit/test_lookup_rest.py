@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hosting import host
+from hosting import host, lookup_client
 from netsonde import config
 from netsonde import probes as tools
 from netsonde.api.app import create_app
@@ -31,8 +31,7 @@ RECORDS = "/api/v1/lookup/records"
 
 
 def client_for(tmp_path: Path, **section: Any) -> TestClient:
-    ls = LookupSection(enabled=True, token=TOKEN, db=str(tmp_path / "lookup.sqlite"), **section)
-    return TestClient(create_app(host(tmp_path / "a.sqlite", sections={"ls": ls})))
+    return lookup_client(tmp_path, TOKEN, **section)
 
 
 @pytest.fixture

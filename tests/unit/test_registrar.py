@@ -36,6 +36,7 @@ from netsonde.registration import SECTIONS, Registrant, Registrar, RegistrationS
 from netsonde.services import pinger
 from netsonde.services.lookup.settings import LookupSection
 from silent_ls import LS_PATH, Silent
+from waiting import wait
 
 NS = {
     "nmwg": ns.NMWG,
@@ -343,12 +344,7 @@ class LookupServer:
 
 
 def until(what: Callable[[], Any], timeout: float = 10.0) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if value := what():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
+    return wait(what, timeout, "condition not met", step=0.05)
 
 
 @pytest.fixture
@@ -535,14 +531,9 @@ def test_a_wrong_token_is_refused_with_its_code(
 class Dripping(Silent):
     """Answers HTTP 200 at once, then one byte every 0.2 s, forever."""
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+    def hold(self, conn: socket.socket) -> None:
+        super().hold(conn)
+        threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
 
     @staticmethod
     def _drip(conn: socket.socket) -> None:
