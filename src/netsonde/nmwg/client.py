@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import httpx
 from lxml import etree
 
@@ -16,6 +19,20 @@ MAX_RESPONSE_BYTES = 512 * 1024 * 1024
 
 class ClientError(Exception):
     """A failed exchange, said in one line."""
+
+
+def read_bounded(response: httpx.Response, max_bytes: int, deadline: float | None = None) -> bytes:
+    """The body of a streamed ``response``, read no further than ``max_bytes`` and, with a
+    ``deadline`` (monotonic), no later: httpx bounds each read, not the whole, so a server
+    dripping bytes would otherwise hold the reader. ClientError past either."""
+    content = bytearray()
+    for chunk in response.iter_bytes():
+        content += chunk
+        if len(content) > max_bytes:
+            raise ClientError(f"answer larger than {max_bytes} bytes")
+        if deadline is not None and time.monotonic() > deadline:
+            raise ClientError("no whole answer in time")
+    return bytes(content)
 
 
 def request_body(text: bytes) -> bytes:
@@ -33,19 +50,24 @@ def exchange(
 ) -> etree._Element:
     """POST ``request`` (a bare nmwg:message document) to ``url``; the response message.
     ``client``: a client of the caller's (its connections kept; a test's in-process app)."""
+    headers = {"SOAPAction": SOAP_ACTION, "Content-Type": "text/xml"}
+    own = httpx.Client() if client is None else contextlib.nullcontext(client)
     try:
-        response = (client or httpx).post(
-            url,
-            content=request_body(request),
-            headers={"SOAPAction": SOAP_ACTION, "Content-Type": "text/xml"},
-            timeout=timeout,
-        )
+        with (
+            own as http,
+            http.stream(
+                "POST", url, content=request_body(request), headers=headers, timeout=timeout
+            ) as response,
+        ):
+            if response.status_code != 200:
+                raise ClientError(f"HTTP {response.status_code} {response.reason_phrase}")
+            content = read_bounded(response, MAX_RESPONSE_BYTES)
+    except ClientError as e:
+        raise ClientError(f"{url}: {e}") from None
     except httpx.HTTPError as e:
         raise ClientError(f"{url}: {e}") from None
-    if response.status_code != 200:
-        raise ClientError(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
     try:
-        return parse_message(response.content, MAX_RESPONSE_BYTES)
+        return parse_message(content, MAX_RESPONSE_BYTES)
     except NMWGError as e:
         raise ClientError(f"{url}: the response is not an NMWG message: {e}") from None
 

@@ -33,7 +33,7 @@ from lxml import etree
 
 from netsonde.mp.status import RegistrationStatus
 from netsonde.nmwg import build, codes, ls
-from netsonde.nmwg.client import SOAP_ACTION
+from netsonde.nmwg.client import SOAP_ACTION, ClientError, read_bounded
 from netsonde.nmwg.codes import NMWGError
 from netsonde.nmwg.parse import parse_message
 from netsonde.registration.settings import RegistrationSection
@@ -352,25 +352,17 @@ class Registrar(OneThread):
     def _post(
         self, url: str, body: bytes, headers: dict[str, str], timeout: float, deadline: float
     ) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
         try:
             with self._client.stream(
                 "POST", url, content=body, headers=headers, timeout=timeout
             ) as response:
                 if response.status_code != 200:
                     raise Failed(f"HTTP {response.status_code} {response.reason_phrase}")
-                # httpx bounds each read, not the whole: a server dripping bytes is cut here.
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > MAX_REPLY_BYTES:
-                        raise Failed(f"reply larger than {MAX_REPLY_BYTES} bytes")
-                    if time.monotonic() > deadline:
-                        raise Failed(f"no whole reply within {timeout:g} s")
-                    chunks.append(chunk)
+                return read_bounded(response, MAX_REPLY_BYTES, deadline)
+        except ClientError as err:
+            raise Failed(f"{err} (within {timeout:g} s)") from None
         except httpx.HTTPError as err:
             raise Failed(str(err) or type(err).__name__) from None
-        return b"".join(chunks)
 
 
 def _digest(items: list[etree._Element]) -> str:

@@ -25,7 +25,7 @@ from lxml import etree
 
 from netsonde.config import Config
 from netsonde.nmwg import build, codes, ns
-from netsonde.nmwg.client import ClientError, exchange
+from netsonde.nmwg.client import ClientError, exchange, read_bounded
 from netsonde.nmwg.ls import read_reply
 from netsonde.services.lookup import ENDPOINTS, section_of
 from netsonde.services.lookup.records import LOCATOR_KEYS
@@ -136,14 +136,12 @@ def _get(
     """One page of records, read no further than MAX_ANSWER_BYTES."""
     try:
         with client.stream("GET", url, params=params) as response:
-            content = bytearray()
-            for chunk in response.iter_bytes():
-                content += chunk
-                if len(content) > MAX_ANSWER_BYTES:
-                    raise ClientError(f"{url}: answer larger than {MAX_ANSWER_BYTES} bytes")
+            content = read_bounded(response, MAX_ANSWER_BYTES)
+    except ClientError as e:
+        raise ClientError(f"{url}: {e}") from None
     except httpx.HTTPError as e:
         raise ClientError(f"{url}: cannot reach the lookup service: {e}") from None
-    found = _answer(url, response.status_code, response.reason_phrase, bytes(content))
+    found = _answer(url, response.status_code, response.reason_phrase, content)
     if not isinstance(found, list) or not all(isinstance(r, dict) for r in found):
         raise ClientError(f"{url}: the answer is not a list of records")
     return found
