@@ -13,6 +13,8 @@ from netsonde.proctree import ProcInfo
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import pgcluster  # noqa: E402  (found through the path above)
+
 
 @pytest.fixture
 def netsonde_bin() -> Path:
@@ -32,3 +34,36 @@ def cleanup() -> Iterator[list[ProcInfo]]:
     for p in left:
         if p.ppid == os.getpid():
             os.waitpid(p.pid, 0)
+
+
+# ---- PostgreSQL: one private server for the whole run, a fresh database per test --------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pgcluster.PgCluster]:
+    """The suite's own PostgreSQL server (initdb into a temporary directory, a Unix socket)."""
+    with pgcluster.running() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: pgcluster.PgCluster) -> Iterator[str]:
+    """A new empty database on the suite's server, dropped after the test."""
+    url = pg_cluster.database()
+    yield url
+    pg_cluster.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run the test once per archive backend."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Where a test's archive (or a service's store) lives, on each backend in turn: a SQLite
+    file, or a fresh PostgreSQL database."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'archive.sqlite'}"
+    return str(request.getfixturevalue("pg_url"))

@@ -1,0 +1,175 @@
+"""A private PostgreSQL server for the tests and benchmarks: ``initdb`` into a temporary
+directory, listening only on a Unix socket in it, torn down after.
+
+PostgreSQL refuses to run as root, so when the tests run as root the cluster belongs to the
+``postgres`` user that Debian's package creates (``scripts/install-system-deps`` installs it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+SUPERUSER = "netsonde"
+
+
+def bindir() -> Path | None:
+    """Where initdb and postgres are: Debian keeps them out of PATH, one directory per major
+    version (the newest wins)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_major)
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("initdb")
+    return Path(on_path).parent if on_path else None
+
+
+def _major(path: str) -> int:
+    part = Path(path).parent.parent.name
+    return int(part) if part.isdigit() else 0
+
+
+class PgCluster:
+    """One running server; :meth:`database` makes a fresh database and returns its URL."""
+
+    def __init__(self, *, fsync: bool = False, extra: tuple[str, ...] = ()) -> None:
+        bins = bindir()
+        if bins is None:
+            raise RuntimeError("PostgreSQL is not installed (run scripts/install-system-deps)")
+        self._bins = bins
+        self._owner = _owner()
+        self.root = Path(tempfile.mkdtemp(prefix="netsonde-pg-"))
+        os.chmod(self.root, 0o755)
+        self.data = self.root / "data"
+        self.socket_dir = self.root / "sock"
+        self.socket_dir.mkdir()
+        if self._owner is not None:
+            os.chown(self.root, self._owner.pw_uid, self._owner.pw_gid)
+            os.chown(self.socket_dir, self._owner.pw_uid, self._owner.pw_gid)
+        self._run(
+            "initdb", "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8",
+            "--no-sync", "--locale=C",
+        )  # fmt: skip
+        settings = [
+            "listen_addresses=",
+            f"unix_socket_directories={self.socket_dir}",
+            f"fsync={'on' if fsync else 'off'}",
+            f"synchronous_commit={'on' if fsync else 'off'}",
+            "full_page_writes=off" if not fsync else "full_page_writes=on",
+            "max_connections=200",
+            "shared_buffers=128MB",
+            *extra,
+        ]
+        args = [str(self._bins / "postgres"), "-D", str(self.data)]
+        for s in settings:
+            args += ["-c", s]
+        log = open(self.root / "server.log", "wb")  # noqa: SIM115 - the server keeps it
+        self._server = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, user=self._uid(), start_new_session=True
+        )
+        log.close()
+        self._wait_ready()
+        self._names = itertools.count()
+
+    def _uid(self) -> int | None:
+        return self._owner.pw_uid if self._owner is not None else None
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run(
+            [str(self._bins / tool), *args],
+            check=True,
+            capture_output=True,
+            user=self._uid(),
+            cwd=self.root,
+        )
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self._server.poll() is not None:
+                raise RuntimeError(f"postgres exited: {self.log()}")
+            ready = subprocess.run(
+                [str(self._bins / "pg_isready"), "-q", "-h", str(self.socket_dir)],
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"postgres did not start in {timeout} s: {self.log()}")
+
+    def log(self) -> str:
+        try:
+            return (self.root / "server.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{SUPERUSER}@/{dbname}?host={self.socket_dir}"
+
+    def sql(self, statement: str, dbname: str = "postgres") -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(dbname), autocommit=True) as conn:
+            conn.execute(statement)  # type: ignore[arg-type]  # test SQL, not user input
+
+    def database(self, prefix: str = "t") -> str:
+        """A new empty database; its URL."""
+        name = f"{prefix}_{os.getpid()}_{next(self._names)}"
+        self.sql(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop(self, url: str) -> None:
+        name = url.rsplit("/", 1)[1].split("?", 1)[0]
+        with contextlib.suppress(Exception):
+            self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        if self._server.poll() is None:
+            self._server.terminate()  # smart shutdown would wait for clients: SIGTERM is fast
+            try:
+                self._server.wait(15)
+            except subprocess.TimeoutExpired:
+                self._server.kill()
+                self._server.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Stop the server at once (an archive that goes away); :meth:`restart` brings it back."""
+        self._server.kill()
+        self._server.wait()
+
+    def restart(self) -> None:
+        args = self._server.args
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115
+        self._server = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, user=self._uid(), start_new_session=True
+        )
+        log.close()
+        self._wait_ready()
+
+
+def _owner() -> pwd.struct_passwd | None:
+    """Who runs the server: nobody special unless we are root, who may not."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise RuntimeError("running as root with neither a postgres nor a nobody user")
+
+
+@contextlib.contextmanager
+def running(**kwargs: object) -> Iterator[PgCluster]:
+    cluster = PgCluster(**kwargs)  # type: ignore[arg-type]
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
