@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from netsonde.archive import sqlite
+from netsonde.archive import postgres, sqlite
 from netsonde.archive.base import Archive, ArchiveError, Backend, UnknownTestError
 
 __all__ = [
@@ -29,11 +29,12 @@ __all__ = [
 
 T = TypeVar("T")
 
-_BACKENDS: dict[str, Backend] = {b.scheme: b for b in (sqlite.BACKEND,)}
+_BACKENDS: dict[str, Backend] = {b.scheme: b for b in (sqlite.BACKEND, postgres.BACKEND)}
 
 
 def _backend(url: str) -> Backend:
     scheme, sep, _ = url.partition("://")
+    scheme = {"postgres": "postgresql"}.get(scheme, scheme)  # libpq's two spellings
     backend = _BACKENDS.get(scheme) if sep else None
     if backend is None:
         # Only the scheme is quoted back: the rest of a URL may hold a password.

@@ -116,12 +116,12 @@ def parse(
     problems.raise_first()
 
     data_dir = resolved(shape.daemon.data_dir, base)
-    paths = Paths(base, data_dir)
     url = ""
     try:
         url = resolve_url(shape.archive.url, base) if shape.archive.url else default_url(data_dir)
     except ArchiveError as e:
         problems.add(("archive", "url"), str(e))
+    paths = Paths(base, data_dir, url)
     try:
         split_listen(shape.daemon.listen)
     except ValueError as e:

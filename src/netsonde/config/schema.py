@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
 
+from netsonde.archive import pg as archive_pg
+from netsonde.archive.base import ArchiveError
 from netsonde.limits import RequestLimits
 from netsonde.model import SchedClass
 from netsonde.units import YEAR_S, parse_duration, parse_size, parse_time
@@ -182,9 +184,26 @@ class Paths:
 
     base: Path
     data_dir: Path
+    archive_url: str = ""  # settled: where the archive is
 
     def resolve(self, p: str | Path) -> Path:
         return resolved(p, self.base)
+
+    def store(self, db: str | None, default_name: str) -> str:
+        """Where a service keeps its own tables: ``db`` when given (a path, or a PostgreSQL
+        URL, checked like the archive's); else the archive's database when that is
+        PostgreSQL (one server for a fleet's everything); else ``default_name`` in data_dir.
+        ValueError says what is wrong with ``db``."""
+        if db:
+            if archive_pg.is_url(db):
+                try:
+                    return archive_pg.check(db, self.base)
+                except ArchiveError as e:
+                    raise ValueError(str(e)) from None
+            return str(self.resolve(db))
+        if archive_pg.is_url(self.archive_url):
+            return self.archive_url
+        return str(self.data_dir / default_name)
 
     def read_token(self, token: str | None, token_file: str | None) -> str | None:
         """A section's secret: ``token``, or the content of ``token_file`` when one is given.
