@@ -13,7 +13,7 @@ from netsonde.proctree import ProcInfo
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import pgcluster  # noqa: E402  (found through the path above)
+import pgcluster  # found through the path above
 
 
 @pytest.fixture
