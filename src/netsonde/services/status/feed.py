@@ -2,8 +2,8 @@
 
 ``readings_from_run`` is the pure mapping; ``StatusFeed`` is what the daemon's run sink calls.
 It maps on the caller's thread (cheap) and writes from a thread of its own (a ``BatchWriter``),
-so the event loop never waits for SQLite; a transient SQLite error (locked, disk full) keeps the
-batch and retries it with backoff, as the archive writer does.
+so the event loop never waits for the database; a transient store error (locked, disk full, the
+server gone) keeps the batch and retries it with backoff, as the archive writer does.
 
 Time of an update: the poll's own time (``LinkObservation.time_us``, taken when the answers
 came back), in whole unix seconds (floored), which is what the store and the Status MA speak.
@@ -71,7 +71,7 @@ class _StoreUpdates:
         except StatusError:
             pass  # one update the store refuses (e.g. the clock went back): not transient
         stored = 0
-        for u in updates:  # sqlite3.Error propagates: BatchWriter keeps the batch and retries
+        for u in updates:  # StoreError propagates: BatchWriter keeps the batch and retries
             try:
                 stored += self.store.update_many([u])
             except StatusError as e:

@@ -10,12 +10,11 @@ Link ids are URNs full of colons (``urn:ogf:network:domain=…:host=…:port=…
 them as they are, slashes included, percent-encoded or not. Times in: ISO 8601 with an offset or
 epoch seconds (fractions floored: the store speaks whole seconds). Times out: epoch seconds
 (``start``, ``end``) with their ISO 8601 UTC twins. Errors are JSON ``{"error": …}``.
-Handlers are plain ``def``: SQLite runs in the thread pool, one connection per thread.
+Handlers are plain ``def``: the store is read in the thread pool, one connection per thread.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from typing import Annotated, Literal, TypeVar
 
@@ -24,6 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from netsonde.archive import PerThread
+from netsonde.archive.stores import StoreError
 from netsonde.http.rest import ERRORS, ApiRoute, ErrorBody, parse_time
 from netsonde.model import US_PER_S
 from netsonde.services.status.store import LinkState, LinkStatusStore, StatusError
@@ -127,7 +127,7 @@ def links_router(connections: PerThread[LinkStatusStore]) -> APIRouter:
     def guarded(read: Callable[[], T]) -> T:
         try:
             return read()
-        except sqlite3.Error as e:  # locked beyond the timeout, disk gone
+        except StoreError as e:  # locked beyond the timeout, disk or server gone
             raise HTTPException(
                 503, f"link status store unavailable: {e}", headers={"Retry-After": "5"}
             ) from None

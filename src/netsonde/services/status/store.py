@@ -1,9 +1,11 @@
 """The Status MA's link-state store: for each link, which state it was in from when to when.
 
-One SQLite file (WAL) or ``":memory:"``. A row is a *range* ``[start_time, end_time]`` during
-which a link's operational state, administrative state and knowledge level were constant, as in
-the 2008 ``link_status`` table. Times are **integer unix seconds** (not the µs of the results
-archive): the Status MA protocol speaks seconds (``timeType="unix"``) and so does this store.
+One SQLite file (WAL), ``":memory:"``, or a table in a PostgreSQL database (a fleet's archive),
+through ``archive.stores``, its schema the versioned ``MIGRATIONS``. A row is a *range*
+``[start_time, end_time]`` during which a link's operational state, administrative state and
+knowledge level were constant, as in the 2008 ``link_status`` table. Times are **integer unix
+seconds** (not the µs of the results archive; BIGINT on PostgreSQL): the Status MA protocol
+speaks seconds (``timeType="unix"``) and so does this store.
 
 States are stored under their wire names (PROTOCOL.md §4.6), matched case-insensitively:
 oper ``up|down|degraded|unknown``; admin ``normaloperation|maintenance|troubleshooting|
@@ -34,19 +36,24 @@ Semantics of a store at time ``t`` (``update``):
       that range has the same state (what "same state again extends the range" means in the
       middle of history).
 * ``update_many`` applies its updates in order in one transaction: all or none.
+
+Writers in several processes (the daemon's feed, API workers storing via NMWG) are serialised
+per link, so the rules above hold whatever interleaves: SQLite's write lock takes the whole
+file; on PostgreSQL a transaction first takes an advisory lock per link it touches.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
-from netsonde.archive.sqlite import open_store
+from netsonde.archive import pg
+from netsonde.archive.base import ArchiveError
+from netsonde.archive.stores import Cursor, Migration, Store, StoreError, open_store
 from netsonde.units import TIME_MAX, TIME_MIN, check_epoch
 
 OPER_STATES = frozenset({"up", "down", "degraded", "unknown"})
@@ -56,18 +63,28 @@ ADMIN_STATES = frozenset(
 KNOWLEDGE = frozenset({"full", "partial"})
 _ADMIN_ALIASES = {"normal": "normaloperation", "under-construction": "underrepair"}
 
-_SCHEMA = """
+_TABLE = """
 CREATE TABLE IF NOT EXISTS link_status (
     link_id TEXT NOT NULL,
-    start_time INTEGER NOT NULL,
-    end_time INTEGER NOT NULL,
+    start_time {time} NOT NULL,
+    end_time {time} NOT NULL,
     oper_state TEXT NOT NULL,
     admin_state TEXT NOT NULL,
     knowledge TEXT NOT NULL,
     PRIMARY KEY (link_id, start_time),
     CHECK (start_time <= end_time)
-) WITHOUT ROWID;
+){suffix}
 """
+# Version 1 is the table netsonde made before stores were versioned: IF NOT EXISTS lets such a
+# file open unchanged.
+MIGRATIONS = (
+    Migration(
+        1,
+        sqlite=_TABLE.format(time="INTEGER", suffix=" WITHOUT ROWID"),
+        postgresql=_TABLE.format(time="BIGINT", suffix=""),
+    ),
+)
+COMPONENT = "status"
 # Ranges of a link never overlap, so end_time grows with start_time and the primary key
 # (link_id, start_time) serves point, range and latest-range lookups alike: no second index.
 
@@ -81,21 +98,30 @@ _AFTER = (
     f"SELECT {_COLS} FROM link_status WHERE link_id = ? AND start_time > ?"
     " ORDER BY start_time LIMIT 1"
 )
+# Arguments: (link, end, start, link, start, start).
 _BETWEEN = (
-    f"SELECT {_COLS} FROM link_status WHERE link_id = :link AND start_time <= :end"
-    " AND end_time >= :start AND start_time >= coalesce((SELECT start_time FROM link_status"
-    " WHERE link_id = :link AND start_time <= :start ORDER BY start_time DESC LIMIT 1), :start)"
+    f"SELECT {_COLS} FROM link_status WHERE link_id = ? AND start_time <= ?"
+    " AND end_time >= ? AND start_time >= coalesce((SELECT start_time FROM link_status"
+    " WHERE link_id = ? AND start_time <= ? ORDER BY start_time DESC LIMIT 1), ?)"
     " ORDER BY start_time"
 )
 _HISTORY = f"SELECT {_COLS} FROM link_status WHERE link_id = ? ORDER BY start_time"
-# SQLite returns the other columns of the row holding max(): the latest range of each link.
+# The latest range of each link. Sorted by the caller: ORDER BY would follow the PostgreSQL
+# database's collation, and answers must not change order with the backend.
 _LINKS = (
-    "SELECT link_id, max(start_time), end_time, oper_state, admin_state, knowledge"
-    " FROM link_status GROUP BY link_id ORDER BY link_id"
+    f"SELECT {', '.join('s.' + c for c in _COLS.split(', '))} FROM link_status s JOIN"
+    " (SELECT link_id, max(start_time) AS latest FROM link_status GROUP BY link_id) m"
+    " ON s.link_id = m.link_id AND s.start_time = m.latest"
 )
 _INSERT = f"INSERT INTO link_status ({_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
 _SET_END = "UPDATE link_status SET end_time = ? WHERE link_id = ? AND start_time = ?"
 _DELETE = "DELETE FROM link_status WHERE link_id = ? AND start_time = ?"
+# PostgreSQL advisory locks, (space, key): this space is the link status store's; a key is a
+# link id's hash (two links sharing one only wait for each other).
+_LOCK_SPACE = 7101
+_LOCK = "SELECT pg_advisory_xact_lock(?, CAST(? AS INTEGER))"
+
+T = TypeVar("T")
 
 
 class StatusError(ValueError):
@@ -183,15 +209,46 @@ def _readable(r: LinkState) -> LinkState:
 
 
 class LinkStatusStore:
-    def __init__(self, path: str | Path = ":memory:") -> None:
-        self.path = str(path)
+    """The ranges at ``location``: a SQLite path, ``":memory:"``, or a ``postgresql://`` URL.
+
+    StatusError when it cannot be opened or refuses an update; StoreError when the database
+    fails under a call (locked, gone): the connection is then opened afresh by the next call,
+    so a server that restarts is used again when it is back."""
+
+    def __init__(self, location: str | Path = ":memory:") -> None:
+        self.location = str(location)
+        self.shown = pg.shown(self.location) if pg.is_url(self.location) else self.location
         try:
-            self._db = open_store(self.path, _SCHEMA)
-        except sqlite3.Error as e:
-            raise StatusError(f"cannot open link status store {self.path}: {e}") from None
+            self._db: Store | None = self._open()
+        except (ArchiveError, OSError) as e:
+            raise StatusError(f"cannot open link status store {self.shown}: {e}") from None
+
+    def _open(self) -> Store:
+        return open_store(self.location, COMPONENT, MIGRATIONS)
+
+    def _call(self, work: Callable[[Store], T]) -> T:
+        """``work`` on the connection. On PostgreSQL a driver error drops the connection (it
+        may be lost) and the next call opens a new one; a SQLite connection is kept (it is
+        never lost, and ``:memory:`` would lose its data)."""
+        try:
+            if self._db is None:
+                self._db = self._open()
+            return work(self._db)
+        except StoreError:
+            self._drop()
+            raise
+        except ArchiveError as e:  # reopening failed: the server is still away
+            raise StoreError(str(e)) from None
+
+    def _drop(self) -> None:
+        if pg.is_url(self.location) and self._db is not None:
+            self._db.close()
+            self._db = None
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def __enter__(self) -> LinkStatusStore:
         return self
@@ -215,62 +272,33 @@ class LinkStatusStore:
 
     def update_many(self, updates: Iterable[Update | tuple]) -> int:
         """Apply observations in order, in one transaction (all or none); returns how many."""
-        n = 0
-        with self._transaction() as cur:
-            for u in updates:
-                self._apply(cur, Update(*u))
-                n += 1
-        return n
+        batch = [Update(*u) for u in updates]
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        cur = self._db.cursor()
-        try:
-            with self._db:  # commits, or rolls back on any exception
-                yield cur
-        finally:
-            cur.close()
+        def write(db: Store) -> int:
+            with db.transaction() as cur:
+                if db.dialect == "postgresql":
+                    _lock_links(cur, {u.link_id for u in batch})
+                for u in batch:
+                    _apply(cur, u)
+            return len(batch)
 
-    def _apply(self, cur: sqlite3.Cursor, u: Update) -> None:
-        t = _check_stored_time(u.time)
-        new = normalize_states(u.oper, u.admin, u.knowledge)
-        if not u.do_update:
-            self._insert_new(cur, u.link_id, t, new)
-            return
-        latest = _fetch(cur, _LATEST, (u.link_id,))
-        if latest is None or (t > latest.end and latest.states != new):
-            _insert(cur, u.link_id, t, t, new)
-        elif latest.states == new:
-            if t < latest.end:
-                raise StatusError(
-                    f"update in the past: {u.link_id} at {t} is before the end of its latest"
-                    f" range [{latest.start}, {latest.end}]"
-                )
-            cur.execute(_SET_END, (t, u.link_id, latest.start))
-        else:
-            _insert_out_of_order(cur, u.link_id, t, new)
-
-    @staticmethod
-    def _insert_new(cur: sqlite3.Cursor, link_id: str, t: int, new: States) -> None:
-        covering = _covering(cur, link_id, t)
-        if covering is not None:
-            raise StatusError(
-                f"already have information on {link_id} at {t}"
-                f" (range [{covering.start}, {covering.end}])"
-            )
-        _insert(cur, link_id, t, t, new)
+        return self._call(write)
 
     # ---- reading -------------------------------------------------------------------------
 
     def at(self, link_ids: Iterable[str], t: int | None = None) -> dict[str, LinkState | None]:
         """The range covering ``t`` for each link (None: nothing known at ``t``); with
         ``t=None`` ("now") the latest range of each link."""
-        cur = self._db.cursor()
-        if t is None:
-            found = {link: _fetch(cur, _LATEST, (link,)) for link in link_ids}
-        else:
+        if t is not None:
             t = _check_time(t)
-            found = {link: _covering(cur, link, t) for link in link_ids}
+
+        def read(db: Store) -> dict[str, LinkState | None]:
+            cur = db.cursor()
+            if t is None:
+                return {link: _fetch(cur, _LATEST, (link,)) for link in link_ids}
+            return {link: _covering(cur, link, t) for link in link_ids}
+
+        found = self._call(read)
         return {link: None if r is None else _readable(r) for link, r in found.items()}
 
     def between(self, link_ids: Iterable[str], start: int, end: int) -> dict[str, list[LinkState]]:
@@ -279,46 +307,99 @@ class LinkStatusStore:
         start, end = _check_time(start), _check_time(end)
         if start > end:
             raise StatusError(f"start {start} is after end {end}")
-        cur = self._db.cursor()
-        return {
-            link: [
-                _readable(_row(r))
-                for r in cur.execute(_BETWEEN, {"link": link, "start": start, "end": end})
-            ]
-            for link in link_ids
-        }
+
+        def read(db: Store) -> dict[str, list[LinkState]]:
+            cur = db.cursor()
+            return {
+                link: [
+                    _readable(_row(r))
+                    for r in cur.execute(
+                        _BETWEEN, (link, end, start, link, start, start)
+                    ).fetchall()
+                ]
+                for link in link_ids
+            }
+
+        return self._call(read)
 
     def history(self, link_id: str) -> list[LinkState]:
         """Every range of one link, oldest first."""
-        return [_readable(_row(r)) for r in self._db.execute(_HISTORY, (link_id,))]
+        rows = self._call(lambda db: db.cursor().execute(_HISTORY, (link_id,)).fetchall())
+        return [_readable(_row(r)) for r in rows]
 
     def __len__(self) -> int:
         """How many ranges are stored, over all links."""
-        return self._db.execute("SELECT count(*) FROM link_status").fetchone()[0]
+        row = self._call(
+            lambda db: db.cursor().execute("SELECT count(*) FROM link_status").fetchone()
+        )
+        return int(row[0])
 
     def links(self) -> list[LinkState]:
         """Every link with its latest range, ordered by link id."""
-        return [_readable(_row(r)) for r in self._db.execute(_LINKS)]
+        rows = self._call(lambda db: db.cursor().execute(_LINKS).fetchall())
+        return sorted((_readable(_row(r)) for r in rows), key=lambda r: r.link_id)
 
 
-# ---- helpers on a cursor (shared by the writer's paths) ----------------------------------
+# ---- the writer's paths, on a cursor inside its transaction ---------------------------------
 
 
-def _fetch(cur: sqlite3.Cursor, sql: str, args: tuple) -> LinkState | None:
+def _lock_key(link_id: str) -> int:
+    """A link id's advisory lock key: a stable 32-bit hash, as a signed int4."""
+    return zlib.crc32(link_id.encode()) - 2**31
+
+
+def _lock_links(cur: Cursor, link_ids: Iterable[str]) -> None:
+    """Wait for every other writer of these links (until this transaction ends); keys in
+    ascending order, so two batches sharing links never wait for each other in a cycle."""
+    for key in sorted({_lock_key(link) for link in link_ids}):
+        cur.execute(_LOCK, (_LOCK_SPACE, key))
+
+
+def _apply(cur: Cursor, u: Update) -> None:
+    t = _check_stored_time(u.time)
+    new = normalize_states(u.oper, u.admin, u.knowledge)
+    if not u.do_update:
+        _insert_new(cur, u.link_id, t, new)
+        return
+    latest = _fetch(cur, _LATEST, (u.link_id,))
+    if latest is None or (t > latest.end and latest.states != new):
+        _insert(cur, u.link_id, t, t, new)
+    elif latest.states == new:
+        if t < latest.end:
+            raise StatusError(
+                f"update in the past: {u.link_id} at {t} is before the end of its latest"
+                f" range [{latest.start}, {latest.end}]"
+            )
+        cur.execute(_SET_END, (t, u.link_id, latest.start))
+    else:
+        _insert_out_of_order(cur, u.link_id, t, new)
+
+
+def _insert_new(cur: Cursor, link_id: str, t: int, new: States) -> None:
+    covering = _covering(cur, link_id, t)
+    if covering is not None:
+        raise StatusError(
+            f"already have information on {link_id} at {t}"
+            f" (range [{covering.start}, {covering.end}])"
+        )
+    _insert(cur, link_id, t, t, new)
+
+
+def _fetch(cur: Cursor, sql: str, args: tuple) -> LinkState | None:
     r = cur.execute(sql, args).fetchone()
     return None if r is None else _row(r)
 
 
-def _covering(cur: sqlite3.Cursor, link_id: str, t: int) -> LinkState | None:
+def _covering(cur: Cursor, link_id: str, t: int) -> LinkState | None:
     r = _fetch(cur, _AT_OR_BEFORE, (link_id, t))
     return r if r is not None and r.covers(t) else None
 
 
-def _insert(cur: sqlite3.Cursor, link_id: str, start: int, end: int, s: States) -> None:
+def _insert(cur: Cursor, link_id: str, start: int, end: int, s: States) -> None:
     cur.execute(_INSERT, (link_id, start, end, s.oper, s.admin, s.knowledge))
 
 
-def _insert_out_of_order(cur: sqlite3.Cursor, link_id: str, t: int, new: States) -> None:
+def _insert_out_of_order(cur: Cursor, link_id: str, t: int, new: States) -> None:
     """Put an observation at ``t`` into history without overlapping ranges."""
     covering = _covering(cur, link_id, t)
     if covering is not None:
@@ -328,7 +409,7 @@ def _insert_out_of_order(cur: sqlite3.Cursor, link_id: str, t: int, new: States)
     _insert_merged(cur, link_id, t, new)
 
 
-def _cut_out(cur: sqlite3.Cursor, r: LinkState, t: int) -> None:
+def _cut_out(cur: Cursor, r: LinkState, t: int) -> None:
     """Remove second ``t`` from range ``r``, keeping the non-empty pieces either side."""
     cur.execute(_DELETE, (r.link_id, r.start))
     if r.start < t:
@@ -337,7 +418,7 @@ def _cut_out(cur: sqlite3.Cursor, r: LinkState, t: int) -> None:
         _insert(cur, r.link_id, t + 1, r.end, r.states)
 
 
-def _insert_merged(cur: sqlite3.Cursor, link_id: str, t: int, new: States) -> None:
+def _insert_merged(cur: Cursor, link_id: str, t: int, new: States) -> None:
     """Insert ``[t, t]`` into a gap, joined with same-state neighbours either side."""
     start = end = t
     before = _fetch(cur, _AT_OR_BEFORE, (link_id, t))
