@@ -1,7 +1,8 @@
 """The archive, through its interface: every backend stores and answers alike.
 
-Tests that take ``archive_url`` (or ``archive``) run once per backend in ``STORES``; the facts
-of one backend alone (SQLite's WAL file, its URLs) carry that backend's marker.
+Tests that take ``archive_url`` (or ``archive``) run once per backend (the ``backend`` and
+``store_url`` fixtures of conftest.py); the facts of one backend alone (SQLite's WAL file, its
+URLs) carry that backend's marker.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from netsonde.archive import (
     open_archive,
     resolve_url,
 )
+from netsonde.archive.postgres import PostgresArchive
 from netsonde.archive.sqlite import SQLiteArchive
 from netsonde.archive.writer import BatchWriter
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec, run_id_for
@@ -32,18 +34,10 @@ T0 = 1_700_000_000_000_000  # epoch µs; 20 s past a multiple of 30 s
 STEP = 10_000_000  # µs between slots
 
 
-def _sqlite(tmp_path: Path) -> Iterator[str]:
-    yield f"sqlite:///{tmp_path / 'a.sqlite'}"
-
-
-# Per backend: a fresh, empty store for one test (a generator, so it can drop the store after).
-# A backend is tested by adding its entry here and its marker in pyproject.toml.
-STORES: dict[str, Callable[[Path], Iterator[str]]] = {"sqlite": _sqlite}
-
-
-@pytest.fixture(params=[pytest.param(name, marks=getattr(pytest.mark, name)) for name in STORES])
-def archive_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    yield from STORES[request.param](tmp_path)
+@pytest.fixture
+def archive_url(store_url: str) -> str:
+    """A fresh, empty archive, once per backend."""
+    return store_url
 
 
 def spec(test_id: str = "a", target: str = "127.0.0.1", count: int = 3) -> TestSpec:
@@ -103,15 +97,16 @@ def _protocol_methods() -> list[str]:
     return [n for n, v in vars(Archive).items() if callable(v) and not n.startswith("_")]
 
 
+@pytest.mark.parametrize("backend_class", [SQLiteArchive, PostgresArchive])
 @pytest.mark.parametrize("name", _protocol_methods())
-def test_sqlite_archive_has_every_method_of_the_interface(name: str) -> None:
+def test_every_backend_has_every_method_of_the_interface(name: str, backend_class: type) -> None:
     """Same parameters (names, kinds, defaults) as the Protocol says: a caller written against
     Archive gets what it asked for. (Annotations are mypy's to check: see the next test.)"""
 
     def shape(f: Callable[..., object]) -> list[tuple[str, object, object]]:
         return [(p.name, p.kind, p.default) for p in inspect.signature(f).parameters.values()]
 
-    assert shape(getattr(SQLiteArchive, name)) == shape(getattr(Archive, name))
+    assert shape(getattr(backend_class, name)) == shape(getattr(Archive, name))
 
 
 def test_the_interface_has_the_methods_the_services_call() -> None:
@@ -124,9 +119,13 @@ def test_the_interface_has_the_methods_the_services_call() -> None:
 # mypy sees what inspect cannot: argument and return types. The control proves it is asked.
 _TYPE_CHECK = """\
 from netsonde.archive import Archive
+from netsonde.archive.postgres import PostgresArchive
 from netsonde.archive.sqlite import SQLiteArchive
 
 def conforms(a: SQLiteArchive) -> Archive:
+    return a
+
+def conforms_too(a: PostgresArchive) -> Archive:
     return a
 
 class Partial:
@@ -137,7 +136,7 @@ def control(a: Partial) -> Archive:
 """
 
 
-def test_sqlite_archive_satisfies_the_protocol_for_mypy(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_backend_satisfies_the_protocol_for_mypy(monkeypatch: pytest.MonkeyPatch) -> None:
     api = pytest.importorskip("mypy.api")  # not installed by the dev extra: checked where it is
     monkeypatch.setenv("MYPYPATH", str(Path(__file__).resolve().parents[2] / "src"))
     out, err, _ = api.run(
@@ -145,7 +144,7 @@ def test_sqlite_archive_satisfies_the_protocol_for_mypy(monkeypatch: pytest.Monk
     )
     errors = [line for line in out.splitlines() if ": error:" in line]
     assert len(errors) == 1, (out, err)
-    assert errors[0].startswith("<string>:11:") and "Partial" in errors[0], errors
+    assert errors[0].startswith("<string>:15:") and "Partial" in errors[0], errors
 
 
 def test_an_opened_archive_says_its_url(archive_url: str) -> None:

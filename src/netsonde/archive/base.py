@@ -131,6 +131,14 @@ class Archive(Protocol):
         """One summary metric's statistics per test and time window of ``window_us``."""
         ...
 
+    # ---- retention -----------------------------------------------------------------------
+
+    def expire(self, before_us: int) -> int:
+        """Remove the runs planned before ``before_us``, with their results (the rollups are
+        kept); returns how many runs went. Done in bounded steps: writers are never held up
+        for long."""
+        ...
+
     # ---- connection ----------------------------------------------------------------------
 
     def interrupt(self) -> None:
