@@ -21,15 +21,16 @@ def sqlite_url(path: Path) -> str:
 
 
 def host(
-    archive: Path,
+    archive: Path | str,
     *,
     request_timeout: float = 30.0,
     max_body_bytes: int = 10 * 1024 * 1024,
     **kw: Any,
 ) -> Host:
-    """A Host on the SQLite archive at ``archive`` (other Host fields by keyword)."""
+    """A Host on the archive at ``archive``, an archive URL or a SQLite file's path (other
+    Host fields by keyword)."""
     return Host(
-        archive=connections(sqlite_url(archive)),
+        archive=connections(archive if isinstance(archive, str) else sqlite_url(archive)),
         limits=RequestLimits(request_timeout, max_body_bytes),
         **kw,
     )
@@ -44,6 +45,7 @@ def status_state(path: Path, **kw: Any) -> StatusState:
 
 
 def lookup_client(tmp_path: Path, token: str, **section: Any) -> TestClient:
-    """The HTTP app in process with ``[ls]`` on (its registry in ``tmp_path``)."""
-    ls = LookupSection(enabled=True, token=token, db=str(tmp_path / "lookup.sqlite"), **section)
+    """The HTTP app in process with ``[ls]`` on (its registry in ``tmp_path``, or at ``db``)."""
+    section.setdefault("db", str(tmp_path / "lookup.sqlite"))
+    ls = LookupSection(enabled=True, token=token, **section)
     return TestClient(create_app(host(tmp_path / "a.sqlite", sections={"ls": ls})))

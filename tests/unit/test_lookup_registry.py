@@ -1,4 +1,5 @@
-"""The lookup registry on a real SQLite file: leases, upserts, queries, limits, expiry."""
+"""The lookup registry on a real SQLite file and a real PostgreSQL database: leases, upserts,
+queries, limits, expiry, the schema's versions, writers in several processes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from netsonde.archive.stores import StoreError, open_store
 from netsonde.services.lookup import registry as registry_module
 from netsonde.services.lookup.records import RecordError, RecordIn, record_in
 from netsonde.services.lookup.registry import (
@@ -19,6 +21,7 @@ from netsonde.services.lookup.registry import (
     Member,
     Query,
     RegistryError,
+    RegistryUnavailable,
     like_pattern,
     time_ordered_uuid,
 )
@@ -31,8 +34,9 @@ def service(locator: str, **more: list[str]) -> RecordIn:
 
 
 @pytest.fixture
-def reg(tmp_path: Path) -> LookupRegistry:
-    return LookupRegistry(tmp_path / "lookup.sqlite", ttl=7200, max_ttl=86400)
+def reg(store_location: str) -> LookupRegistry:
+    """A registry on each backend in turn."""
+    return LookupRegistry(store_location, ttl=7200, max_ttl=86400)
 
 
 def test_registering_the_same_thing_twice_is_an_upsert_keeping_the_uri(
@@ -102,6 +106,14 @@ def test_wildcards_match_case_insensitively_and_like_metacharacters_are_literal(
     assert hosts("100__sure") == []  # `_` is a character here, not LIKE's wildcard
     assert hosts("1%") == []
     assert like_pattern("a**b") == "a%b"
+    # Case is folded for ASCII letters only, as SQLite's NOCASE does, on both backends.
+    reg.register(record_in("host", {"host-name": ["Ärger.Example"]}), now=T0)
+    assert hosts("ÄRGER.example") == ["Ärger.Example"]
+    assert hosts("ärger.example") == []
+    with pytest.raises(RegistryError, match="NUL"):
+        hosts("a\0b")
+    with pytest.raises(RegistryError, match="NUL"):  # PostgreSQL's text holds none
+        reg.register(record_in("host", {"host-name": ["a\0b"]}), now=T0)
     with pytest.raises(RegistryError, match="wildcards"):
         hosts("*a" * 9)
     with pytest.raises(RegistryError, match="characters"):
@@ -139,8 +151,8 @@ def test_paging_walks_every_record_once_in_a_stable_order(reg: LookupRegistry) -
         reg.query(Query({}, limit=0))
 
 
-def test_a_registrant_may_hold_only_so_many_live_records(tmp_path: Path) -> None:
-    reg = LookupRegistry(tmp_path / "l.sqlite", max_records_per_registrant=2)
+def test_a_registrant_may_hold_only_so_many_live_records(store_location: str) -> None:
+    reg = LookupRegistry(store_location, max_records_per_registrant=2)
     reg.register(service("http://a/"), registrant="alice", ttl=100, now=T0)
     reg.register(service("http://b/"), registrant="alice", now=T0)
     with pytest.raises(LimitError, match="max_records_per_registrant"):
@@ -150,8 +162,8 @@ def test_a_registrant_may_hold_only_so_many_live_records(tmp_path: Path) -> None
     reg.register(service("http://d/"), registrant="alice", now=T0 + 100)  # a/ expired
 
 
-def test_a_record_larger_than_max_record_bytes_is_refused(tmp_path: Path) -> None:
-    reg = LookupRegistry(tmp_path / "l.sqlite", max_record_bytes=1024)
+def test_a_record_larger_than_max_record_bytes_is_refused(store_location: str) -> None:
+    reg = LookupRegistry(store_location, max_record_bytes=1024)
     with pytest.raises(RegistryError, match="max_record_bytes"):
         reg.register(service("http://a/", **{"k": ["x" * 2000]}), now=T0)
     assert len(reg) == 0
@@ -280,7 +292,7 @@ def test_a_group_upserts_every_member_in_one_go(reg: LookupRegistry) -> None:
     assert c == []  # expired at T0 + 60 and not sent again
 
 
-def test_closing_writes_the_wal_into_the_file(tmp_path: Path) -> None:
+def test_closing_writes_the_wal_into_the_file(tmp_path: Path) -> None:  # SQLite only
     """Another connection still open (an API worker's), the file alone holds every record
     once a registry is closed: it can be copied as the whole registry."""
     path = tmp_path / "lookup.sqlite"
@@ -298,9 +310,9 @@ def test_closing_writes_the_wal_into_the_file(tmp_path: Path) -> None:
 def test_a_write_takes_the_file_as_soon_as_another_process_lets_go(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another writer (an API worker's connection) holds the file: a registration polls for
-    it, rather than SQLite's busy wait (asleep up to 100 ms a try), and gives up after the
-    busy timeout."""
+    """SQLite: another writer (an API worker's connection) holds the file: a registration
+    polls for it, rather than SQLite's busy wait (asleep up to 100 ms a try), and gives up
+    after the busy timeout."""
     path = tmp_path / "lookup.sqlite"
     reg = LookupRegistry(path)
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -317,7 +329,7 @@ def test_a_write_takes_the_file_as_soon_as_another_process_lets_go(
     monkeypatch.setattr(registry_module, "_BUSY_SECONDS", 0.2)
     other.execute("BEGIN IMMEDIATE")
     started = time.monotonic()
-    with pytest.raises(sqlite3.OperationalError, match="locked"):
+    with pytest.raises(StoreError, match="locked"):
         reg.register(service("http://b/"), now=T0)
     assert 0.2 <= time.monotonic() - started < 2
     other.execute("ROLLBACK")
@@ -349,9 +361,9 @@ def test_a_common_value_walks_the_records_and_answers_as_a_rare_one_would(
     plans: list[list[bool]] = []
     real_sql = registry_module._query_sql
 
-    def spy(q: Query, filters: list[tuple[str, list[str]]], common: list[bool]) -> Any:
+    def spy(q: Query, filters: list[tuple[str, list[str]]], common: list[bool], *more: Any) -> Any:
         plans.append(list(common))
-        return real_sql(q, filters, common)
+        return real_sql(q, filters, common, *more)
 
     monkeypatch.setattr(registry_module, "_query_sql", spy)
     # every value here is common now (a threshold of 3 matches)
@@ -371,3 +383,113 @@ def test_a_value_is_common_where_walking_the_records_costs_less_than_sorting_its
     assert registry_module.common_threshold(100, 0, 210_000) == 4582
     assert registry_module.common_threshold(100, 50_000, 210_000) == registry_module.PROBE_MAX
     assert registry_module.common_threshold(1, 0, 0) == 1
+
+
+def test_the_schema_is_versioned_and_a_newer_one_is_refused(store_location: str) -> None:
+    LookupRegistry(store_location).close()
+    store = open_store(store_location, "lookup", registry_module.MIGRATIONS)
+    row = store.execute("SELECT version FROM netsonde_schema WHERE component = 'lookup'")
+    assert row.fetchone()[0] == len(registry_module.MIGRATIONS) == 1
+    store.execute("UPDATE netsonde_schema SET version = 99 WHERE component = 'lookup'")
+    store.close()
+    with pytest.raises(RegistryUnavailable, match="newer than this netsonde knows") as e:
+        LookupRegistry(store_location)
+    assert isinstance(e.value, StoreError)  # REST answers it 503, NMWG "could not be opened"
+
+
+def test_a_file_of_the_last_unversioned_netsonde_opens_with_its_records(tmp_path: Path) -> None:
+    """A registry file made before stores were versioned (today's tables, no netsonde_schema)
+    is adopted as version 1 with its records, leases and change log."""
+    path = tmp_path / "lookup.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        registry_module._SQLITE_V1
+        + """
+        INSERT INTO records VALUES ('lookup/service/1', 'k', 'service', 'token',
+            '{"service-locator":["http://a/"]}', 1, 1, 4000000000, 'key1', '<m/>');
+        INSERT INTO record_values VALUES ('lookup/service/1', 'service-locator', 'http://a/');
+        INSERT INTO record_changes (doc, at) VALUES ('key1', 1);
+        """
+    )
+    db.commit()
+    db.close()
+    reg = LookupRegistry(path)
+    assert reg.group_live("key1") and reg.changes_since(0) == (1, {"key1"})
+    found = reg.query(Query({"service-locator": ["HTTP://A/"]}))
+    assert [r.uri for r in found] == ["lookup/service/1"]
+    reg.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM netsonde_schema").fetchall() == [(1,)]
+
+
+def test_two_writers_on_postgresql_share_lease_keys_without_loss_or_deadlock(pg_url: str) -> None:
+    """Two API workers (each its own connection) register and renew the same lease keys at
+    once, in opposite orders, their items in opposite orders: nothing fails or waits on the
+    other forever, and every key ends with its service and items once each."""
+    regs = [LookupRegistry(pg_url) for _ in range(2)]
+    keys = [f"k{n}" for n in range(6)]
+    errors: list[BaseException] = []
+
+    def work(me: int) -> None:
+        try:
+            for rnd in range(12):
+                for key in keys if me == 0 else reversed(keys):
+                    svc = Member(service(f"http://{key}/"), f"<m id='{key}'/>")
+                    items = [
+                        Member(
+                            record_in("psmetadata", {"x": [f"{key}.{i}"]}),
+                            f"<d n='{i}'/>",
+                            f"ls:{key}/{i}",
+                        )
+                        for i in range(5)
+                    ]
+                    if me:
+                        items.reverse()
+                    got = regs[me].register_group(key, items, service=svc, now=T0 + rnd)
+                    assert got == 5
+                    assert regs[me].renew_group(key, now=T0 + rnd) == 6
+        except BaseException as e:  # collected for the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(me,)) for me in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads) and errors == []
+    reg = regs[0]
+    assert len(reg) == len(keys) * 6
+    for key in keys:
+        found = reg.query(Query({"x": [f"{key}.*"]}), now=T0 + 20)
+        assert sorted(r.values["x"][0] for r in found) == [f"{key}.{i}" for i in range(5)]
+        assert reg.group_service(key, now=T0 + 20) is not None
+    high, changed = reg.changes_since(0)
+    assert changed == set(keys) and high >= len(keys) * 2 * 12
+    for r in regs:
+        r.close()
+
+
+def test_the_change_log_is_numbered_in_commit_order_on_postgresql(pg_url: str) -> None:
+    """A mirror that has read the log up to n never misses a change numbered below n: a
+    writer whose transaction is open holds the others back, so a number is never taken
+    before an earlier one is committed."""
+    first, second, reader = (LookupRegistry(pg_url) for _ in range(3))
+    svc = Member(service("http://a/"), "<m id='a'/>")
+    done = threading.Event()
+    with first._transaction() as cur:  # a writer between its statements
+        cur.execute("INSERT INTO record_changes (doc, at) VALUES ('held', 1)")
+        t = threading.Thread(
+            target=lambda: (second.register_group("a", [], service=svc), done.set())
+        )
+        t.start()
+        assert not done.wait(0.5)  # the other writer waits for this one's commit
+        assert reader.changes_since(0) == (0, set())  # nothing committed yet
+    t.join(10)
+    assert done.is_set()
+    high, changed = reader.changes_since(0)
+    assert changed == {"held", "a"}
+    low = reader._read("SELECT min(seq) FROM record_changes", ())[0][0]
+    held = reader._read("SELECT seq FROM record_changes WHERE doc = 'held'", ())[0][0]
+    assert held == low < high  # the held one was numbered, and committed, first
+    for r in (first, second, reader):
+        r.close()

@@ -1,4 +1,6 @@
-"""The lookup registry: records with leases, in one SQLite file (WAL) or ``":memory:"``.
+"""The lookup registry: records with leases, in a SQLite file (WAL), ``":memory:"``, or tables
+in a PostgreSQL database (a fleet's archive), through ``archive.stores``: SQL written once
+with ``?`` placeholders, the schema the versioned ``MIGRATIONS``.
 
 A record lives until its ``expires`` (unix seconds); every read filters on ``expires > now``
 itself, so an expired record is never answered, whenever the cleaner last ran (the sLS kept
@@ -6,8 +8,10 @@ them visible up to an hour). Registering the same thing again (same type and loc
 ``records.RecordIn.stable_key``) is an upsert that keeps the record's uri, not an error.
 
 Values are kept twice: the record as JSON (what is answered) and one row per value (what
-queries match). Queries match values case-insensitively, ``*`` and ``?`` as wildcards.
-One connection, guarded by a lock: an instance may be shared by threads.
+queries match), ASCII letters in lower case (what SQLite's ``NOCASE`` and ``LIKE`` fold; the
+pattern is folded the same way, so a PostgreSQL ``LIKE`` walks a plain index). Queries match
+values case-insensitively, ``*`` and ``?`` as wildcards. One connection, guarded by a lock:
+an instance may be shared by threads.
 
 NMWG registrations (``nmwg.py``) live here too: every record of one registration carries its
 ``lease_key`` (the seed's lsKey) and one lease (``register_group``, ``renew_group``,
@@ -16,7 +20,11 @@ keepalives and deregistrations reach it. ``xml`` keeps an NMWG item as registere
 record is rendered from its values, ``documents.render``). ``record_changes`` logs which
 documents (lease key, or uri of a record without one) changed, so the XQuery's collection is
 rebuilt only where something did (``changes_since``, ``documents``); a renewal changes no
-content and is not logged. Files made before these columns are upgraded when opened.
+content and is not logged.
+
+Writes go one at a time on both backends (SQLite's write lock; on PostgreSQL an advisory lock
+held to the commit, ``_WRITER``): the change log's numbers then come in commit order, and two
+API workers registering one lease key at once neither deadlock nor lose a record.
 """
 
 from __future__ import annotations
@@ -25,7 +33,6 @@ import contextlib
 import json
 import math
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -33,9 +40,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from netsonde.archive.sqlite import open_store
+from netsonde.archive import pg
+from netsonde.archive.base import ArchiveError
+from netsonde.archive.stores import (
+    Cursor,
+    Dialect,
+    Migration,
+    SQLiteStore,
+    StoreError,
+    open_store,
+)
 from netsonde.nmwg.ls import ls_key
 from netsonde.services.lookup.documents import render, store_document
 from netsonde.services.lookup.records import RecordIn, values_json
@@ -49,7 +65,8 @@ MAX_STARS = 8  # each `*` multiplies the work of matching a value
 MAX_LIMIT = 1000
 PROBE_MAX = 50_000  # index entries a query reads at most to tell a common value from a rare one
 
-_SCHEMA = """
+COMPONENT = "lookup"  # the registry's name in netsonde_schema
+_SQLITE_V1 = """
 CREATE TABLE IF NOT EXISTS records (
     uri TEXT PRIMARY KEY,
     stable_key TEXT NOT NULL UNIQUE,
@@ -58,7 +75,9 @@ CREATE TABLE IF NOT EXISTS records (
     body TEXT NOT NULL,
     created INTEGER NOT NULL,
     renewed INTEGER NOT NULL,
-    expires INTEGER NOT NULL
+    expires INTEGER NOT NULL,
+    lease_key TEXT,
+    xml TEXT
 );
 CREATE INDEX IF NOT EXISTS records_expires ON records (expires);
 CREATE INDEX IF NOT EXISTS records_registrant ON records (registrant, expires);
@@ -75,15 +94,69 @@ CREATE TABLE IF NOT EXISTS record_changes (
     doc TEXT NOT NULL,
     at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS records_lease_key ON records (lease_key, expires);
 """
-# Columns added after the first release: ALTERed into an older file when it is opened.
+# PostgreSQL has no rowid: its records get a column of that name (insertion order, as SQLite's
+# rowid), so that the SQL ordering by it reads the same on both. Values are stored folded
+# (``fold``): text_pattern_ops lets LIKE 'abc%' walk the index whatever the collation.
+_POSTGRESQL_V1 = """
+CREATE TABLE records (
+    uri TEXT PRIMARY KEY,
+    rowid BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    stable_key TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    registrant TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    renewed BIGINT NOT NULL,
+    expires BIGINT NOT NULL,
+    lease_key TEXT,
+    xml TEXT
+);
+CREATE INDEX records_expires ON records (expires);
+CREATE INDEX records_registrant ON records (registrant, expires);
+CREATE TABLE record_values (
+    uri TEXT NOT NULL REFERENCES records (uri) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX record_values_match ON record_values (name, value text_pattern_ops);
+CREATE INDEX record_values_uri ON record_values (uri);
+CREATE INDEX records_created ON records (created, rowid);
+CREATE TABLE record_changes (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    doc TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX records_lease_key ON records (lease_key, expires);
+"""
+# Version 1 is the registry as netsonde made it before stores were versioned: IF NOT EXISTS
+# lets such a SQLite file open unchanged (one of the first release gets its columns first,
+# ``_adopt_first_release``).
+MIGRATIONS = (Migration(1, sqlite=_SQLITE_V1, postgresql=_POSTGRESQL_V1),)
+# Columns the first release lacked: ALTERed into such a file when it is opened.
 _ADDED_COLUMNS = (("lease_key", "TEXT"), ("xml", "TEXT"))
-_AFTER_COLUMNS = "CREATE INDEX IF NOT EXISTS records_lease_key ON records (lease_key, expires);"
 _COLS = "uri, type, registrant, body, created, renewed, expires"
 _DOC = "COALESCE(lease_key, uri)"  # the collection document a record belongs to
 _DOCS_PER_READ = 5000  # documents named in one statement (SQLite's variable limit)
 _BUSY_SECONDS = 10  # waiting for another process's write (sqlite3.connect's timeout)
 CHANGES_KEPT = 3600  # seconds of change log kept: a mirror older than that reloads it all
+# PostgreSQL advisory lock (space, key) every registry write holds to its commit; the space is
+# the lookup registry's (7100: migrations, 7101: the link status store).
+_WRITER = "SELECT pg_advisory_xact_lock(7102, 0)"
+_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold(value: str) -> str:
+    """``value`` as it is matched: ASCII letters in lower case (SQLite's NOCASE; other letters
+    are kept as they are, on both backends)."""
+    return value.translate(_FOLD)
+
+
+def _second(now: float) -> int:
+    """A time as the whole second to compare with: for an integer ``expires``, ``expires >
+    now`` is ``expires > floor(now)`` (and an integer keeps PostgreSQL on its bigint indexes)."""
+    return math.floor(now)
 
 
 def time_ordered_uuid(now: float | None = None) -> uuid.UUID:
@@ -103,6 +176,12 @@ class RegistryError(ValueError):
 
 class LimitError(RegistryError):
     """A registrant holds as many live records as it may."""
+
+
+class RegistryUnavailable(RegistryError, StoreError):
+    """The registry cannot be opened (a file, or a PostgreSQL server that is down): the NMWG
+    LS answers it as a RegistryError (its "could not be opened" code), REST as a StoreError
+    (503)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,20 +242,23 @@ class Query:
     offset: int = 0
 
 
-def _row(r: tuple) -> Record:
+def _row(r: Sequence[Any]) -> Record:
     body = {k: tuple(v) for k, v in json.loads(r[3]).items()}
     return Record(r[0], r[1], body, r[2], r[4], r[5], r[6])
 
 
 def like_pattern(pattern: str) -> str:
-    """``*`` / ``?`` wildcards → a LIKE pattern (``\\`` escapes LIKE's own ``%`` and ``_``)."""
+    """``*`` / ``?`` wildcards → a folded LIKE pattern (``\\`` escapes LIKE's own ``%`` and
+    ``_``)."""
     if len(pattern) > MAX_PATTERN_CHARS:
         raise RegistryError(f"a query value is longer than {MAX_PATTERN_CHARS} characters")
+    if "\0" in pattern:
+        raise RegistryError("a query value holds a NUL character")
     while "**" in pattern:
         pattern = pattern.replace("**", "*")
     if pattern.count("*") > MAX_STARS:
         raise RegistryError(f"a query value has more than {MAX_STARS} '*' wildcards")
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    escaped = fold(pattern).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped.replace("*", "%").replace("?", "_")
 
 
@@ -192,8 +274,27 @@ def common_threshold(limit: int, offset: int, records: int) -> int:
     return max(1, min(PROBE_MAX, math.isqrt((limit + offset) * records)))
 
 
+@dataclass(frozen=True, slots=True)
+class Planner:
+    """What a query tells the planner. SQLite's is told which index to walk (``INDEXED BY``;
+    ``+`` before a column keeps it off an index); PostgreSQL's chooses by its statistics and
+    is told nothing."""
+
+    hints: bool
+
+    @classmethod
+    def of(cls, dialect: Dialect) -> Planner:
+        return cls(hints=dialect == "sqlite")
+
+    def table(self, table: str, index: str) -> str:
+        return f"{table} INDEXED BY {index}" if self.hints else table
+
+    def bare(self, column: str) -> str:
+        return f"+{column}" if self.hints else column
+
+
 def _query_sql(
-    q: Query, filters: Sequence[tuple[str, list[str]]], common: Sequence[bool]
+    q: Query, filters: Sequence[tuple[str, list[str]]], common: Sequence[bool], planner: Planner
 ) -> tuple[str, list[object]]:
     """The SELECT of a query (its arguments after ``now``; ``limit`` and ``offset`` last).
 
@@ -204,7 +305,7 @@ def _query_sql(
     worth of records, not every match. With ``all``, a common filter beside a rare one is
     tested on the rare one's matches the same way."""
     walk = bool(filters) and (all(common) if q.operator == "all" else any(common))
-    where: list[str] = ["+expires > ?"]
+    where: list[str] = [f"{planner.bare('expires')} > ?"]
     args: list[object] = []
     if q.type is not None:
         where.append("type = ?")
@@ -212,21 +313,38 @@ def _query_sql(
     tests = []
     for (name, patterns), many in zip(filters, common, strict=True):
         if walk or (many and q.operator == "all"):
+            values = planner.table("record_values v", "record_values_uri")
             tests.append(
-                "EXISTS (SELECT 1 FROM record_values v INDEXED BY record_values_uri"
-                f" WHERE v.uri = r.uri AND {_match(patterns)})"
+                f"EXISTS (SELECT 1 FROM {values} WHERE v.uri = r.uri AND {_match(patterns)})"
             )
         else:
             tests.append(f"r.uri IN (SELECT v.uri FROM record_values v WHERE {_match(patterns)})")
         args += [name, *patterns]
     if tests:
         where.append("(" + (" AND " if q.operator == "all" else " OR ").join(tests) + ")")
-    source = "records r INDEXED BY records_created" if walk else "records r"
+    source = planner.table("records r", "records_created") if walk else "records r"
     sql = (
         f"SELECT {_COLS} FROM {source} WHERE {' AND '.join(where)}"
         " ORDER BY created, rowid LIMIT ? OFFSET ?"
     )
     return sql, args
+
+
+def _adopt_first_release(path: str) -> None:
+    """Add the columns a SQLite file of the registry's first release lacks, so that migration
+    1 (IF NOT EXISTS throughout) finds today's tables. No PostgreSQL registry is that old."""
+    if path == ":memory:" or not os.path.exists(path):
+        return
+    store = SQLiteStore(path)
+    try:
+        have = {row[1] for row in store.execute("PRAGMA table_info(records)").fetchall()}
+        missing = [(n, kind) for n, kind in _ADDED_COLUMNS if have and n not in have]
+        if missing:
+            with store.transaction() as cur:
+                for name, kind in missing:
+                    cur.execute(f"ALTER TABLE records ADD COLUMN {name} {kind}")
+    finally:
+        store.close()
 
 
 class LookupRegistry:
@@ -239,70 +357,81 @@ class LookupRegistry:
         max_records_per_registrant: int = 1000,
         max_record_bytes: int = 64 * 1024,
     ) -> None:
+        """``path``: a SQLite file, ``":memory:"``, or a ``postgresql://`` URL."""
         self.path = str(path)
         self.ttl, self.max_ttl = ttl, max_ttl
         self.max_records_per_registrant = max_records_per_registrant
         self.max_record_bytes = max_record_bytes
         self._lock = threading.Lock()
+        shown = pg.shown(self.path) if pg.is_url(self.path) else self.path
         try:
-            self._db = open_store(self.path, "PRAGMA foreign_keys=ON;\n" + _SCHEMA)
-            self._upgrade()
-        except sqlite3.Error as e:
-            raise RegistryError(f"cannot open lookup registry {self.path}: {e}") from None
+            if not pg.is_url(self.path):
+                _adopt_first_release(self.path)
+            self._db = open_store(self.path, COMPONENT, MIGRATIONS)
+        except (ArchiveError, OSError) as e:
+            raise RegistryUnavailable(f"cannot open lookup registry {shown}: {e}") from None
+        self.dialect: Dialect = self._db.dialect
+        self._planner = Planner.of(self.dialect)
+        try:
+            self._settings()
+        except StoreError as e:
+            self._db.close()
+            raise RegistryUnavailable(f"cannot open lookup registry {shown}: {e}") from None
 
-    def _upgrade(self) -> None:
-        """Add the columns a file made by an older netsonde lacks (idempotent)."""
+    def _settings(self) -> None:
+        """The connection's own settings (not the schema's: each connection needs them)."""
+        if self.dialect == "postgresql":
+            # A LIKE pattern walks the index only when planned with its value: psycopg
+            # prepares a statement run five times, and PostgreSQL would then plan it without.
+            self._db.execute("SET plan_cache_mode = force_custom_plan")
+            return
+        self._db.execute("PRAGMA foreign_keys = ON")  # record_values go with their record
         # A registration touches index pages all over the file (random uris and keys): a
         # longer WAL between checkpoints writes each page once for many registrations, and a
         # larger cache keeps the indexes in memory (at 200,000 records: 150 instead of 90
         # registrations of 20 items a second).
         self._db.execute("PRAGMA wal_autocheckpoint = 10000")
         self._db.execute("PRAGMA cache_size = -65536")
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
-        for name, kind in _ADDED_COLUMNS:
-            if name not in have:
-                self._db.execute(f"ALTER TABLE records ADD COLUMN {name} {kind}")
-        self._db.executescript(_AFTER_COLUMNS)
-        self._db.commit()
 
     def close(self) -> None:
-        """Close, first writing the WAL into the file (SQLite does that only when the last
-        connection closes): the file alone is then the whole registry, to copy or back up."""
-        with self._lock, contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        """Close; a SQLite file first gets its WAL written into it (SQLite does that only when
+        the last connection closes): the file alone is then the whole registry, to copy or
+        back up."""
+        if self.dialect == "sqlite":
+            with self._lock, contextlib.suppress(StoreError):
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cur = self._db.cursor()
-            self._begin(cur)
-            try:
-                yield cur
-            except BaseException:
-                self._db.rollback()
-                raise
-            self._db.commit()
+    def _transaction(self) -> Iterator[Cursor]:
+        """A write transaction, the only writer of the registry while it runs."""
+        with self._lock, contextlib.ExitStack() as stack:
+            cur = self._begin(stack)
+            if self.dialect == "postgresql":
+                cur.execute(_WRITER)
+            yield cur
 
-    def _begin(self, cur: sqlite3.Cursor) -> None:
-        """BEGIN IMMEDIATE, polled every millisecond while another process writes: SQLite's
-        own busy wait sleeps up to 100 ms a try, so two API workers registering at once
-        left the file idle while one slept (p99 of a registration over a second)."""
+    def _begin(self, stack: contextlib.ExitStack) -> Cursor:
+        """The store's transaction, entered on ``stack``. On SQLite its BEGIN IMMEDIATE is
+        polled every millisecond while another process writes: SQLite's own busy wait sleeps
+        up to 100 ms a try, so two API workers registering at once left the file idle while
+        one slept (p99 of a registration over a second)."""
+        if self.dialect != "sqlite":
+            return stack.enter_context(self._db.transaction())
         end = time.monotonic() + _BUSY_SECONDS
-        cur.execute("PRAGMA busy_timeout = 0")
+        self._db.cursor().execute("PRAGMA busy_timeout = 0")
         try:
             while True:
                 try:
-                    cur.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as e:
+                    return stack.enter_context(self._db.transaction())
+                except StoreError as e:
                     if "locked" not in str(e) or time.monotonic() >= end:
                         raise
                 time.sleep(0.001)
         finally:
-            cur.execute(f"PRAGMA busy_timeout = {_BUSY_SECONDS * 1000}")
+            self._db.cursor().execute(f"PRAGMA busy_timeout = {_BUSY_SECONDS * 1000}")
 
-    def _read(self, sql: str, args: Sequence[object] | Mapping[str, object]) -> list[tuple]:
+    def _read(self, sql: str, args: Sequence[object]) -> list[Any]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
@@ -320,6 +449,9 @@ class LookupRegistry:
     def _entry(self, record: RecordIn, stable_key: str | None, xml: str | None) -> _Entry:
         """``record`` ready to upsert; RegistryError beyond ``max_record_bytes``."""
         body = values_json(record.values)
+        if any("\0" in v for vs in record.values.values() for v in vs):
+            # PostgreSQL's text holds no NUL: refused on both backends alike.
+            raise RegistryError("a record value holds a NUL character")
         size = max(len(body.encode()), len(xml.encode()) if xml else 0)
         if size > self.max_record_bytes:
             raise RegistryError(
@@ -327,7 +459,7 @@ class LookupRegistry:
             )
         return _Entry(record, stable_key or record.stable_key(), body, xml)
 
-    def _check_quota(self, cur: sqlite3.Cursor, registrant: str, start: int, adding: int) -> None:
+    def _check_quota(self, cur: Cursor, registrant: str, start: int, adding: int) -> None:
         (held,) = cur.execute(
             "SELECT count(*) FROM records WHERE registrant = ? AND expires > ?",
             (registrant, start),
@@ -339,14 +471,14 @@ class LookupRegistry:
             )
 
     @staticmethod
-    def _log(cur: sqlite3.Cursor, docs: Sequence[str], at: int) -> None:
+    def _log(cur: Cursor, docs: Sequence[str], at: int) -> None:
         cur.executemany(
             "INSERT INTO record_changes (doc, at) VALUES (?, ?)", [(d, at) for d in set(docs)]
         )
 
     def _upsert(
         self,
-        cur: sqlite3.Cursor,
+        cur: Cursor,
         entries: Sequence[_Entry],
         *,
         registrant: str,
@@ -367,7 +499,7 @@ class LookupRegistry:
                 "SELECT stable_key, uri, created, expires, lease_key FROM records"
                 f" WHERE stable_key IN ({marks})"
             )
-            old.update((r[0], r[1:]) for r in cur.execute(sql, chunk))
+            old.update((r[0], tuple(r[1:])) for r in cur.execute(sql, chunk).fetchall())
         inserts, updates, stale, values = [], [], [], []
         kept: list[tuple[Record, bool]] = []
         changed: list[str] = []
@@ -384,7 +516,7 @@ class LookupRegistry:
                 updates.append((registrant, e.body, created, start, expires, lease_key, e.xml, uri))
                 stale.append((uri,))
                 changed += [found[3] or uri, lease_key or uri]
-            values += [(uri, k, v) for k, vs in e.record.values.items() for v in vs]
+            values += [(uri, k, fold(v)) for k, vs in e.record.values.items() for v in vs]
             record = Record(
                 uri, e.record.type, e.record.values, registrant, created, start, expires
             )
@@ -438,7 +570,7 @@ class LookupRegistry:
 
     # ---- NMWG registrations: records sharing one lease key -------------------------------------
 
-    def _group_live(self, cur: sqlite3.Cursor, lease_key: str, at: int) -> bool:
+    def _group_live(self, cur: Cursor, lease_key: str, at: int) -> bool:
         found = cur.execute(
             "SELECT 1 FROM records WHERE lease_key = ? AND expires > ? LIMIT 1", (lease_key, at)
         ).fetchone()
@@ -446,7 +578,7 @@ class LookupRegistry:
 
     def group_live(self, lease_key: str, now: float | None = None) -> bool:
         """Whether ``lease_key`` names a live registration."""
-        at = time.time() if now is None else now
+        at = _second(time.time() if now is None else now)
         return bool(
             self._read(
                 "SELECT 1 FROM records WHERE lease_key = ? AND expires > ? LIMIT 1",
@@ -456,7 +588,7 @@ class LookupRegistry:
 
     def group_service(self, lease_key: str, now: float | None = None) -> Record | None:
         """The live service record of ``lease_key``."""
-        at = time.time() if now is None else now
+        at = _second(time.time() if now is None else now)
         rows = self._read(
             f"SELECT {_COLS} FROM records WHERE lease_key = ? AND type = 'service'"
             " AND expires > ? ORDER BY rowid LIMIT 1",
@@ -531,13 +663,13 @@ class LookupRegistry:
     ) -> tuple[int, int] | None:
         """Remove the records of ``lease_key`` (only those of ``stable_keys`` when given):
         (live items removed, live service records removed), or None when it is not live."""
-        at = int(time.time() if now is None else now)
+        at = _second(time.time() if now is None else now)
         with self._transaction() as cur:
             if not self._group_live(cur, lease_key, at):
                 return None
             where, args = "lease_key = ?", [lease_key]
             if stable_keys is not None:
-                marks = ",".join("?" * len(stable_keys))
+                marks = ",".join("?" * len(stable_keys)) or "NULL"  # none: no record
                 where += f" AND stable_key IN ({marks})"
                 args += stable_keys
             counts = dict(
@@ -572,19 +704,19 @@ class LookupRegistry:
 
     def delete(self, uri: str, now: float | None = None) -> bool:
         """Remove ``uri``; True when it was live (an expired one is removed, too)."""
-        at = time.time() if now is None else now
+        at = _second(time.time() if now is None else now)
         with self._transaction() as cur:
             row = cur.execute(
                 f"SELECT expires, {_DOC} FROM records WHERE uri = ?", (uri,)
             ).fetchone()
             cur.execute("DELETE FROM records WHERE uri = ?", (uri,))
             if row is not None:
-                self._log(cur, [row[1]], int(at))
+                self._log(cur, [row[1]], at)
         return row is not None and row[0] > at
 
     def expire(self, now: float | None = None) -> int:
         """Remove every record expired at ``now``; how many (the seed's ``cleanLS``)."""
-        at = time.time() if now is None else now
+        at = _second(time.time() if now is None else now)
         with self._transaction() as cur:
             cur.execute("DELETE FROM records WHERE expires <= ?", (at,))
             removed = cur.rowcount
@@ -602,7 +734,7 @@ class LookupRegistry:
     def _get_many(self, uris: Sequence[str], now: float) -> list[Record]:
         marks = ",".join("?" * len(uris))
         sql = f"SELECT {_COLS} FROM records WHERE uri IN ({marks}) AND expires > ?"
-        return [_row(r) for r in self._read(sql, [*uris, now])] if uris else []
+        return [_row(r) for r in self._read(sql, [*uris, _second(now)])] if uris else []
 
     def get(self, uri: str, now: float | None = None) -> Record | None:
         found = self._get_many([uri], time.time() if now is None else now)
@@ -615,7 +747,7 @@ class LookupRegistry:
             raise RegistryError(f"more than {MAX_FILTERS} keys in one query")
         if not 1 <= q.limit <= MAX_LIMIT or q.offset < 0:
             raise RegistryError(f"limit must be 1 to {MAX_LIMIT} and offset at least 0")
-        at = time.time() if now is None else now
+        at = _second(time.time() if now is None else now)
         filters: list[tuple[str, list[str]]] = []
         for name, patterns in q.filters.items():
             if not 1 <= len(patterns) <= MAX_PATTERNS:
@@ -625,14 +757,15 @@ class LookupRegistry:
             (records,) = self._db.execute("SELECT coalesce(max(rowid), 0) FROM records").fetchone()
             many = common_threshold(q.limit, q.offset, records)
             common = [self._common(name, patterns, many) for name, patterns in filters]
-            sql, args = _query_sql(q, filters, common)
+            sql, args = _query_sql(q, filters, common, self._planner)
             rows = self._db.execute(sql, [at, *args, q.limit, q.offset]).fetchall()
         return [_row(r) for r in rows]
 
     def _common(self, name: str, patterns: Sequence[str], many: int) -> bool:
         """Whether a filter matches at least ``many`` values (the probe reads no more)."""
         sql = (
-            f"SELECT count(*) FROM (SELECT 1 FROM record_values v WHERE {_match(patterns)} LIMIT ?)"
+            "SELECT count(*) FROM"
+            f" (SELECT 1 FROM record_values v WHERE {_match(patterns)} LIMIT ?) AS found"
         )
         return bool(self._db.execute(sql, [name, *patterns, many]).fetchone()[0] >= many)
 
@@ -657,9 +790,9 @@ class LookupRegistry:
     ) -> dict[str, Document]:
         """The collection's documents named (None: all), as XML; a named document with no live
         record is answered with ``xml`` None. The service record comes first in its document."""
-        at = time.time() if now is None else now
+        at = _second(time.time() if now is None else now)
         cols = f"SELECT {_DOC}, type != 'service', rowid, type, body, xml, uri, expires"
-        rows: list[tuple] = []
+        rows: list[Any] = []
         if docs is None:
             rows = self._read(f"{cols} FROM records WHERE expires > ?", (at,))
         for n in range(0, len(docs or ()), _DOCS_PER_READ):
@@ -691,7 +824,7 @@ class LookupRegistry:
         ``after`` None starts with the documents of lease keys, in key order (a string: after
         that key); then come the records without one, in rowid order (an int: after that
         rowid). Both walk an index from where the last page stopped."""
-        at = time.time() if now is None else now
+        at = _second(time.time() if now is None else now)
         names: list[str]
         if after is None or isinstance(after, str):
             where = "lease_key IS NOT NULL" if after is None else "lease_key > ?"
@@ -703,11 +836,12 @@ class LookupRegistry:
             names = [r[0] for r in rows]
             following: str | int | None = names[-1] if len(names) == limit else 0
         else:
-            # `+`: not by the lease-key or expiry index, by rowid from where the last page
-            # stopped (one walk of the table over all the pages).
+            # Not by the lease-key or expiry index (SQLite: `+`), by rowid from where the
+            # last page stopped (one walk of the table over all the pages).
+            bare = self._planner.bare
             rows = self._read(
-                "SELECT rowid, uri FROM records WHERE rowid > ? AND +lease_key IS NULL"
-                " AND +expires > ? ORDER BY rowid LIMIT ?",
+                f"SELECT rowid, uri FROM records WHERE rowid > ? AND {bare('lease_key')} IS NULL"
+                f" AND {bare('expires')} > ? ORDER BY rowid LIMIT ?",
                 (after, at, limit),
             )
             names = [r[1] for r in rows]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -30,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from netsonde.archive import PerThread
+from netsonde.archive.stores import StoreError
 from netsonde.http.rest import ERRORS, ApiRoute, ErrorBody, FieldError, error_response, store_route
 from netsonde.services.lookup.records import RecordError, record_in
 from netsonde.services.lookup.registry import (
@@ -151,12 +151,12 @@ def lookup_router(
             return use(connections.get())
         except LimitError as e:
             raise HTTPException(409, str(e)) from None
-        except RegistryError as e:
-            raise HTTPException(400, str(e)) from None
-        except sqlite3.Error as e:  # locked beyond the timeout, disk gone
+        except StoreError as e:  # locked beyond the timeout, disk or server gone
             raise HTTPException(
                 503, f"lookup registry unavailable: {e}", headers={"Retry-After": "5"}
             ) from None
+        except RegistryError as e:
+            raise HTTPException(400, str(e)) from None
 
     def refused(e: RecordError) -> JSONResponse:
         return error_response(422, str(e), errors=[FieldError(field=e.field, message=e.reason)])

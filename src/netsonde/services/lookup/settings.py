@@ -7,6 +7,7 @@ from typing import Annotated, Self
 
 from pydantic import BeforeValidator, Field
 
+from netsonde.archive.pg import is_url
 from netsonde.config import Duration, Paths, Section, SectionError
 from netsonde.config.schema import MIN_TOKEN
 from netsonde.units import parse_size
@@ -25,7 +26,9 @@ class LookupSection(Section):
     enabled: bool = False
     token: str | None = Field(None, min_length=MIN_TOKEN, repr=False)
     token_file: str | None = None
-    db: str | None = Field(None, min_length=1)  # default: DATA_DIR/lookup.sqlite
+    # A SQLite path or a postgresql:// URL; default: the archive's PostgreSQL database when
+    # it has one, else DATA_DIR/lookup.sqlite (Paths.store).
+    db: str | None = Field(None, min_length=1)
     ttl: Duration = Field(7200.0, ge=1, le=366 * 86400)
     max_ttl: Duration = Field(86400.0, ge=1, le=366 * 86400)
     max_records_per_registrant: int = Field(1000, ge=1, le=10_000_000)
@@ -39,8 +42,12 @@ class LookupSection(Section):
     )
 
     def settle(self, paths: Paths) -> Self:
-        db = paths.resolve(self.db) if self.db else paths.data_dir / "lookup.sqlite"
-        if os.path.isdir(db):  # os.path: an unreadable data_dir is the daemon's to name
+        try:
+            db = paths.store(self.db, "lookup.sqlite")
+        except ValueError as e:
+            raise SectionError("db", str(e)) from None
+        # os.path: an unreadable data_dir is the daemon's to name
+        if not is_url(db) and os.path.isdir(db):
             raise SectionError("db", f"{db} is a directory")
         if self.ttl > self.max_ttl:
             raise SectionError("ttl", f"ttl ({self.ttl:g}s) is longer than max_ttl")
@@ -50,4 +57,4 @@ class LookupSection(Section):
             raise SectionError("token_file", str(e)) from None
         if self.enabled and not token:
             raise SectionError("token", "a lookup service needs a token (token or token_file)")
-        return self.model_copy(update={"db": str(db), "token": token})
+        return self.model_copy(update={"db": db, "token": token})
