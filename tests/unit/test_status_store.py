@@ -1,5 +1,6 @@
 """The link-state store: range semantics (extend, split, out of order), errors, and queries
-exact at the edges. Every expected history is written out by hand."""
+exact at the edges, on each backend (a SQLite file, a PostgreSQL database); its schema's
+versions; writers racing on one link. Every expected history is written out by hand."""
 
 from __future__ import annotations
 
@@ -7,11 +8,22 @@ import itertools
 import random
 import re
 import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from netsonde.services.status.store import LinkState, LinkStatusStore, StatusError, Update
+from netsonde.archive.stores import StoreError, open_store
+from netsonde.services.status.store import (
+    COMPONENT,
+    MIGRATIONS,
+    LinkState,
+    LinkStatusStore,
+    StatusError,
+    Update,
+)
 
 L1 = "urn:ogf:network:domain=example.net:host=r1:port=xe-0/0/0:link=1"
 L2 = "urn:ogf:network:domain=example.net:host=r1:port=xe-0/0/0:link=10"  # L1 is its prefix
@@ -44,8 +56,14 @@ def ranges(store: LinkStatusStore, link: str = L1) -> list[Range]:
     return [(r.start, r.end, r.oper, r.admin, r.knowledge) for r in store.history(link)]
 
 
-def store_of(updates: list[Update]) -> LinkStatusStore:
-    store = LinkStatusStore()
+@pytest.fixture
+def store(store_location: str) -> Iterator[LinkStatusStore]:
+    """An empty store on each backend in turn."""
+    with LinkStatusStore(store_location) as s:
+        yield s
+
+
+def fill(store: LinkStatusStore, updates: list[Update]) -> LinkStatusStore:
     for u in updates:
         store.update(*u)
     return store
@@ -158,23 +176,26 @@ CASES = {**IN_ORDER, **OUT_OF_ORDER, **NO_UPDATE}
 
 
 @pytest.mark.parametrize(("updates", "expected"), CASES.values(), ids=CASES.keys())
-def test_range_semantics(updates: list[Update], expected: list[Range]) -> None:
-    assert ranges(store_of(updates)) == expected
+def test_range_semantics(
+    store: LinkStatusStore, updates: list[Update], expected: list[Range]
+) -> None:
+    assert ranges(fill(store, updates)) == expected
 
 
 @pytest.mark.parametrize(("updates", "expected"), CASES.values(), ids=CASES.keys())
-def test_batch_equals_single_updates(updates: list[Update], expected: list[Range]) -> None:
-    store = LinkStatusStore()
+def test_batch_equals_single_updates(
+    store: LinkStatusStore, updates: list[Update], expected: list[Range]
+) -> None:
     assert store.update_many(updates) == len(updates)
     assert ranges(store) == expected
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_random_stores_keep_every_observation(seed: int) -> None:
+def test_random_stores_keep_every_observation(store: LinkStatusStore, seed: int) -> None:
     """Random in- and out-of-order stores: ranges never overlap, and every second ever
     observed still answers the newest state accepted for that very second."""
     rnd = random.Random(seed)
-    store, seen = LinkStatusStore(), {}
+    seen = {}
     for _ in range(300):
         u = Update(
             L1,
@@ -244,8 +265,10 @@ ERRORS = {
 
 
 @pytest.mark.parametrize(("before", "bad", "message"), ERRORS.values(), ids=ERRORS.keys())
-def test_refused_store_changes_nothing(before: list[Update], bad: Update, message: str) -> None:
-    store = store_of(before)
+def test_refused_store_changes_nothing(
+    store: LinkStatusStore, before: list[Update], bad: Update, message: str
+) -> None:
+    fill(store, before)
     kept = ranges(store)
     with pytest.raises(StatusError, match="^" + re.escape(message)):
         store.update(*bad)
@@ -253,8 +276,10 @@ def test_refused_store_changes_nothing(before: list[Update], bad: Update, messag
 
 
 @pytest.mark.parametrize(("before", "bad", "message"), ERRORS.values(), ids=ERRORS.keys())
-def test_batch_is_all_or_nothing(before: list[Update], bad: Update, message: str) -> None:
-    store = store_of(before)
+def test_batch_is_all_or_nothing(
+    store: LinkStatusStore, before: list[Update], bad: Update, message: str
+) -> None:
+    fill(store, before)
     kept = ranges(store)
     later = Update(L2, 100, "up", "normal")
     with pytest.raises(StatusError, match=re.escape(message)):
@@ -271,9 +296,8 @@ R3 = LinkState(L1, 50, 50, "up", "normaloperation", "partial")
 
 
 @pytest.fixture
-def edges() -> LinkStatusStore:
+def edges(store: LinkStatusStore) -> LinkStatusStore:
     """L1: [10,20] up, [30,40] down, [50,50] up (latest); L2: [15,45] degraded."""
-    store = LinkStatusStore()
     store.update_many(
         [
             (L1, 10, "up", "normal"),
@@ -355,8 +379,7 @@ def test_many_links_are_isolated(edges: LinkStatusStore) -> None:
     assert edges.at([L1], 25)[L1] == LinkState(L1, 25, 25, "unknown", "unknown", "full")
 
 
-def test_many_links_interleaved() -> None:
-    store = LinkStatusStore()
+def test_many_links_interleaved(store: LinkStatusStore) -> None:
     links = [f"urn:ogf:network:domain=d:host=h:port=p{i}:link=l{i}" for i in range(5)]
     store.update_many(
         Update(link, t, "down" if (i == 2 and t >= 30) else "up", "normal")
@@ -388,29 +411,29 @@ def test_file_store_uses_wal_and_persists(tmp_path: Path) -> None:
     db.close()
 
 
-def test_the_edges_of_the_time_range_are_stored() -> None:
-    store = store_of([up(-62_135_596_800), up(253_402_300_799)])
+def test_the_edges_of_the_time_range_are_stored(store: LinkStatusStore) -> None:
+    fill(store, [up(-62_135_596_800), up(253_402_300_799)])
     assert ranges(store) == [U(-62_135_596_800, 253_402_300_799)]
 
 
-def test_a_row_out_of_range_stored_before_the_check_is_read_inside_it(tmp_path: Path) -> None:
+def test_a_row_out_of_range_stored_before_the_check_is_read_inside_it(
+    store_location: str,
+) -> None:
     """A store written by an older version may hold times past 9999: readers get them clamped
     to what can be printed, and the other links are untouched."""
-    path = tmp_path / "status.sqlite"
-    with LinkStatusStore(path) as store:
+    with LinkStatusStore(store_location) as store:
         store.update(L1, 10, "up", "normal")
         store.update(L2, 10, "up", "normal")
-    db = sqlite3.connect(path)
-    with db:
-        db.execute("UPDATE link_status SET end_time = 253402300800 WHERE link_id = ?", (L1,))
-        db.execute(
-            "INSERT INTO link_status VALUES (?, 999999999999, 999999999999, 'down',"
-            " 'normaloperation', 'full')",
-            (L1,),
-        )
-    db.close()
+    raw = open_store(store_location, COMPONENT, MIGRATIONS)  # what the older version wrote
+    raw.execute("UPDATE link_status SET end_time = 253402300800 WHERE link_id = ?", (L1,))
+    raw.execute(
+        "INSERT INTO link_status VALUES (?, 999999999999, 999999999999, 'down',"
+        " 'normaloperation', 'full')",
+        (L1,),
+    )
+    raw.close()
     end = 253_402_300_799
-    with LinkStatusStore(path) as store:
+    with LinkStatusStore(store_location) as store:
         first = LinkState(L1, 10, end, "up", "normaloperation", "full")
         last = LinkState(L1, end, end, "down", "normaloperation", "full")
         assert store.history(L1) == [first, last]
@@ -418,3 +441,114 @@ def test_a_row_out_of_range_stored_before_the_check_is_read_inside_it(tmp_path: 
         assert store.at([L1])[L1] == last
         assert store.at([L1], 20)[L1] == first
         assert store.between([L1], 0, end)[L1] == [first]  # the other starts later
+
+
+# ---- the schema's versions ------------------------------------------------------------------
+
+# The table exactly as netsonde made it before stores were versioned (no netsonde_schema).
+UNVERSIONED = """
+CREATE TABLE link_status (
+    link_id TEXT NOT NULL,
+    start_time INTEGER NOT NULL,
+    end_time INTEGER NOT NULL,
+    oper_state TEXT NOT NULL,
+    admin_state TEXT NOT NULL,
+    knowledge TEXT NOT NULL,
+    PRIMARY KEY (link_id, start_time),
+    CHECK (start_time <= end_time)
+) WITHOUT ROWID;
+"""
+
+
+def test_a_file_from_before_versioning_opens_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "status.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(UNVERSIONED)
+    with db:
+        db.execute(
+            "INSERT INTO link_status VALUES (?, 10, 20, 'up', 'normaloperation', 'full')", (L1,)
+        )
+    db.close()
+    with LinkStatusStore(path) as store:
+        assert ranges(store) == [U(10, 20)]
+        store.update(L1, 30, "up", "normal")
+        assert ranges(store) == [U(10, 30)]
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT component, version FROM netsonde_schema").fetchall() == [
+        (COMPONENT, 1)
+    ]
+    db.close()
+
+
+def test_a_store_persists_and_records_its_version(store_location: str) -> None:
+    with LinkStatusStore(store_location) as store:
+        store.update_many([up(10), up(20)])
+    with LinkStatusStore(store_location) as store:
+        assert ranges(store) == [U(10, 20)]
+    raw = open_store(store_location, COMPONENT, MIGRATIONS)
+    row = raw.execute("SELECT version FROM netsonde_schema WHERE component = ?", (COMPONENT,))
+    assert row.fetchone()[0] == max(m.version for m in MIGRATIONS)
+    raw.close()
+
+
+def test_a_schema_newer_than_this_netsonde_is_refused(store_location: str) -> None:
+    LinkStatusStore(store_location).close()
+    raw = open_store(store_location, COMPONENT, MIGRATIONS)
+    raw.execute("UPDATE netsonde_schema SET version = 99 WHERE component = ?", (COMPONENT,))
+    raw.close()
+    with pytest.raises(StatusError, match="status schema is version 99, newer than this"):
+        LinkStatusStore(store_location)
+
+
+# ---- PostgreSQL: writers racing, a connection lost --------------------------------------------
+
+
+def test_concurrent_writers_of_one_link_never_overlap(pg_url: str) -> None:
+    """Two writers on their own connections (the daemon's feed and an API worker storing via
+    NMWG) store alternate seconds of the same two links at once, in batches naming the links
+    in opposite orders: no batch fails (no deadlock, no key clash), ranges never overlap, and
+    every second answers the state its writer stored there."""
+    seconds = 80
+    start = threading.Barrier(2)
+    failed: list[BaseException] = []
+
+    def writer(first: int, oper: str, links: list[str]) -> None:
+        try:
+            with LinkStatusStore(pg_url) as store:
+                start.wait()
+                for t in range(first, seconds, 2):
+                    store.update_many([Update(link, t, oper, "normal") for link in links])
+        except BaseException as e:  # the assertion below names it
+            failed.append(e)
+
+    threads = [
+        threading.Thread(target=writer, args=(0, "up", [L1, L2])),
+        threading.Thread(target=writer, args=(1, "down", [L2, L1])),
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert failed == []
+    expected = {t: "up" if t % 2 == 0 else "down" for t in range(seconds)}
+    with LinkStatusStore(pg_url) as store:
+        for link in (L1, L2):
+            got = store.history(link)
+            assert all(a.end < b.start for a, b in itertools.pairwise(got)), got
+            assert {t: store.at([link], t)[link].oper for t in range(seconds)} == expected
+
+
+def test_a_lost_connection_is_opened_again(pg_cluster: object, pg_url: str) -> None:
+    """The server drops the connection (a restart, an admin): that call fails with
+    StoreError (the feed retries it), and the next one works on a new connection."""
+    dbname = urllib.parse.urlsplit(pg_url).path.strip("/")
+    with LinkStatusStore(pg_url) as store:
+        store.update(L1, 10, "up", "normal")
+        pg_cluster.sql(  # type: ignore[attr-defined]  # waits (5 s at most) until it is gone
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            f" WHERE datname = '{dbname}'"
+        )
+        with pytest.raises(StoreError):
+            store.update(L1, 20, "up", "normal")
+        store.update(L1, 20, "up", "normal")
+        assert ranges(store) == [U(10, 20)]
