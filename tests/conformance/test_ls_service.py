@@ -132,8 +132,9 @@ def register_request(access_point: str) -> bytes:
 
 
 @pytest.fixture
-def ls(tmp_path: Path) -> Iterator[Endpoint]:
-    section = LookupSection(enabled=True, token=TOKEN, db=str(tmp_path / "lookup.sqlite"))
+def ls(tmp_path: Path, store_location: str) -> Iterator[Endpoint]:
+    """The LS with its registry on each backend in turn."""
+    section = LookupSection(enabled=True, token=TOKEN, db=store_location)
     with TestClient(create_app(host(tmp_path / "a.sqlite", sections={"ls": section}))) as c:
         yield Endpoint(c, ENDPOINT, SCHEMAS)
 

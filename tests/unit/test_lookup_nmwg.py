@@ -49,8 +49,9 @@ def client_for(tmp_path: Path, **section: Any) -> TestClient:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with client_for(tmp_path) as c:
+def client(tmp_path: Path, store_location: str) -> Iterator[TestClient]:
+    """The LS with its registry on each backend in turn."""
+    with client_for(tmp_path, db=store_location) as c:
         yield c
 
 
@@ -263,12 +264,14 @@ def test_keepalive_renews_every_record_of_the_key_once_per_message(
         ("", 600),
     ],
 )
-def test_the_lease_is_lsttl_capped_at_max_ttl(tmp_path: Path, ttl: str, expected: int) -> None:
-    with client_for(tmp_path, ttl="10m", max_ttl="2h") as c:
+def test_the_lease_is_lsttl_capped_at_max_ttl(
+    tmp_path: Path, store_location: str, ttl: str, expected: int
+) -> None:
+    with client_for(tmp_path, db=store_location, ttl="10m", max_ttl="2h") as c:
         start = time.time()
         body = message("LSRegisterRequest", service_xml(), [item("10.0.0.2")], ttl)
         assert codes(post(c, body)) == ["success.ls.register"]
-        registry = LookupRegistry(tmp_path / "lookup.sqlite")
+        registry = LookupRegistry(store_location)
         found = registry.group_service(KEY)
         assert found is not None
         assert start + expected - 2 <= found.expires <= time.time() + expected + 1
@@ -383,8 +386,8 @@ def member(dst: str, key: str = KEY) -> Member:
     return Member(rec, f"<nmwg:data xmlns:nmwg='{ns.NMWG}' id='{key}/{h}'/>", f"ls:{key}/{h}")
 
 
-def test_groups_share_one_lease_and_changes_are_logged(tmp_path: Path) -> None:
-    r = LookupRegistry(tmp_path / "l.sqlite")
+def test_groups_share_one_lease_and_changes_are_logged(store_location: str) -> None:
+    r = LookupRegistry(store_location)
     svc = Member(record_in("service", {"service-locator": [AP]}), f"<m id='{KEY}'/>")
     assert r.register_group(KEY, [member("10.0.0.2")], now=1000) is None  # append: no key yet
     assert r.register_group(KEY, [member("10.0.0.2")], service=svc, ttl=100, now=1000) == 1

@@ -476,11 +476,14 @@ def test_the_change_log_is_numbered_in_commit_order_on_postgresql(pg_url: str) -
     first, second, reader = (LookupRegistry(pg_url) for _ in range(3))
     svc = Member(service("http://a/"), "<m id='a'/>")
     done = threading.Event()
+
+    def register() -> None:
+        second.register_group("a", [], service=svc)
+        done.set()
+
     with first._transaction() as cur:  # a writer between its statements
         cur.execute("INSERT INTO record_changes (doc, at) VALUES ('held', 1)")
-        t = threading.Thread(
-            target=lambda: (second.register_group("a", [], service=svc), done.set())
-        )
+        t = threading.Thread(target=register)
         t.start()
         assert not done.wait(0.5)  # the other writer waits for this one's commit
         assert reader.changes_since(0) == (0, set())  # nothing committed yet

@@ -35,8 +35,9 @@ def client_for(tmp_path: Path, **section: Any) -> TestClient:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with client_for(tmp_path) as c:
+def client(tmp_path: Path, store_location: str) -> Iterator[TestClient]:
+    """The REST routes with the registry on each backend in turn."""
+    with client_for(tmp_path, db=store_location) as c:
         yield c
 
 
@@ -137,16 +138,17 @@ def test_query_by_key_value_with_operator_type_and_paging(client: TestClient) ->
     assert uris_of("service-locator=http://?/&offset=2") == []
 
 
-def test_an_expired_record_is_not_answered(tmp_path: Path) -> None:
-    with client_for(tmp_path) as c:
+def test_an_expired_record_is_not_answered(tmp_path: Path, store_location: str) -> None:
+    with client_for(tmp_path, db=store_location) as c:
         uri = register(c, service("http://a/", ttl=1))["uri"]
         time.sleep(2.1 - time.time() % 1)  # into the second after the one it expires at
         assert c.get(f"{RECORDS}/{uri}").status_code == 404
         assert c.get(RECORDS).json() == []
 
 
-def test_hostile_bodies_get_4xx_naming_what_is_wrong(tmp_path: Path) -> None:
-    with client_for(tmp_path, max_records_per_registrant=2, max_record_bytes=2048) as c:
+def test_hostile_bodies_get_4xx_naming_what_is_wrong(tmp_path: Path, store_location: str) -> None:
+    limits = {"max_records_per_registrant": 2, "max_record_bytes": 2048}
+    with client_for(tmp_path, db=store_location, **limits) as c:
 
         def post(**kw: Any) -> tuple[int, str]:
             answer = c.post(RECORDS, headers=AUTH, **kw)
@@ -207,8 +209,11 @@ def test_off_by_default_the_lookup_paths_say_so(tmp_path: Path) -> None:
             assert answer.json() == {"error": lookup_service.DISABLED}
 
 
-def parse(tmp_path: Path, *lines: str) -> Config:
-    text = "\n".join(["[daemon]", f'data_dir = "{tmp_path}"', "[ls]", *lines]) + "\n"
+def parse(tmp_path: Path, *lines: str, archive: str | None = None) -> Config:
+    head = ["[daemon]", f'data_dir = "{tmp_path}"']
+    if archive is not None:
+        head += ["[archive]", f'url = "{archive}"']
+    text = "\n".join([*head, "[ls]", *lines]) + "\n"
     return config.parse(text, Path("t.toml"), tools.TOOLS, base=tmp_path, sections=SECTIONS)
 
 
@@ -223,22 +228,38 @@ def test_the_ls_section(tmp_path: Path) -> None:
     assert ls.db == str(tmp_path / "lookup.sqlite") and ls.max_ttl == 86400
     assert ls.max_record_bytes == 65536 and ls.max_records_per_registrant == 1000
     assert TOKEN not in repr(ls)
+    # A fleet's archive on PostgreSQL holds the registry too, unless [ls] db says otherwise.
+    fleet = "postgresql://netsonde@db.example/fleet"
+    for lines, db in [([], fleet), ([f'db = "{fleet}2"'], fleet + "2")]:
+        settled = parse(tmp_path, *lines, archive=fleet).sections["ls"]
+        assert isinstance(settled, LookupSection) and settled.db == db
+    (tmp_path / "sub").mkdir()
     for lines, words in [
         (["enabled = true"], "needs a token"),
         (['token = "short-secret"'], "at least 16"),
         (['token_file = "missing"'], "token_file"),
         (['ttl = "2d"'], "longer than max_ttl"),
+        (['db = "sub"'], "is a directory"),
+        (
+            ['db = "postgresql://netsonde:short-secret@db.example/fleet"'],
+            "must not hold a password",
+        ),
     ]:
         with pytest.raises(ConfigError, match=words) as e:
             parse(tmp_path, *lines)
         assert "short-secret" not in str(e.value)  # a token is never echoed
 
 
-def test_expiry_runs_as_a_supervised_worker(tmp_path: Path) -> None:
-    cfg = parse(tmp_path, "enabled = true", f'token = "{TOKEN}"', 'expire_every = "1s"')
-    feed = lookup_service.feed(cfg)
+def test_expiry_runs_as_a_supervised_worker(tmp_path: Path, store_location: str) -> None:
+    lines = [
+        "enabled = true",
+        f'token = "{TOKEN}"',
+        'expire_every = "1s"',
+        f'db = "{store_location}"',
+    ]
+    feed = lookup_service.feed(parse(tmp_path, *lines))
     assert feed is not None
-    other = LookupRegistry(tmp_path / "lookup.sqlite")
+    other = LookupRegistry(store_location)
     now = time.time()
     other.register(record_in("host", {"host-name": ["a"]}), ttl=1, now=now - 5)
     other.register(record_in("host", {"host-name": ["b"]}), now=now)

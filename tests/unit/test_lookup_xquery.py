@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -60,10 +59,15 @@ def test_rewrite_keeps_line_numbers() -> None:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[LookupRegistry]:
-    r = LookupRegistry(tmp_path / "lookup.sqlite")
+def registry(store_location: str) -> Iterator[LookupRegistry]:
+    """On each backend in turn (tests of the worker alone: ``WORKER_ONLY``)."""
+    r = LookupRegistry(store_location)
     yield r
     r.close()
+
+
+# The worker, not the registry's SQL, is under test: one backend is enough.
+WORKER_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 
 
 @pytest.fixture
@@ -213,11 +217,13 @@ def test_a_hostile_query_gets_an_error_and_the_ls_answers_on(
 ETREE_PS = "http://ggf.org/ns/nmwg/tools/org/perfsonar/service/1.0/"
 
 
+@WORKER_ONLY
 def test_the_worker_sees_no_environment(engine: XQueryEngine, registry: LookupRegistry) -> None:
     names = run(engine, registry, 'string-join(available-environment-variables(), ",")')
     assert names in ("", "LC_CTYPE")  # Python's own locale coercion at most: no token, no path
 
 
+@WORKER_ONLY
 def test_an_answer_past_max_bytes_is_refused(
     engine: XQueryEngine, registry: LookupRegistry
 ) -> None:
@@ -230,6 +236,7 @@ def test_an_answer_past_max_bytes_is_refused(
     assert run(engine, registry, "1 + 1") == "2"
 
 
+@WORKER_ONLY
 def test_the_deadline_bounds_waiting_and_running(
     engine: XQueryEngine, registry: LookupRegistry
 ) -> None:
@@ -253,6 +260,7 @@ def test_native_output_of_atomic_values_is_text(ls: TestClient) -> None:
     assert isinstance(m, etree._Element)
 
 
+@WORKER_ONLY
 def test_a_load_past_the_deadline_is_not_killed_but_collected_next_time(
     engine: XQueryEngine, registry: LookupRegistry
 ) -> None:
@@ -268,6 +276,7 @@ def test_a_load_past_the_deadline_is_not_killed_but_collected_next_time(
     assert engine.started == 1  # the same worker: its load was collected, not redone
 
 
+@WORKER_ONLY
 def test_an_orphaned_worker_ends_itself_a_second_past_the_deadline(
     engine: XQueryEngine, registry: LookupRegistry
 ) -> None:
