@@ -28,6 +28,9 @@ What is measured
 Targets (issue 12): ≥ 1,000 keepalives/s, ≥ 200 registrations/s, key=value query p99 < 20 ms,
 XQuery p99 < 200 ms.
 
+With ``--db postgresql://…`` (an empty database) the registry is on PostgreSQL: it is filled
+there (not cached) and the daemon uses it as it stands.
+
 Usage: python bench/lookup.py [--services 10000] [--metadata 20] [--seconds 10] [--write FILE]
 Smoke test: python bench/lookup.py --quick
 """
@@ -169,15 +172,16 @@ def json_records(i: int, metadata: int) -> Iterator[tuple[str, dict[str, list[st
 # ---- the fill ------------------------------------------------------------------------------
 
 
-def ls_section(db: Path) -> LookupSection:
+def ls_section(db: str | Path) -> LookupSection:
     return LookupSection(enabled=True, token=TOKEN, db=str(db), max_ttl=366 * 86400)
 
 
-def fill(work: Path, services: int, metadata: int) -> float:
-    """``services`` NMWG registrations through the real app in process; services/s."""
+def fill(work: Path, services: int, metadata: int, db: str | Path) -> float:
+    """``services`` NMWG registrations into ``db`` through the real app in process;
+    services/s."""
     host = Host(
         archive=connections(f"sqlite:///{work / 'archive.sqlite'}"),
-        sections={"ls": ls_section(work / "lookup.sqlite")},
+        sections={"ls": ls_section(db)},
     )
     url = "http://bench" + LS
     with TestClient(create_app(host), base_url="http://bench") as client:
@@ -201,7 +205,7 @@ def cached_fill(args: argparse.Namespace) -> tuple[Path, float]:
         shutil.rmtree(where, ignore_errors=True)
         where.mkdir(parents=True)
         print(f"filling {args.services:,} services × {args.metadata} metadata…", file=sys.stderr)
-        rate = fill(where, args.services, args.metadata)
+        rate = fill(where, args.services, args.metadata, db)
         registry = LookupRegistry(db)  # a checkpoint: the one file is the whole registry
         registry.close()
         done.write_text(json.dumps({"services_per_s": rate}))
@@ -226,7 +230,7 @@ class Daemon:
         self.proc.wait(60)
 
 
-def start_daemon(data: Path, db: Path, max_worker_rss: str | None) -> Daemon:
+def start_daemon(data: Path, db: str | Path, max_worker_rss: str | None) -> Daemon:
     port = free_port()
     config = data / "bench.toml"
     config.write_text(
@@ -316,7 +320,7 @@ def json_ok(response: httpx.Response) -> bool:
     return response.status_code in (200, 201)
 
 
-def services_in(db: Path) -> int:
+def services_in(db: str | Path) -> int:
     registry = LookupRegistry(db)
     try:
         return len([1 for _ in _pages(registry, {"service-name": ["bench service *"]})])
@@ -331,7 +335,7 @@ def _pages(registry: LookupRegistry, filters: dict[str, list[str]]) -> Iterator[
         offset += len(page)
 
 
-def registrations(d: Daemon, scripts: Path, db: Path, args: argparse.Namespace) -> list[Load]:
+def registrations(d: Daemon, scripts: Path, db: str | Path, args: argparse.Namespace) -> list[Load]:
     """New services (beyond the fill: registrations, not refreshes): NMWG, then JSON."""
     first, n = args.services, args.http_services
     before = services_in(db)
@@ -364,7 +368,7 @@ def registrations(d: Daemon, scripts: Path, db: Path, args: argparse.Namespace) 
     return loads
 
 
-def live_uris(db: Path, n: int) -> list[str]:
+def live_uris(db: str | Path, n: int) -> list[str]:
     """``n`` live uris of the fill, at random."""
     registry = LookupRegistry(db)
     try:
@@ -379,7 +383,7 @@ def live_uris(db: Path, n: int) -> list[str]:
     return found[:n]
 
 
-def keepalives(d: Daemon, scripts: Path, db: Path, args: argparse.Namespace) -> list[Load]:
+def keepalives(d: Daemon, scripts: Path, db: str | Path, args: argparse.Namespace) -> list[Load]:
     keys = [ls_key(locator(i)) for i in range(args.services)]
     random.Random(5).shuffle(keys)
     nmwg: list[Request] = [
@@ -555,7 +559,7 @@ def _answered(answer: list[etree._Element | str]) -> int:
     return len(answer)
 
 
-def lxml_peer(db: Path, args: argparse.Namespace) -> list[Latency]:
+def lxml_peer(db: str | Path, args: argparse.Namespace) -> list[Latency]:
     """Each kind as XPath over every document of the same collection, in process."""
     registry = LookupRegistry(db)
     try:
@@ -601,7 +605,8 @@ def report(
         f"- command: `{cmd}`",
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         machine(),
-        f"- registry: {args.services:,} services × {args.metadata} metadata "
+        f"- registry: {'PostgreSQL, ' if args.db else 'SQLite, '}"
+        f"{args.services:,} services × {args.metadata} metadata "
         f"({args.services * per_service:,} records; {args.services:,} XQuery documents), "
         f"filled with LSRegisterRequests through the app in process at {fill_rate:,.0f} "
         "services/s",
@@ -653,6 +658,9 @@ def main() -> int:
         help="[api] max_worker_rss (default: the daemon's): a worker replaced drops the XQuery"
         " collection it loaded, and the next query loads it again",
     )
+    ap.add_argument(
+        "--db", help="the registry in this empty PostgreSQL database (postgresql://USER@HOST/DB)"
+    )
     ap.add_argument("--quick", action="store_true", help="a smoke test: small and short")
     ap.add_argument("--write", type=Path, help="put the section into this file (BENCHMARKS.md)")
     args = ap.parse_args()
@@ -662,11 +670,21 @@ def main() -> int:
     if args.services < 10 or args.metadata < 1:
         ap.error("need at least 10 services and 1 metadata each")
 
-    filled, fill_rate = cached_fill(args)
     with tempfile.TemporaryDirectory(prefix="netsonde-bench-lookup-") as tmp:
         work = Path(tmp)
-        db = work / "lookup.sqlite"
-        shutil.copyfile(filled, db)
+        db: str | Path
+        if args.db:
+            db = args.db
+            if services_in(db):
+                ap.error(f"{args.db}: the registry there is not empty")
+            print(
+                f"filling {args.services:,} services × {args.metadata} metadata…", file=sys.stderr
+            )
+            fill_rate = fill(work, args.services, args.metadata, db)
+        else:
+            filled, fill_rate = cached_fill(args)
+            db = work / "lookup.sqlite"
+            shutil.copyfile(filled, db)
         scripts = work / "wrk"
         scripts.mkdir()
         queries = lxml_peer(db, args)

@@ -2,7 +2,7 @@
 other (the seed's LS; the sLS JSON records).
 
 ``records.py`` a record's shape and checks, ``registry.py`` the records and their leases
-(SQLite), ``rest.py`` ``/api/v1/lookup/…``, ``nmwg.py`` the NMWG LS at
+(SQLite or PostgreSQL), ``rest.py`` ``/api/v1/lookup/…``, ``nmwg.py`` the NMWG LS at
 ``/perfSONAR_PS/services/LS`` and ``/hLS`` (``documents.py`` maps its registrations to records
 and records to XML, ``xquery.py`` runs its XQuery in a sandboxed worker process), ``feed.py``
 expiry as a supervised thread (``cleanLS``), ``settings.py`` the ``[ls]`` section (off by
