@@ -8,11 +8,12 @@ layers shape them), and every failure of the store itself is an :class:`ArchiveE
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from netsonde.metrics.digest import Bucket
 from netsonde.model import Run, TestSpec
 
 
@@ -26,6 +27,10 @@ class UnknownTestError(ValueError):
     def __init__(self, keys: Sequence[str]) -> None:
         super().__init__(f"unknown test key(s): {', '.join(keys)}")
         self.keys = list(keys)
+
+
+def no_check() -> None:
+    """The default of a ``check`` callback: nothing cancels the call."""
 
 
 class Archive(Protocol):
@@ -129,6 +134,36 @@ class Archive(Protocol):
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
         """One summary metric's statistics per test and time window of ``window_us``."""
+        ...
+
+    def windows(
+        self,
+        window_us: int,
+        *,
+        test_key: str | None = None,
+        test_id: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 1000,
+        metrics: Collection[str] | None = None,
+        packets: bool = True,
+        check: Callable[[], None] = no_check,
+    ) -> list[tuple[int, Bucket]]:
+        """(start, bucket digest) per window of ``window_us`` with results, oldest first: from
+        the rollups where they cover the window, from raw runs elsewhere (``rollups.windows``).
+        ``metrics`` (None: all) and ``packets`` (the samples' RTTs and loss) say what the
+        digests hold; ``check`` (a request's cancellation) is called while decoding."""
+        ...
+
+    # ---- rollups -------------------------------------------------------------------------
+
+    def process_rollups(self, limit: int = 5000) -> int:
+        """Roll up at most ``limit`` stored runs not rolled up yet, in one transaction; returns
+        how many were taken (0: nothing to do, or another process is at it)."""
+        ...
+
+    def rollup_backlog(self) -> int:
+        """How many stored runs wait to be rolled up."""
         ...
 
     # ---- retention -----------------------------------------------------------------------

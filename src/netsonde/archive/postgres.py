@@ -23,17 +23,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import math
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from netsonde.archive import pg, retention, rollups
-from netsonde.archive.base import ArchiveError, Backend, UnknownTestError
+from netsonde.archive.base import ArchiveError, Backend, UnknownTestError, no_check
 from netsonde.archive.sqlite import (
-    _SUMMARY_KEY,
     _UPSERT_TEST,
     _result_rows,
     _run_row,
@@ -42,6 +40,7 @@ from netsonde.archive.sqlite import (
     _Where,
 )
 from netsonde.archive.stores import Migration, PgStore, StoreError, migrate, to_format
+from netsonde.metrics.digest import Bucket
 from netsonde.model import Run, TestSpec
 
 if TYPE_CHECKING:
@@ -584,35 +583,59 @@ class PostgresArchive:
         until_us: int | None = None,
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
-        """Results in [since, until) per time window (multiples of ``window_us`` since the
-        epoch; only windows with results, at most ``limit``, oldest first), as SQLite's
-        ``aggregate``: ``start_us``, ``runs``, and over the numeric ``metric`` values
-        ``count``, ``min``, ``mean``, ``max``, ``values`` (sorted), and ``mean_loss``.
+        """Statistics of one summary metric per window: ``rollups.aggregate``."""
+        with self._errors():
+            return rollups.aggregate(
+                self._live(),
+                metric,
+                window_us,
+                test_id=test_id,
+                test_key=test_key,
+                since_us=since_us,
+                until_us=until_us,
+                limit=limit,
+            )
 
-        One statement (one snapshot) reads the summaries of the first ``limit`` windows; the
-        statistics are taken here, with SQLite's reading of a summary (see ``_numbers``)."""
-        if not _SUMMARY_KEY.fullmatch(metric):
-            raise ValueError(f"invalid summary key {metric!r}")
-        if window_us <= 0:
-            raise ValueError(f"window must be positive, got {window_us} µs")
-        where = _Where()
-        where.maybe("t.test_id = ?", test_id)
-        where.maybe("r.test_key = ?", test_key)
-        where.maybe("r.planned_us >= ?", since_us)
-        where.maybe("r.planned_us < ?", until_us)
-        rows = self._rows(
-            "SELECT start_us, summary FROM (SELECT start_us, summary,"
-            " dense_rank() OVER (ORDER BY start_us) AS n FROM (SELECT"
-            " r.planned_us - mod(mod(r.planned_us, ?) + ?, ?) AS start_us, res.summary"
-            " FROM runs r JOIN tests t ON t.key = r.test_key"
-            f" {_WITH_RESULT}{where.sql}) w) x"
-            " WHERE n <= ? ORDER BY start_us",
-            [window_us, window_us, window_us, *where.args, limit],
-        )
-        windows: dict[int, list[tuple[Any, Any]]] = {}
-        for row in rows:
-            windows.setdefault(row["start_us"], []).append(_numbers(row["summary"], metric))
-        return [_window(start, pairs) for start, pairs in windows.items()]
+    def windows(
+        self,
+        window_us: int,
+        *,
+        test_key: str | None = None,
+        test_id: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 1000,
+        metrics: Collection[str] | None = None,
+        packets: bool = True,
+        check: Callable[[], None] = no_check,
+    ) -> list[tuple[int, Bucket]]:
+        """Bucket digests per window: ``rollups.windows``."""
+        with self._errors():
+            return rollups.windows(
+                self._live(),
+                window_us,
+                test_key=test_key,
+                test_id=test_id,
+                since_us=since_us,
+                until_us=until_us,
+                limit=limit,
+                metrics=metrics,
+                packets=packets,
+                check=check,
+            )
+
+    def process_rollups(self, limit: int = 5000) -> int:
+        """Roll up at most ``limit`` pending runs: ``rollups.process``."""
+        with self._errors():
+            return rollups.process(self._live(), limit)
+
+    def rollup_backlog(self) -> int:
+        with self._errors():
+            return rollups.backlog(self._live())
+
+    def _live(self) -> PgStore:
+        """The connection's store, opened again if it was lost."""
+        return self._store if self._store is not None else self._connect()
 
 
 # A run's result: same id and planned time (the partition key, so each run probes the one
@@ -625,42 +648,6 @@ def _shaped(row: dict[str, Any]) -> dict[str, Any]:
     """A run row as both backends give it: SQLite's shaping, which reads a row only by its
     keys, as a dict offers them."""
     return _run_row(cast("sqlite3.Row", row))
-
-
-def _reject(constant: str) -> Any:
-    raise ValueError(constant)
-
-
-def _numbers(summary: str, metric: str) -> tuple[Any, Any]:
-    """(metric value, lossPercent) of a summary, each None unless a JSON number. A summary
-    that is not strict JSON (json.dumps writes NaN as a bare word) has neither: SQLite's JSON
-    functions reject it whole, and both backends must answer alike."""
-    try:
-        values = json.loads(summary, parse_constant=_reject)
-    except ValueError:
-        return None, None
-    if not isinstance(values, dict):
-        return None, None
-    return _number(values.get(metric)), _number(values.get("lossPercent"))
-
-
-def _number(value: Any) -> Any:
-    return value if type(value) in (int, float) else None  # not bool: JSON true is no number
-
-
-def _window(start: int, pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
-    values = sorted(v for v, _ in pairs if v is not None)
-    losses = [loss for _, loss in pairs if loss is not None]
-    return {
-        "start_us": start,
-        "runs": len(pairs),
-        "count": len(values),
-        "min": values[0] if values else None,
-        "mean": math.fsum(values) / len(values) if values else None,
-        "max": values[-1] if values else None,
-        "mean_loss": math.fsum(losses) / len(losses) if losses else None,
-        "values": values,
-    }
 
 
 def _resolve(url: str, base: Path) -> str:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from netsonde import filesystem
-from netsonde.archive.base import ArchiveError, Backend, UnknownTestError
+from netsonde.archive import rollups, stores
+from netsonde.archive.base import ArchiveError, Backend, UnknownTestError, no_check
+from netsonde.metrics.digest import Bucket
 from netsonde.model import Run, TestSpec
 
 SCHEMA_VERSION = 2
@@ -157,6 +158,10 @@ class SQLiteArchive:
                     (str(SCHEMA_VERSION),),
                 )
                 self._db.commit()
+            # Portable store code (rollups) runs on this same connection.
+            self._store = stores.SQLiteStore.over(self._db, str(self.path))
+            if not readonly:
+                stores.migrate(self._store, "rollups", rollups.MIGRATIONS)
         except sqlite3.Error as e:
             raise ArchiveError(f"cannot open archive {self.path}: {e}{_why(self.path)}") from None
         self._db.row_factory = sqlite3.Row
@@ -343,45 +348,55 @@ class SQLiteArchive:
         until_us: int | None = None,
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
-        """Results in [since, until) per time window; windows start at multiples of
-        ``window_us`` since the epoch, and only windows with results are returned (at most
-        ``limit``, oldest first).
+        """Statistics of one summary metric per window: ``rollups.aggregate``."""
+        with self._archive_errors():
+            return rollups.aggregate(
+                self._store,
+                metric,
+                window_us,
+                test_id=test_id,
+                test_key=test_key,
+                since_us=since_us,
+                until_us=until_us,
+                limit=limit,
+            )
 
-        Per window: ``start_us``; ``runs``, the results in it; over those whose summary has a
-        number under ``metric``: ``count``, ``min``, ``mean``, ``max`` and ``values`` (sorted:
-        SQLite has no percentile function, so the caller takes them from these); and
-        ``mean_loss``, the mean of the numeric lossPercent values. Both queries run in one read
-        transaction, so the aggregates and the values describe the same rows.
-        """
-        if not _SUMMARY_KEY.fullmatch(metric):
-            raise ValueError(f"invalid summary key {metric!r}")
-        if window_us <= 0:
-            raise ValueError(f"window must be positive, got {window_us} µs")
-        where = _Where()
-        where.maybe("t.test_id = ?", test_id)
-        where.maybe("r.test_key = ?", test_key)
-        where.maybe("r.planned_us >= ?", since_us)
-        where.maybe("r.planned_us < ?", until_us)
-        with self._read_transaction():
-            windows = self._query(
-                f"{_windowed_results(where.sql)} SELECT start_us, count(*) AS runs,"
-                " count(v) AS count, min(v) AS min, avg(v) AS mean, max(v) AS max,"
-                " avg(loss) AS mean_loss FROM rows GROUP BY start_us ORDER BY start_us LIMIT ?",
-                [window_us, f'$."{metric}"', *where.args, limit],
+    def windows(
+        self,
+        window_us: int,
+        *,
+        test_key: str | None = None,
+        test_id: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 1000,
+        metrics: Collection[str] | None = None,
+        packets: bool = True,
+        check: Callable[[], None] = no_check,
+    ) -> list[tuple[int, Bucket]]:
+        """Bucket digests per window: ``rollups.windows``."""
+        with self._archive_errors():
+            return rollups.windows(
+                self._store,
+                window_us,
+                test_key=test_key,
+                test_id=test_id,
+                since_us=since_us,
+                until_us=until_us,
+                limit=limit,
+                metrics=metrics,
+                packets=packets,
+                check=check,
             )
-            if not windows:
-                return []
-            # Values only up to the end of the last window returned (the page's end).
-            where.add("r.planned_us < ?", windows[-1]["start_us"] + window_us)
-            values = self._query(
-                f"{_windowed_results(where.sql)} SELECT start_us, v FROM rows"
-                " WHERE v IS NOT NULL ORDER BY start_us, v",
-                [window_us, f'$."{metric}"', *where.args],
-            )
-        by_window: dict[int, list[float]] = {}
-        for row in values:
-            by_window.setdefault(row["start_us"], []).append(row["v"])
-        return [{**dict(w), "values": by_window.get(w["start_us"], [])} for w in windows]
+
+    def process_rollups(self, limit: int = 5000) -> int:
+        """Roll up at most ``limit`` pending runs: ``rollups.process``."""
+        with self._archive_errors():
+            return rollups.process(self._store, limit)
+
+    def rollup_backlog(self) -> int:
+        with self._archive_errors():
+            return rollups.backlog(self._store)
 
     def store_batch(self, specs: Iterable[TestSpec], runs: Sequence[Run], now_us: int) -> int:
         """Register ``specs`` and store ``runs`` in ONE transaction; returns how many runs were
@@ -427,6 +442,7 @@ class SQLiteArchive:
             if self._db.execute(_INSERT_RUN, row).rowcount == 1
         ]
         self._db.executemany(_INSERT_RESULT, _result_rows(new))
+        self._db.executemany(rollups.ENQUEUE, [(r.run_id, r.test_key, r.planned_us) for r in new])
         return len(new)
 
     def _query(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
@@ -442,17 +458,6 @@ class SQLiteArchive:
         except sqlite3.OperationalError as e:
             raise ArchiveError(f"archive {self.path} unavailable: {e}") from None
 
-    @contextlib.contextmanager
-    def _read_transaction(self) -> Iterator[None]:
-        """One snapshot for several SELECTs (in WAL mode a reader sees no commit made after
-        its transaction began)."""
-        with self._archive_errors():
-            self._db.execute("BEGIN")
-        try:
-            yield
-        finally:
-            self._db.rollback()  # read only: nothing to commit
-
 
 def _run_row(r: sqlite3.Row) -> dict[str, Any]:
     row = {k: r[k] for k in r.keys() if k not in ("summary", "samples", "extra")}  # noqa: SIM118
@@ -467,9 +472,6 @@ def _run_row(r: sqlite3.Row) -> dict[str, Any]:
 
 # ---- for the REST API's methods ----------------------------------------------------------------
 
-
-_LOSS_PATH = "'$.lossPercent'"  # an SQL string literal
-_SUMMARY_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # safe inside a JSON path as $."key"
 
 _COUNT_RECEIVED = (
     "INSERT INTO meta VALUES ('runs_received', ?1) ON CONFLICT (name)"
@@ -545,30 +547,6 @@ class _Where:
     @property
     def sql(self) -> str:
         return " WHERE " + " AND ".join(self._conditions) if self._conditions else ""
-
-
-def _numeric(path: str) -> str:
-    """SQL for the number at ``path`` in a result's summary, else NULL. Summaries are written
-    by json.dumps, which writes NaN as a bare word that SQLite's JSON functions reject, so an
-    invalid summary counts as having no value instead of failing the whole query."""
-    return (
-        "CASE WHEN json_valid(res.summary) THEN"
-        f" CASE WHEN json_type(res.summary, {path}) IN ('integer', 'real')"
-        f" THEN json_extract(res.summary, {path}) END END"
-    )
-
-
-def _windowed_results(where_sql: str) -> str:
-    """A ``WITH`` prefix defining ``rows(start_us, v, loss)``: one row per result, with the
-    start of its window (floor division, so it is right for negative times too), its metric
-    value and its loss. Parameters: window µs, metric JSON path, then the WHERE arguments."""
-    return (
-        "WITH p(w, metric) AS (VALUES (?, ?)), rows AS ("
-        " SELECT r.planned_us - ((r.planned_us % p.w) + p.w) % p.w AS start_us,"
-        f" {_numeric('p.metric')} AS v, {_numeric(_LOSS_PATH)} AS loss"
-        " FROM p, runs r JOIN tests t ON t.key = r.test_key"
-        f" JOIN results res ON res.run_id = r.run_id{where_sql})"
-    )
 
 
 BACKEND = Backend(scheme="sqlite", form="sqlite:///PATH", resolve=_resolve, open=_open)

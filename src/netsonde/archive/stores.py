@@ -30,7 +30,8 @@ class StoreError(ArchiveError):
 
 
 class Cursor(Protocol):
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def execute(self, sql: str, args: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor: ...
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Cursor: ...
@@ -125,6 +126,14 @@ class SQLiteStore(Store):
                 self.raw.execute("PRAGMA journal_mode=WAL")
                 self.raw.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.RLock()
+
+    @classmethod
+    def over(cls, raw: sqlite3.Connection, location: str) -> SQLiteStore:
+        """A store over a connection opened elsewhere (the SQLite archive's own), so that
+        portable store code (migrations, rollups) runs on it; closing stays the owner's job."""
+        store = cls.__new__(cls)
+        store.location, store.raw, store._lock = location, raw, threading.RLock()
+        return store
 
     def cursor(self) -> _SQLiteCursor:
         return _SQLiteCursor(self.raw.cursor())

@@ -32,7 +32,7 @@ from netsonde.http.rest import (
     parse_window,
     store_route,
 )
-from netsonde.metrics.stats import percentile
+from netsonde.metrics.digest import Digest
 from netsonde.model import RunState, from_us, to_us
 from netsonde.services.archive.schemas import (
     MAX_TIME_US,
@@ -147,8 +147,8 @@ def _next_cursor(rows: list[dict[str, Any]], limit: int, *fields: str) -> str | 
 
 
 def window_of(row: dict[str, Any], window_us: int) -> Window:
-    """An archive aggregate row → Window; percentiles from its sorted values."""
-    values = row["values"]
+    """An archive aggregate row → Window; percentiles from its digest (exact while it is)."""
+    digest: Digest | None = row["digest"]
     return Window.model_validate(
         {
             "start_us": row["start_us"],
@@ -159,7 +159,7 @@ def window_of(row: dict[str, Any], window_us: int) -> Window:
             "min": row["min"],
             "mean": row["mean"],
             "max": row["max"],
-            **{f"p{p}": percentile(values, p) for p in PERCENTILES},
+            **{f"p{p}": None if digest is None else digest.percentile(p) for p in PERCENTILES},
             "mean_loss_percent": row["mean_loss"],
         }
     )
