@@ -1,5 +1,5 @@
-"""REST reads (/tests, /runs, /results, /aggregate) against a real SQLite archive filled with
-hand-made runs, so every expected number below is worked out by hand."""
+"""REST reads (/tests, /runs, /results, /aggregate) against a real archive (SQLite, then
+PostgreSQL) filled with hand-made runs, so every expected number below is worked out by hand."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSp
 from netsonde.probes import noop, ping
 from netsonde.services.archive.rest import build_router
 from netsonde.services.archive.schemas import MAX_TIME_US
+from pgcluster import PgCluster
 
 with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
     warnings.simplefilter("ignore")
@@ -78,10 +79,23 @@ def a_run(k: int) -> Run:
     return make_run(A, k, *A_RUNS[k])
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def filled_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """An archive for the whole module on each backend (filled once: the tests only read)."""
+    if request.param == "sqlite":
+        yield sqlite_url(Path(tmp_path_factory.mktemp("rest")) / "archive.sqlite")
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.database()
+    yield url
+    cluster.drop(url)
+
+
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    path = Path(tmp_path_factory.mktemp("rest")) / "archive.sqlite"
-    archive = open_archive(sqlite_url(path))
+def client(filled_url: str) -> Iterator[TestClient]:
+    archive = open_archive(filled_url)
     archive.register_tests([A, A2, B, N], REGISTERED)
     archive.store_runs([a_run(k) for k in range(len(A_RUNS))])
     archive.store_runs(
@@ -93,7 +107,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     )
     archive.close()
     app = FastAPI()
-    app.include_router(build_router(host(path)), prefix="/api/v1")
+    app.include_router(build_router(host(filled_url)), prefix="/api/v1")
     with TestClient(app) as c:
         yield c
 
@@ -426,11 +440,10 @@ def test_times_no_answer_could_print_are_400(
         assert message.startswith(f"{name}: time {shown} is out of range"), message
 
 
-def test_the_last_window_of_time_ends_where_times_end(tmp_path: Path) -> None:
+def test_the_last_window_of_time_ends_where_times_end(store_url: str) -> None:
     """A run on 9999-12-31 in a window of a day: the window's end is the last µs ISO 8601 can
     say, not a 500."""
-    path = tmp_path / "archive.sqlite"
-    archive = open_archive(sqlite_url(path))
+    archive = open_archive(store_url)
     archive.register_tests([A], REGISTERED)
     late = make_run(A, 0, RunState.FINISHED, 1.0, 0.0)
     late.planned_us = late.actual_us = 253_402_300_000 * S
@@ -438,7 +451,7 @@ def test_the_last_window_of_time_ends_where_times_end(tmp_path: Path) -> None:
     archive.store_runs([late])
     archive.close()
     app = FastAPI()
-    app.include_router(build_router(host(path)), prefix="/api/v1")
+    app.include_router(build_router(host(store_url)), prefix="/api/v1")
     with TestClient(app) as c:
         body = get(c, "/aggregate", test_key=A.key, window="1d")
     (window,) = body["windows"]
@@ -486,4 +499,17 @@ def test_an_archive_that_cannot_be_opened_is_503(tmp_path: Path) -> None:
         response = c.get("/api/v1/tests")
     assert response.status_code == 503
     assert response.json()["error"].startswith(f"cannot open archive {tmp_path}")
+    assert response.headers["retry-after"] == "5"
+
+
+def test_a_postgresql_archive_that_cannot_be_reached_is_503(pg_cluster: PgCluster) -> None:
+    url = pg_cluster.url("no_such_database")
+    app = FastAPI()
+    app.include_router(build_router(host(url)), prefix="/api/v1")
+    with TestClient(app) as c:
+        response = c.get("/api/v1/tests")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error.startswith("cannot connect to postgresql://netsonde@"), error
+    assert "no_such_database" in error
     assert response.headers["retry-after"] == "5"

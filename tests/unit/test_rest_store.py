@@ -1,4 +1,5 @@
-"""POST /api/v1/store: the token, validation of every field, one transaction, idempotence."""
+"""POST /api/v1/store: the token, validation of every field, one transaction, idempotence; on
+each archive backend."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import copy
 import json
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
-from hosting import host, sqlite_url
+from hosting import host
 from netsonde.archive import open_archive
 from netsonde.model import Schedule, TestSpec
 from netsonde.probes import ping
@@ -84,23 +84,22 @@ def batch() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def make_client(path: Path, **ctx: Any) -> TestClient:
+def make_client(url: str, **ctx: Any) -> TestClient:
     app = FastAPI()
-    app.include_router(build_router(host(path, **ctx)), prefix="/api/v1")
+    app.include_router(build_router(host(url, **ctx)), prefix="/api/v1")
     return TestClient(app)
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "archive.sqlite"
-    archive = open_archive(sqlite_url(path))
+def db(store_url: str) -> str:
+    archive = open_archive(store_url)
     archive.register_tests([LOCAL], T0)
     archive.close()
-    return path
+    return store_url
 
 
 @pytest.fixture
-def client(db: Path) -> Iterator[TestClient]:
+def client(db: str) -> Iterator[TestClient]:
     with make_client(db, token=TOKEN) as c:
         yield c
 
@@ -118,7 +117,7 @@ def stored_runs(client: TestClient) -> list[dict[str, Any]]:
 # ---- the token ---------------------------------------------------------------------------------
 
 
-def test_no_token_configured_refuses_to_store(db: Path) -> None:
+def test_no_token_configured_refuses_to_store(db: str) -> None:
     with make_client(db) as c:
         response = c.post("/api/v1/store", json=batch(), headers=AUTH)
     assert response.status_code == 403
@@ -319,7 +318,7 @@ def test_not_json_is_400(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_body_larger_than_the_limit_is_413(db: Path, chunked: bool) -> None:
+def test_body_larger_than_the_limit_is_413(db: str, chunked: bool) -> None:
     text = json.dumps(batch()).encode()
     with make_client(db, token=TOKEN, max_body_bytes=len(text) - 1) as c:
         content: Any = iter([text[:100], text[100:]]) if chunked else text

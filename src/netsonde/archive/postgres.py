@@ -103,8 +103,9 @@ CREATE TABLE results_after PARTITION OF results FOR VALUES FROM ({_END_US}) TO (
 # The archive's own migrations: SQLite keeps its schema in sqlite.py.
 MIGRATIONS = [Migration(1, sqlite="", postgresql=_V1)]
 
-# Advisory lock keys (class 7100 is netsonde's; stores.migrate takes (7100, 0)).
-_PARTITION_LOCK = (7100, 1)
+# Advisory lock keys: class 7100 is netsonde's; (7100, 0) is stores.migrate's, (7100, 1) the
+# rollup worker's (rollups.process).
+_PARTITION_LOCK = (7100, 2)
 
 # ---- ingest ----------------------------------------------------------------------------------
 
@@ -177,9 +178,10 @@ def _month_of(us: int) -> tuple[int, int] | None:
 
 def _month_bounds(year: int, month: int) -> tuple[int, int]:
     """[start, end) of a UTC calendar month in epoch µs."""
-    start = dt.datetime(year, month, 1, tzinfo=dt.UTC)
-    end = dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC)
-    return _us(start), _us(end)
+    start = _us(dt.datetime(year, month, 1, tzinfo=dt.UTC))
+    if (year, month) == (9999, 12):  # the next month is past what datetime can say
+        return start, _END_US
+    return start, _us(dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=dt.UTC))
 
 
 def _us(t: dt.datetime) -> int:
