@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from netsonde.archive import Archive
+from netsonde.metrics.digest import FINISHED, Digest, RunRow, bucket_of
 from netsonde.model import US_PER_S
 from netsonde.nmwg.pinger import BOOLEAN_DATUMS, DATUM_NAMES, PARAMETERS, TRANSPORT
 from netsonde.probes import ping
@@ -123,31 +124,61 @@ def data(
     """Finished runs of test ``key`` planned in [start, end] (unix seconds, both inclusive as
     the PingER MA had it), at most ``limit`` rows, each row or each ``resolution``-second
     bucket consolidated with AVERAGE, MIN or MAX. ``check`` (a request's cancellation) is
-    called while decoding."""
+    called while decoding. Consolidated, ``limit`` counts buckets."""
+    if (per := buckets(consolidation, resolution)) is not None:
+        return _per_window(archive, key, start, end, *per, limit=limit, check=check)
     rows = archive.summaries(key, start * US_PER_S, (end + 1) * US_PER_S, limit=limit)
     points = []
     for n, (planned_us, summary) in enumerate(rows):
         if n % DECODE_CHECK_EVERY == 0:
             check()
         points.append((planned_us // US_PER_S, json.loads(summary)))
-    if (per := buckets(consolidation, resolution)) is not None:
-        return consolidate(points, *per)
     return [Datum(t, _row_values(v)) for t, v in points]
+
+
+def _per_window(
+    archive: Archive,
+    key: str,
+    start: int,
+    end: int,
+    function: str,
+    resolution: int,
+    *,
+    limit: int,
+    check: Callable[[], None],
+) -> list[Datum]:
+    """One datum per ``resolution``-second bucket with finished runs, from the archive's
+    windows: its rollups where they cover the bucket, the raw runs elsewhere."""
+    found = archive.windows(
+        resolution * US_PER_S,
+        test_key=key,
+        since_us=start * US_PER_S,
+        until_us=(end + 1) * US_PER_S,
+        limit=limit,
+        metrics=DATUM_NAMES,
+        packets=False,
+        check=check,
+    )
+    return [Datum(w // US_PER_S, _combined(b.metrics, function)) for w, b in found if b.finished]
 
 
 def consolidate(
     points: Sequence[tuple[int, dict[str, float | int | None]]], function: str, resolution: int
 ) -> list[Datum]:
-    """RRD-style consolidation: one datum per ``resolution``-second bucket, stamped with the
-    bucket's start."""
-    buckets: dict[int, list[dict[str, float | int | None]]] = {}
+    """RRD-style consolidation of (unix seconds, summary) points: one datum per
+    ``resolution``-second bucket, stamped with the bucket's start; the digests are the ones
+    the archive's windows give (``metrics.digest.bucket_of``), so the two agree."""
+    groups: dict[int, list[RunRow]] = {}
     for t, values in points:
-        buckets.setdefault(t - t % resolution, []).append(values)
-    return [Datum(t, _datum_values(rows, function)) for t, rows in sorted(buckets.items())]
+        groups.setdefault(t - t % resolution, []).append((t, FINISHED, True, 0, values, ()))
+    return [
+        Datum(t, _combined(bucket_of(rows, metrics=DATUM_NAMES, packets=False).metrics, function))
+        for t, rows in sorted(groups.items())
+    ]
 
 
 def _row_values(row: dict[str, float | int | None]) -> tuple[tuple[str, float | bool], ...]:
-    """One run's datums: ``_datum_values`` of a single row, without the combining."""
+    """One run's datums: ``_combined`` of a single row, without the digests."""
     return tuple(
         (name, bool(v) if name in BOOLEAN_DATUMS else float(v))
         for name in DATUM_NAMES
@@ -155,25 +186,26 @@ def _row_values(row: dict[str, float | int | None]) -> tuple[tuple[str, float | 
     )
 
 
-_COMBINE: dict[str, Callable[[list[float]], float]] = {
-    "AVERAGE": lambda xs: math.fsum(xs) / len(xs),
-    "MIN": min,
-    "MAX": max,
-    "LAST": lambda xs: xs[-1],
+_COMBINE: dict[str, Callable[[Digest], float]] = {
+    "AVERAGE": lambda d: d.mean,
+    "MIN": lambda d: d.min,
+    "MAX": lambda d: d.max,
+    "LAST": lambda d: d.last,
 }
 
 
-def _datum_values(
-    rows: Sequence[dict[str, float | int | None]], function: str = "AVERAGE"
+def _combined(
+    metrics: Mapping[str, Digest], function: str = "AVERAGE"
 ) -> tuple[tuple[str, float | bool], ...]:
+    """A bucket's datums from its digests. A datum no run had a value of (e.g. RTT at 100 %
+    loss) is left out; zero is kept; a boolean datum is "any": true if one run's was."""
     combine = _COMBINE[function.upper()]
     out: list[tuple[str, float | bool]] = []
     for name in DATUM_NAMES:
-        present = [v for r in rows if (v := r.get(name)) is not None]
-        if not present:
-            continue  # null (e.g. RTT at 100 % loss) is left out; zero is kept
+        if (d := metrics.get(name)) is None:
+            continue
         if name in BOOLEAN_DATUMS:
-            out.append((name, any(bool(v) for v in present)))
+            out.append((name, d.min != 0 or d.max != 0))
         else:
-            out.append((name, float(combine([float(v) for v in present]))))
+            out.append((name, float(combine(d))))
     return tuple(out)
