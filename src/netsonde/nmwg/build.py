@@ -14,6 +14,7 @@ that takes many rows declares their prefix (``declare=``), so the rows need none
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterable, Mapping
 
 from lxml import etree
@@ -37,6 +38,26 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 def xml_text(value: str) -> str:
     """``value`` with the characters XML 1.0 cannot represent replaced by U+FFFD."""
     return _NOT_XML.sub("\ufffd", value)
+
+
+# How libxml2 writes an attribute value between double quotes.
+_ATTR_ESCAPES = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+        "\t": "&#9;",
+    }
+)
+
+
+def xml_attr(value: str) -> str:
+    """``value`` as the text of a double-quoted attribute, written as lxml writes it (for XML
+    built as text: :class:`Splices`)."""
+    return xml_text(value).translate(_ATTR_ESCAPES)
 
 
 def element(
@@ -139,7 +160,39 @@ def error_response(code: str, text: str, message_id_ref: str | None = None) -> e
     return out
 
 
-def envelope(message: etree._Element) -> bytes:
-    """The response bytes: compact message, namespaces declared once on it, in the envelope."""
-    etree.cleanup_namespaces(message, top_nsmap=ns.PREFIXES)
+class Splices:
+    """Prebuilt XML put into a response after it is serialized: a SetupDataResponse's rows as
+    text cost a fraction of building and serializing them as lxml elements. :meth:`add` leaves
+    a comment in the tree where the text goes; :meth:`envelope` serializes the message and
+    replaces each comment with its text. The comments carry a random token of this process,
+    which no request can forge or see (every one is replaced).
+
+    The text is written, and escaped, by the caller: well-formed XML under the canonical
+    ``prefixes`` it names, which the message then declares as if the text were elements.
+    """
+
+    _TOKEN = secrets.token_hex(16)
+    _MARK = re.compile(rb"<!--" + _TOKEN.encode() + rb":(\d+)-->")
+
+    def __init__(self) -> None:
+        self._texts: list[bytes] = []
+        self._prefixes: set[str] = set()
+
+    def add(self, parent: etree._Element, text: bytes, prefixes: Iterable[str]) -> None:
+        parent.append(etree.Comment(f"{self._TOKEN}:{len(self._texts)}"))
+        self._texts.append(text)
+        self._prefixes.update(prefixes)
+
+    def envelope(self, message: etree._Element) -> bytes:
+        """:func:`envelope` of ``message`` with the texts in place."""
+        out = envelope(message, keep=self._prefixes)
+        if not self._texts:
+            return out
+        return self._MARK.sub(lambda m: self._texts[int(m[1])], out)
+
+
+def envelope(message: etree._Element, keep: Iterable[str] = ()) -> bytes:
+    """The response bytes: compact message, namespaces declared once on it, in the envelope.
+    ``keep``: prefixes declared even if no element uses them (:class:`Splices`)."""
+    etree.cleanup_namespaces(message, top_nsmap=ns.PREFIXES, keep_ns_prefixes=list(keep) or None)
     return ENVELOPE_HEAD + etree.tostring(message, encoding="UTF-8") + ENVELOPE_TAIL

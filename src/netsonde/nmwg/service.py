@@ -93,6 +93,7 @@ class RequestContext(Generic[S]):
     authorization: str | None = None  # the HTTP Authorization header (store requests)
     limits: RequestLimits = field(default_factory=RequestLimits)
     ids: build.IdGen = field(default_factory=build.IdGen)
+    splices: build.Splices = field(default_factory=build.Splices)  # prebuilt rows, see build
     datums: int = 0  # datums charged to the answer so far
     _event: threading.Event = field(default_factory=threading.Event, repr=False)
     _callbacks: list[Callable[[], object]] = field(default_factory=list, repr=False)
@@ -185,7 +186,7 @@ def handle(
         request_id = message.id
         response = dispatch(message, services, rctx)
         rctx.check()
-        out = build.envelope(response)
+        out = rctx.splices.envelope(response)
         if len(out) > limits.max_response_bytes:
             what = f"the answer is larger than {limits.max_response_bytes} bytes"
             raise LimitExceeded(codes.TRANSPORT, what, "max_response_bytes")

@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from netsonde.archive import Archive
 from netsonde.metrics.digest import FINISHED, Digest, RunRow, bucket_of
 from netsonde.model import US_PER_S
@@ -132,7 +134,7 @@ def data(
     for n, (planned_us, summary) in enumerate(rows):
         if n % DECODE_CHECK_EVERY == 0:
             check()
-        points.append((planned_us // US_PER_S, json.loads(summary)))
+        points.append((planned_us // US_PER_S, _summary(summary)))
     return [Datum(t, _row_values(v)) for t, v in points]
 
 
@@ -162,6 +164,15 @@ def _per_window(
     return [Datum(w // US_PER_S, _combined(b.metrics, function)) for w, b in found if b.finished]
 
 
+def _summary(text: str) -> dict[str, float | int | None]:
+    """A stored summary (JSON text): orjson, ~4× faster; json for the NaN and Infinity that
+    json.dumps writes. (orjson reads an integer past 64 bits as a float: every datum is one.)"""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def consolidate(
     points: Sequence[tuple[int, dict[str, float | int | None]]], function: str, resolution: int
 ) -> list[Datum]:
@@ -177,13 +188,12 @@ def consolidate(
     ]
 
 
+_KINDS = tuple((name, bool if name in BOOLEAN_DATUMS else float) for name in DATUM_NAMES)
+
+
 def _row_values(row: dict[str, float | int | None]) -> tuple[tuple[str, float | bool], ...]:
     """One run's datums: ``_combined`` of a single row, without the digests."""
-    return tuple(
-        (name, bool(v) if name in BOOLEAN_DATUMS else float(v))
-        for name in DATUM_NAMES
-        if (v := row.get(name)) is not None
-    )
+    return tuple([(name, kind(v)) for name, kind in _KINDS if (v := row.get(name)) is not None])
 
 
 _COMBINE: dict[str, Callable[[Digest], float]] = {
