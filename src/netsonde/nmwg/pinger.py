@@ -19,6 +19,7 @@ from netsonde.metrics import pinger_summary
 from netsonde.model import PacketSample, Result, Run, RunState, TestSpec, to_us
 from netsonde.nmwg import build, codes, ns
 from netsonde.nmwg.codes import NMWGError
+from netsonde.nmwg.parse import parse_xml
 from netsonde.units import check_epoch
 
 MA_PATH = "/perfSONAR_PS/services/pinger/ma"
@@ -189,10 +190,7 @@ def add_summary(
     """Named datums in the order given, as elements (the datums' text parsed: one writer)."""
     text = datums_xml(values, digits)
     if text:
-        common.extend(etree.fromstring(f"<x {_NSDECL}>{text}</x>", _PARSER))
-
-
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)  # our own text only
+        common.extend(parse_xml(f"<x {_NSDECL}>{text}</x>".encode()))
 
 
 def add_run(parent: etree._Element, run: Run) -> etree._Element:
