@@ -76,3 +76,17 @@ def store_location(backend: str, tmp_path: Path, request: pytest.FixtureRequest)
     if backend == "sqlite":
         return str(tmp_path / "store.sqlite")
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_store_location(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``store_location`` for a module's shared fixtures: the module runs once per backend."""
+    if request.param == "sqlite":
+        yield str(tmp_path_factory.mktemp("store") / "store.sqlite")
+        return
+    cluster: pgcluster.PgCluster = request.getfixturevalue("pg_cluster")
+    url = cluster.database()
+    yield url
+    cluster.drop(url)

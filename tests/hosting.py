@@ -36,11 +36,12 @@ def host(
     )
 
 
-def status_store(path: Path) -> PerThread[LinkStatusStore]:
+def status_store(path: str | Path) -> PerThread[LinkStatusStore]:
+    """Per-thread link status stores at ``path`` (a SQLite file or a PostgreSQL URL)."""
     return PerThread(lambda: LinkStatusStore(path))
 
 
-def status_state(path: Path, **kw: Any) -> StatusState:
+def status_state(path: str | Path, **kw: Any) -> StatusState:
     return StatusState(store=status_store(path), **kw)
 
 

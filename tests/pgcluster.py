@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,6 +131,14 @@ class PgCluster:
         name = url.rsplit("/", 1)[1].split("?", 1)[0]
         with contextlib.suppress(Exception):
             self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def disconnect(self, url: str) -> None:
+        """End every connection to ``url``'s database, as a server restart does to its
+        clients; returns once they are gone (5 s at most)."""
+        name = urllib.parse.urlsplit(url).path.strip("/")
+        self.sql(
+            f"SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = '{name}'"
+        )
 
     def stop(self) -> None:
         if self._server.poll() is None:

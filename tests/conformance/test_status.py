@@ -91,9 +91,10 @@ def _fill(connections: PerThread[LinkStatusStore]) -> None:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+def client(tmp_path_factory: pytest.TempPathFactory, module_store_location: str) -> TestClient:
+    """The Status MA with the captured history, its store on each backend in turn."""
     tmp = tmp_path_factory.mktemp("status")
-    connections = status_store(tmp / "status.sqlite")
+    connections = status_store(module_store_location)
     _fill(connections)
     links = tmp / "links.conf"
     links.write_text(LINKS_CONF)

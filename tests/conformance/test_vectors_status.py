@@ -54,8 +54,8 @@ STATUS_NS = {
 }
 
 
-def endpoint_for(directory: Path, definitions: Path | None) -> Endpoint:
-    state = status_state(directory / "status.sqlite", token=FACTS["token"], definitions=definitions)
+def endpoint_for(db: str, definitions: Path | None) -> Endpoint:
+    state = status_state(db, token=FACTS["token"], definitions=definitions)
     routes = soap_routes(RequestLimits(), {FACTS["endpoint"]: [status_ma(state)]})
     return Endpoint(TestClient(Starlette(routes=routes)), FACTS["endpoint"], FACTS["schemas"])
 
@@ -80,11 +80,10 @@ def post(
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Endpoint, list[Posted]]:
-    """The endpoint, its store filled by the fill vectors (their answers, in order)."""
-    endpoint = endpoint_for(
-        tmp_path_factory.mktemp("status-vectors"), OWN_VECTORS / FAMILY / FACTS["definitions"]
-    )
+def filled(module_store_location: str) -> tuple[Endpoint, list[Posted]]:
+    """The endpoint, its store (on each backend in turn) filled by the fill vectors (their
+    answers, in order)."""
+    endpoint = endpoint_for(module_store_location, OWN_VECTORS / FAMILY / FACTS["definitions"])
     return endpoint, [post(endpoint, fact) for fact in FACTS["fill"]]
 
 
@@ -276,7 +275,7 @@ def test_a_store_without_the_token_is_refused(filled: tuple[Endpoint, list[Poste
 
 def test_without_definitions_e2emon_is_a_configuration_error(tmp_path: Path) -> None:
     fact = FACTS["unconfigured"]
-    posted = post(endpoint_for(tmp_path, None), fact)
+    posted = post(endpoint_for(str(tmp_path / "status.sqlite"), None), fact)
     check_common(posted.message, posted.document, fact)
     only_result_pairs(posted.message)
 

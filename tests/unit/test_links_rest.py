@@ -1,9 +1,8 @@
-"""REST /links and /links/{id}/status against a real link status store filled by hand, so every
-expected range below can be read off the fixture."""
+"""REST /links and /links/{id}/status against a real link status store filled by hand (on each
+backend in turn), so every expected range below can be read off the fixture."""
 
 from __future__ import annotations
 
-import sqlite3
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +13,12 @@ import pytest
 from fastapi import FastAPI
 
 from hosting import host
+from netsonde.archive.stores import open_store
 from netsonde.services import status as status_service
 from netsonde.services.status.settings import StatusSection
-from netsonde.services.status.store import LinkStatusStore
+from netsonde.services.status.store import COMPONENT, MIGRATIONS, LinkStatusStore
 from netsonde.units import iso_seconds
+from pgcluster import PgCluster
 
 with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed here
     warnings.simplefilter("ignore")
@@ -46,23 +47,24 @@ A_UP1, A_DOWN, A_UP2 = rng(0, 10, "up"), rng(11, 20, "down", "maintenance"), rng
 B_UNK, B_UP = rng(5, 5, "unknown", "unknown"), rng(6, 8, "up")
 
 
+def app_of(tmp_path: Path, status: StatusSection) -> FastAPI:
+    served = status_service.serve(host(tmp_path / "a.sqlite", sections={"status": status}))
+    app = FastAPI()
+    for router in served.routers():
+        app.include_router(router, prefix="/api/v1")
+    return app
+
+
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    db = tmp_path / "status.sqlite"
-    with LinkStatusStore(db) as store:
+def client(tmp_path: Path, store_location: str) -> Iterator[TestClient]:
+    with LinkStatusStore(store_location) as store:
         for t in range(0, 31):
             oper, admin = ("down", "maintenance") if 11 <= t <= 20 else ("up", "normal")
             store.update(A, T0 + t, oper, admin)
         store.update(B, T0 + 5, "unknown", "unknown")
         for t in (6, 7, 8):
             store.update(B, T0 + t, "up", "normal")
-    served = status_service.serve(
-        host(tmp_path / "a.sqlite", sections={"status": StatusSection(db=str(db))})
-    )
-    app = FastAPI()
-    for router in served.routers():
-        app.include_router(router, prefix="/api/v1")
-    with TestClient(app) as c:
+    with TestClient(app_of(tmp_path, StatusSection(db=store_location))) as c:
         yield c
 
 
@@ -191,23 +193,17 @@ def test_the_ends_of_the_time_range_are_times(client: TestClient) -> None:
         assert r.json()["query"]["at_iso"] == iso and r.json()["ranges"] == []
 
 
-def test_a_row_stored_past_9999_does_not_break_the_other_links(tmp_path: Path) -> None:
+def test_a_row_stored_past_9999_does_not_break_the_other_links(
+    tmp_path: Path, store_location: str
+) -> None:
     """A store written before stores refused such times: every link still answers."""
-    db = tmp_path / "status.sqlite"
-    with LinkStatusStore(db) as store:
+    with LinkStatusStore(store_location) as store:
         store.update(A, T0, "up", "normal")
         store.update(B, T0, "down", "normal")
-    con = sqlite3.connect(db)
-    with con:
-        con.execute("UPDATE link_status SET end_time = 253402300800 WHERE link_id = ?", (B,))
-    con.close()
-    served = status_service.serve(
-        host(tmp_path / "a.sqlite", sections={"status": StatusSection(db=str(db))})
-    )
-    app = FastAPI()
-    for router in served.routers():
-        app.include_router(router, prefix="/api/v1")
-    with TestClient(app) as c:
+    raw = open_store(store_location, COMPONENT, MIGRATIONS)
+    raw.execute("UPDATE link_status SET end_time = 253402300800 WHERE link_id = ?", (B,))
+    raw.close()
+    with TestClient(app_of(tmp_path, StatusSection(db=store_location))) as c:
         r = c.get("/api/v1/links")
         assert r.status_code == 200, r.text
         latest = {x["link_id"]: x["latest"] for x in r.json()["links"]}
@@ -222,12 +218,26 @@ def test_bad_history_value_is_422(client: TestClient) -> None:
 
 
 def test_no_store_is_404(tmp_path: Path) -> None:
-    off = StatusSection(enabled=False)
-    served = status_service.serve(host(tmp_path / "a.sqlite", sections={"status": off}))
-    app = FastAPI()
-    for router in served.routers():
-        app.include_router(router, prefix="/api/v1")
-    with TestClient(app) as c:
+    with TestClient(app_of(tmp_path, StatusSection(enabled=False))) as c:
         r = c.get("/api/v1/links")
     assert r.status_code == 404
     assert r.json() == {"error": "this server keeps no link states ([status] enabled = false)"}
+
+
+def test_a_lost_database_connection_is_503_then_answers_again(
+    tmp_path: Path, pg_cluster: PgCluster, pg_url: str
+) -> None:
+    """PostgreSQL drops the API's connection (a restart): that request is 503 with
+    Retry-After, and the next one answers from a new connection."""
+    with LinkStatusStore(pg_url) as store:
+        store.update(A, T0, "up", "normal")
+    with TestClient(app_of(tmp_path, StatusSection(db=pg_url))) as c:
+        assert c.get("/api/v1/links").status_code == 200
+        pg_cluster.disconnect(pg_url)
+        r = c.get("/api/v1/links")
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "5"
+        assert r.json()["error"].startswith("link status store unavailable: ")
+        r = c.get("/api/v1/links")
+        assert r.status_code == 200, r.text
+        assert [x["link_id"] for x in r.json()["links"]] == [A]

@@ -3,20 +3,22 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from netsonde import probes as tools
+from netsonde.archive.stores import StoreError
 from netsonde.config import ConfigError, parse
 from netsonde.model import LinkObservation, Result, Run, RunState, Schedule, TestSpec
 from netsonde.probes import noop, snmp_link
 from netsonde.services import SECTIONS
 from netsonde.services.status.feed import StatusFeed, readings_from_run
 from netsonde.services.status.store import LinkStatusStore, Update
+from pgcluster import PgCluster
 
 T0 = 1_700_000_000  # unix seconds
 TEMPLATE = "urn:ogf:network:domain=test:host={target}:port={interface}:index={if_index}"
@@ -113,13 +115,13 @@ def test_the_tool_and_the_feed_agree_on_the_link_ids_of_an_unanswered_poll() -> 
     assert all(not o.agent_answered and o.oper == o.admin == "unknown" for o in result.links)
 
 
-def _ranges(path: Path, link_id: str) -> list[tuple[int, int, str, str]]:
-    with LinkStatusStore(path) as store:
+def _ranges(db: str, link_id: str) -> list[tuple[int, int, str, str]]:
+    with LinkStatusStore(db) as store:
         return [(r.start, r.end, r.oper, r.admin) for r in store.history(link_id)]
 
 
-def test_feed_writes_ranges_from_runs(tmp_path: Path) -> None:
-    db = tmp_path / "status.sqlite"
+def test_feed_writes_ranges_from_runs(store_location: str) -> None:
+    db = store_location
     feed = StatusFeed(LinkStatusStore(db))
     states = ["up", "up", "down", "down", "down", "up"]
     for k, oper in enumerate(states):
@@ -138,19 +140,19 @@ def test_feed_writes_ranges_from_runs(tmp_path: Path) -> None:
 class FlakyStore(LinkStatusStore):
     """Locked for the first ``failures`` writes, as another writer holding the file would."""
 
-    def __init__(self, path: Path, failures: int) -> None:
-        super().__init__(path)
+    def __init__(self, db: str, failures: int) -> None:
+        super().__init__(db)
         self.failures = failures
 
     def update_many(self, updates: Any) -> int:
         if self.failures:
             self.failures -= 1
-            raise sqlite3.OperationalError("database is locked")
+            raise StoreError("database is locked")
         return super().update_many(updates)
 
 
-def test_transient_sqlite_error_is_retried_not_lost(tmp_path: Path) -> None:
-    db = tmp_path / "status.sqlite"
+def test_transient_store_error_is_retried_not_lost(store_location: str) -> None:
+    db = store_location
     feed = StatusFeed(FlakyStore(db, failures=2), max_delay=0.01)
     feed.submit(run_of(RunState.FINISHED, [link(ID_3, "up", "normal")]), SPEC)
     feed.close()
@@ -158,8 +160,8 @@ def test_transient_sqlite_error_is_retried_not_lost(tmp_path: Path) -> None:
     assert feed.stats.stored == 1 and feed.stats.error is None
 
 
-def test_refused_update_is_dropped_alone(tmp_path: Path) -> None:
-    db = tmp_path / "status.sqlite"
+def test_refused_update_is_dropped_alone(store_location: str) -> None:
+    db = store_location
     with LinkStatusStore(db) as store:
         store.update(ID_3, T0 + 5, "up", "normal")
     feed = StatusFeed(LinkStatusStore(db), max_delay=0.5)  # both runs land in one batch
@@ -171,6 +173,29 @@ def test_refused_update_is_dropped_alone(tmp_path: Path) -> None:
     assert feed.stats.rejected == 1 and feed.stats.stored == 1
     assert _ranges(db, ID_3) == [(T0 + 5, T0 + 5, "up", "normaloperation")]
     assert _ranges(db, ID_GE) == [(T0, T0, "down", "normaloperation")]
+
+
+def test_a_dropped_database_connection_is_retried_not_lost(
+    pg_cluster: PgCluster, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL ends the feed's connection (a restart) between two polls: the second poll's
+    write fails once, is kept and retried on a new connection."""
+    feed = StatusFeed(LinkStatusStore(pg_url), max_delay=0.01)
+    feed.submit(run_of(RunState.FINISHED, [link(ID_3, "up", "normal")]), SPEC)
+    deadline = time.monotonic() + 10
+    while feed.stats.stored < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert feed.stats.stored == 1
+    pg_cluster.disconnect(pg_url)
+    later = run_of(RunState.FINISHED, [link(ID_3, "down", "normal", (T0 + 1) * 1_000_000)])
+    feed.submit(later, SPEC)
+    feed.close()
+    assert feed.stats.stored == 2 and feed.stats.error is None
+    assert [r.message for r in caplog.records if "will retry" in r.message] != []
+    assert _ranges(pg_url, ID_3) == [
+        (T0, T0, "up", "normaloperation"),
+        (T0 + 1, T0 + 1, "down", "normaloperation"),
+    ]
 
 
 # ---- [status] in the config --------------------------------------------------------------
@@ -194,6 +219,25 @@ def test_status_db_relative_to_the_file_and_disabled(tmp_path: Path) -> None:
     assert _status_db("[status]\nenabled = false\n", tmp_path) is None
 
 
+PG_ARCHIVE = '[archive]\nurl = "postgresql://ns@db.example/fleet"\n'
+
+
+def test_status_db_defaults_to_a_postgresql_archive(tmp_path: Path) -> None:
+    section = _load(PG_ARCHIVE, tmp_path).sections["status"]
+    assert section.db == "postgresql://ns@db.example/fleet"
+
+
+def test_status_db_of_its_own_beside_a_postgresql_archive(tmp_path: Path) -> None:
+    own = PG_ARCHIVE + '[status]\ndb = "postgresql://st@other.example/links"\n'
+    assert _load(own, tmp_path).sections["status"].db == "postgresql://st@other.example/links"
+    on_file = PG_ARCHIVE + '[status]\ndb = "links.sqlite"\n'
+    assert _load(on_file, tmp_path).sections["status"].db == str(tmp_path / "links.sqlite")
+    secret = '[status]\ndb = "postgresql://st@h/links?password_file=pw"\n'
+    assert _load(secret, tmp_path).sections["status"].db == (
+        f"postgresql://st@h/links?password_file={quote(str(tmp_path / 'pw'), safe='')}"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -201,6 +245,14 @@ def test_status_db_relative_to_the_file_and_disabled(tmp_path: Path) -> None:
         ("\n\n[status]\ndbb = 1\n", ":4: status.dbb: unknown key; did you mean 'db'?"),
         ('[status]\ndb = ""\n', ":2: status.db: String should have at least 1 character"),
         ('[status]\n\ndb = "."\n', ":3: status.db: {tmp} is a directory"),
+        (
+            '[status]\ndb = "postgresql://st:hunter2@h/links"\n',
+            ":2: status.db: the archive URL must not hold a password",
+        ),
+        (
+            '[status]\ndb = "postgresql://st@h"\n',
+            ":2: status.db: the archive URL names no database",
+        ),
         (
             '[status]\n\n\ne2emon_definitions = "links.conf"\n',
             ":4: status.e2emon_definitions: {tmp}/links.conf: no such file",

@@ -49,13 +49,9 @@ LINKS_CONF = f"""<config>
 
 
 @pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "status.sqlite"
-
-
-@pytest.fixture
-def client(tmp_path: Path, store_path: Path) -> TestClient:
-    state = status_state(store_path, token=TOKEN, definitions=tmp_path / "links.conf")
+def client(tmp_path: Path, store_location: str) -> TestClient:
+    """The Status MA with its store on each backend in turn."""
+    state = status_state(store_location, token=TOKEN, definitions=tmp_path / "links.conf")
     store = state.store.get()
     store.update(A, 100, "up", "normaloperation")
     store.update(A, 200, "up", "normaloperation")

@@ -9,7 +9,6 @@ import random
 import re
 import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from netsonde.services.status.store import (
     StatusError,
     Update,
 )
+from pgcluster import PgCluster
 
 L1 = "urn:ogf:network:domain=example.net:host=r1:port=xe-0/0/0:link=1"
 L2 = "urn:ogf:network:domain=example.net:host=r1:port=xe-0/0/0:link=10"  # L1 is its prefix
@@ -538,16 +538,12 @@ def test_concurrent_writers_of_one_link_never_overlap(pg_url: str) -> None:
             assert {t: store.at([link], t)[link].oper for t in range(seconds)} == expected
 
 
-def test_a_lost_connection_is_opened_again(pg_cluster: object, pg_url: str) -> None:
+def test_a_lost_connection_is_opened_again(pg_cluster: PgCluster, pg_url: str) -> None:
     """The server drops the connection (a restart, an admin): that call fails with
     StoreError (the feed retries it), and the next one works on a new connection."""
-    dbname = urllib.parse.urlsplit(pg_url).path.strip("/")
     with LinkStatusStore(pg_url) as store:
         store.update(L1, 10, "up", "normal")
-        pg_cluster.sql(  # type: ignore[attr-defined]  # waits (5 s at most) until it is gone
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
-            f" WHERE datname = '{dbname}'"
-        )
+        pg_cluster.disconnect(pg_url)
         with pytest.raises(StoreError):
             store.update(L1, 20, "up", "normal")
         store.update(L1, 20, "up", "normal")
