@@ -1,8 +1,8 @@
 """The Status MA: layer-2 link state kept as time ranges (the seed's Status MA).
 
-``store.py`` the ranges (SQLite), ``feed.py`` snmp_link runs → ranges, ``nmwg.py`` the NMWG
-service (PROTOCOL.md §4.2–4.11), ``rest.py`` ``/api/v1/links``, ``definitions.py`` the E2EMon
-link definitions file, ``settings.py`` the ``[status]`` section.
+``store.py`` the ranges (SQLite or PostgreSQL), ``feed.py`` snmp_link runs → ranges,
+``nmwg.py`` the NMWG service (PROTOCOL.md §4.2–4.11), ``rest.py`` ``/api/v1/links``,
+``definitions.py`` the E2EMon link definitions file, ``settings.py`` the ``[status]`` section.
 """
 
 from __future__ import annotations
