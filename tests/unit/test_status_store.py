@@ -9,6 +9,7 @@ import random
 import re
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -548,3 +549,12 @@ def test_a_lost_connection_is_opened_again(pg_cluster: PgCluster, pg_url: str) -
             store.update(L1, 20, "up", "normal")
         store.update(L1, 20, "up", "normal")
         assert ranges(store) == [U(10, 20)]
+
+
+def test_a_database_that_is_not_there_cannot_be_opened(pg_url: str) -> None:
+    parts = urllib.parse.urlsplit(pg_url)
+    missing = urllib.parse.urlunsplit(parts._replace(path="/no_such_db"))
+    with pytest.raises(StatusError, match=r"^cannot open link status store postgresql://") as e:
+        LinkStatusStore(missing)
+    assert 'database "no_such_db" does not exist' in str(e.value)
+    assert "host=" not in str(e.value)  # the URL as shown: user, host and database only
