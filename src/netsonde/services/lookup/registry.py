@@ -693,11 +693,16 @@ class LookupRegistry:
     ) -> list[Record]:
         """Renew every live record of ``uris`` (one transaction); the renewed, in order."""
         start, expires = self.lease(ttl, time.time() if now is None else now)
+        unique = list(dict.fromkeys(uris))
         with self._transaction() as cur:
-            for uri in uris:
+            # A statement per chunk, not per uri: on PostgreSQL each is a round trip.
+            for n in range(0, len(unique), _DOCS_PER_READ):
+                chunk = unique[n : n + _DOCS_PER_READ]
+                marks = ",".join("?" * len(chunk))
                 cur.execute(
-                    "UPDATE records SET renewed = ?, expires = ? WHERE uri = ? AND expires > ?",
-                    (start, expires, uri, start),
+                    "UPDATE records SET renewed = ?, expires = ?"
+                    f" WHERE uri IN ({marks}) AND expires > ?",
+                    (start, expires, *chunk, start),
                 )
         found = {r.uri: r for r in self._get_many(uris, start)}
         return [found[u] for u in dict.fromkeys(uris) if u in found]
