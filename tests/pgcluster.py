@@ -128,7 +128,7 @@ class PgCluster:
         return self.url(name)
 
     def drop(self, url: str) -> None:
-        name = url.rsplit("/", 1)[1].split("?", 1)[0]
+        name = urllib.parse.urlsplit(url).path.strip("/")
         with contextlib.suppress(Exception):
             self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

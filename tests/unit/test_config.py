@@ -885,3 +885,18 @@ def test_cli_config_check_missing_file(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0] and "no such config file" in err[0], err
+
+
+def test_archive_retention_is_a_duration_of_a_day_at_least(tmp_path: Path) -> None:
+    assert parse("", tmp_path).archive_retention is None
+    assert parse('[archive]\nretention = "400d"\n', tmp_path).archive_retention == 400 * 86400
+    assert_error('[archive]\nretention = "2h"\n', tmp_path, 2, "archive.retention", "86400")
+
+
+def test_a_postgresql_archive_url_holds_no_password_and_its_password_file_is_resolved(
+    tmp_path: Path,
+) -> None:
+    msg = error_of('[archive]\nurl = "postgresql://u:secret@db/ns"\n', tmp_path)
+    assert "password" in msg and "secret" not in msg
+    cfg = parse('[archive]\nurl = "postgresql://u@db/ns?password_file=pw"\n', tmp_path)
+    assert cfg.archive_url == f"postgresql://u@db/ns?password_file={tmp_path / 'pw'}"

@@ -60,12 +60,12 @@ FULL = DaemonStatus(
 )
 
 # The top-level keys of status.json as published before the status was typed: readers (and
-# users' scripts on ``netsonde status --json``) rely on them. Added since: received.
+# users' scripts on ``netsonde status --json``) rely on them. Added since: received, upkeep.
 PUBLISHED_KEYS = {
     "pid", "started_us", "config", "archive", "url", "reloads", "reload_error", "stored",
     "archive_backlog", "archive_error", "api_workers", "api_worker_restarts", "feeds",
     "workers", "worker_restarts", "loop_stalls", "spool", "reaper", "restart_every_s",
-    "received", "registration", "tests", "in_progress", "waiting", "runs", "lateness", "upcoming",
+    "received", "registration", "upkeep", "tests", "in_progress", "waiting", "runs", "lateness", "upcoming",
 }  # fmt: skip
 
 

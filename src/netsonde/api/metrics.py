@@ -183,6 +183,11 @@ def _status_metrics(status: DaemonStatus) -> Iterable[Metric]:
         ("netsonde_runs_in_progress", "Runs in progress", point.in_progress),
         ("netsonde_runs_waiting", "Runs due but waiting for a free slot", point.waiting),
         ("netsonde_archive_backlog", "Runs waiting for the archive writer", status.archive_backlog),
+        (
+            "netsonde_archive_rollup_backlog",
+            "Runs stored but not yet rolled up",
+            status.upkeep.rollup_backlog,
+        ),
     ):
         yield GaugeMetricFamily(name, doc, value=value)
     if point.lateness is not None:
@@ -197,6 +202,11 @@ def _status_metrics(status: DaemonStatus) -> Iterable[Metric]:
         yield family
     yield CounterMetricFamily(
         "netsonde_archive_stored", "Runs stored in the archive", value=status.stored
+    )
+    yield CounterMetricFamily(
+        "netsonde_archive_expired",
+        "Runs removed by [archive] retention",
+        value=status.upkeep.expired,
     )
     yield from _supervision_metrics(status)
     yield GaugeMetricFamily(

@@ -46,7 +46,7 @@ def check(url: str, base: Path) -> str:
             path = Path(value).expanduser()
             value = str(path if path.is_absolute() else base / path)
         fixed.append((name, value))
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(fixed)))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(fixed, safe="/")))
 
 
 def shown(url: str) -> str:
@@ -72,7 +72,7 @@ def connect_args(url: str) -> tuple[str, dict[str, Any]]:
             kept.append((name, value))
     scheme = "postgresql"
     conninfo = urllib.parse.urlunsplit(
-        parts._replace(scheme=scheme, query=urllib.parse.urlencode(kept))
+        parts._replace(scheme=scheme, query=urllib.parse.urlencode(kept, safe="/"))
     )
     return conninfo, extra
 

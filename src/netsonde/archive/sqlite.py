@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from netsonde import filesystem
-from netsonde.archive import rollups, stores
+from netsonde.archive import retention, rollups, stores
 from netsonde.archive.base import ArchiveError, Backend, UnknownTestError, no_check
 from netsonde.metrics.digest import Bucket
 from netsonde.model import Run, TestSpec
@@ -421,6 +421,12 @@ class SQLiteArchive:
             new = self._insert_runs(runs)
             self._db.execute(_COUNT_RECEIVED, (new,))
             return new
+
+    def expire(self, before_us: int) -> int:
+        """Remove the runs planned before ``before_us`` in bounded batches
+        (``retention.expire``); the rollups are kept."""
+        with self._archive_errors():
+            return retention.expire(self._store, before_us)
 
     def received(self) -> int:
         """How many runs ``store_batch`` has stored, ever: counted in the archive because the

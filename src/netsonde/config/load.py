@@ -158,6 +158,7 @@ def parse(
         pidfile=paths.resolve(daemon.pidfile) if daemon.pidfile else data_dir / "netsonde.pid",
         log_file=paths.resolve(daemon.log_file) if daemon.log_file else data_dir / "netsonde.log",
         archive_url=url,
+        archive_retention=shape.archive.retention,
         max_children=daemon.max_children,
         stop_timeout=daemon.stop_timeout,
         tests=tuple(tests),

@@ -57,6 +57,9 @@ class DaemonSection(_Strict):
 
 class ArchiveSection(_Strict):
     url: str | None = None  # default: netsonde.archive.default_url(data_dir)
+    # Runs older than this are removed (PostgreSQL: whole monthly partitions; SQLite: in
+    # bounded batches); None keeps everything. Rollups are kept.
+    retention: Duration | None = Field(None, ge=86400, le=100 * YEAR_S)
 
 
 _LIMITS = RequestLimits()  # the defaults of the keys that set it

@@ -42,6 +42,7 @@ class Config:
     log_backups: int = 5
     heartbeat_timeout: float = 10.0
     restart_every: float | None = None
+    archive_retention: float | None = None  # seconds; None: keep every run
 
     @property
     def listen_address(self) -> tuple[str, int]:

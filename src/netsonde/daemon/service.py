@@ -30,6 +30,7 @@ from netsonde import probes as tools
 from netsonde.api.app import create_app
 from netsonde.api.metrics import Metrics
 from netsonde.archive import Archive, connections, open_archive
+from netsonde.archive.maintenance import Maintenance
 from netsonde.archive.writer import BatchWriter
 from netsonde.config import Config, ConfigError, ServerSpec
 from netsonde.daemon.api_workers import ApiWorkers
@@ -52,7 +53,7 @@ from netsonde.mp.lookup import lookup_data as mp_lookup_data
 from netsonde.mp.point import MeasurementPoint
 from netsonde.mp.runner import ForkServerGone, Runner
 from netsonde.mp.spool import Spool
-from netsonde.mp.status import DaemonStatus, SpoolStats
+from netsonde.mp.status import DaemonStatus, SpoolStats, UpkeepStatus
 from netsonde.nmwg.ls import ServiceInfo
 from netsonde.registration import NAME as REGISTRATION
 from netsonde.registration import SECTIONS as REGISTRATION_SECTIONS
@@ -116,6 +117,7 @@ class Daemon:
         self.registrar: Registrar | None = None  # [registration]: with lookup services
         # Set by main before anything asks for the status.
         self.writer: BatchWriter | None = None
+        self.upkeep: Maintenance | None = None
         self.point: MeasurementPoint | None = None
 
     async def main(self, on_ready: Callable[[], None] | None = None) -> None:
@@ -169,6 +171,9 @@ class Daemon:
         archive = open_archive(cfg.archive_url)
         archive.register_tests(cfg.tests, to_us(time.time()))
         self.writer = writer = BatchWriter(archive)
+        self.upkeep = Maintenance(
+            lambda: open_archive(cfg.archive_url), retention=cfg.archive_retention
+        )
         # Services that consume runs (the Status MA's link states from snmp_link runs), each
         # writing from a thread of its own.
         for service in SERVICES:
@@ -229,6 +234,8 @@ class Daemon:
             on_stale=runner.kill_fork_server,
         )
         sup.add_thread("archive-writer", writer)
+        if self.upkeep is not None:
+            sup.add_thread("archive-upkeep", self.upkeep)
         for name, feed in self.feeds.items():
             sup.add_thread(f"{name}-feed", feed.worker)
         if self.spool is not None:
@@ -276,6 +283,8 @@ class Daemon:
     async def _close(self, archive: Archive, writer: BatchWriter, reaper: Reaper) -> None:
         """Flush what writes from threads, close the stores, then leave no child behind."""
         writer.close()
+        if self.upkeep is not None:
+            self.upkeep.close()
         archive.close()
         if self.received is not None:
             self.received.close()
@@ -432,6 +441,7 @@ class Daemon:
             stored=writer.stored,
             archive_backlog=writer.backlog,
             archive_error=writer.last_error,
+            upkeep=self._upkeep_status(),
             received=self.received.count if self.received else 0,
             api_workers=tuple(api.pids) if api else None,
             api_worker_restarts=api.restarts if api else 0,
@@ -446,6 +456,12 @@ class Daemon:
             restart_every_s=self.cfg.restart_every,
             point=point.status(),
         )
+
+    def _upkeep_status(self) -> UpkeepStatus:
+        up = self.upkeep
+        if up is None:
+            return UpkeepStatus()
+        return UpkeepStatus(up.rolled_up, up.backlog, up.expired, up.last_error)
 
     def _reload(self, point: MeasurementPoint, archive: Archive) -> None:
         try:

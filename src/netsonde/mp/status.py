@@ -123,6 +123,16 @@ class ReaperStats:
 
 
 @dataclass(frozen=True)
+class UpkeepStatus:
+    """The archive's upkeep (``archive/maintenance.py``)."""
+
+    rolled_up: int = 0  # runs rolled up since the start
+    rollup_backlog: int = 0  # runs stored but not yet in the rollups
+    expired: int = 0  # runs removed by [archive] retention since the start
+    error: str | None = None  # of the last pass, retried
+
+
+@dataclass(frozen=True)
 class DaemonStatus:
     pid: int = 0
     started_us: int = 0
@@ -135,6 +145,7 @@ class DaemonStatus:
     received: int = 0  # runs other points stored in it over the API since the start
     archive_backlog: int = 0  # runs waiting for the archive writer
     archive_error: str | None = None  # of the last archive write, retried
+    upkeep: UpkeepStatus = field(default_factory=UpkeepStatus)
     api_workers: tuple[int, ...] | None = None  # their pids; None: HTTP served in the daemon
     api_worker_restarts: int = 0
     feeds: dict[str, FeedStats] = field(default_factory=dict)  # by service name
