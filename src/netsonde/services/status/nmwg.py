@@ -64,6 +64,7 @@ from pathlib import Path
 from lxml import etree
 
 from netsonde.archive import PerThread
+from netsonde.archive.stores import StoreError
 from netsonde.nmwg import build, codes, ns
 from netsonde.nmwg.codes import NMWGError
 from netsonde.nmwg.message import Message, Unit, local, parameters_of, read_select
@@ -774,7 +775,7 @@ def store(
         raise NMWGError(codes.MA_QUERY_INCOMPLETE_DATA, "no ifevt:datum to store")
     try:
         n = _store(rctx).update_many(updates)
-    except StatusError as e:
+    except (StatusError, StoreError) as e:  # StoreError: the database failed mid-store
         raise NMWGError(codes.STORAGE_UPDATE, str(e)) from None
     text = (
         "new data element successfully added"
