@@ -7,8 +7,10 @@ and for clients that would rather not do the arithmetic.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from datetime import timedelta
 from typing import Annotated, Any, NotRequired
 
 from pydantic import (
@@ -25,7 +27,7 @@ from typing_extensions import TypedDict  # pydantic needs this one on Python < 3
 
 from netsonde.config import TEST_ID
 from netsonde.model import US_PER_S, PacketSample, Result, Run, RunState, Schedule, TestSpec
-from netsonde.units import EPOCH, ONE_US, TIME_MAX
+from netsonde.units import EPOCH, TIME_MAX
 
 # The largest time an ISO 8601 string can say (datetime's range): stored times stay printable.
 MAX_TIME_US = (TIME_MAX + 1) * US_PER_S - 1
@@ -33,8 +35,25 @@ SUMMARY_KEY = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"  # what the archive can aggregate
 
 
 def iso_utc(us: int) -> str:
-    """Epoch µs → ``2023-11-14T22:13:20.000001Z``, exactly (no float on the way)."""
-    return (EPOCH + us * ONE_US).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """Epoch µs → ``2023-11-14T22:13:20.000001Z``, exactly (no float on the way). Three per
+    run in a results page: the date is looked up per day, the rest is integer arithmetic
+    (datetime arithmetic and isoformat were ~15 % of a 60-row page)."""
+    days, us_of_day = divmod(us, US_PER_DAY)
+    seconds, fraction = divmod(us_of_day, US_PER_S)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{_iso_date(days)}T{_HH_MM[minutes]}{_SS[seconds]}{fraction:06d}Z"
+
+
+US_PER_DAY = 86_400 * US_PER_S
+ONE_DAY = timedelta(days=1)
+_HH_MM = [f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]  # by minute of the day
+_SS = [f"{s:02d}." for s in range(60)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_date(days: int) -> str:
+    """``YYYY-MM-DD`` of a day since the epoch; OverflowError outside datetime's years."""
+    return (EPOCH + days * ONE_DAY).date().isoformat()
 
 
 # ---- responses -------------------------------------------------------------------------------
