@@ -496,3 +496,20 @@ def test_the_change_log_is_numbered_in_commit_order_on_postgresql(pg_url: str) -
     assert held == low < high  # the held one was numbered, and committed, first
     for r in (first, second, reader):
         r.close()
+
+
+def test_a_registry_on_postgresql_reconnects_after_losing_its_connection(pg_url: str) -> None:
+    """The server ended the connection (a restart): the request that meets the dead
+    connection fails (REST: 503), the next one is answered on a new connection."""
+    reg = LookupRegistry(pg_url)
+    uri = reg.register(service("http://a/"), now=T0).record.uri
+    (pid,) = reg._read("SELECT pg_backend_pid()", ())[0]
+    other = open_store(pg_url, "lookup", registry_module.MIGRATIONS)
+    other.execute("SELECT pg_terminate_backend(?)", (pid,))
+    other.close()
+    with pytest.raises(StoreError):
+        reg.get(uri, now=T0)
+    assert reg.get(uri, now=T0) is not None
+    assert reg.register(service("http://b/"), now=T0).new  # writes too
+    assert reg._read("SELECT pg_backend_pid()", ())[0][0] != pid
+    reg.close()

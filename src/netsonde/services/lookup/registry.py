@@ -49,6 +49,7 @@ from netsonde.archive.stores import (
     Dialect,
     Migration,
     SQLiteStore,
+    Store,
     StoreError,
     open_store,
 )
@@ -330,6 +331,31 @@ def _query_sql(
     return sql, args
 
 
+def _common(db: Store, name: str, patterns: Sequence[str], many: int) -> bool:
+    """Whether a filter matches at least ``many`` values (the probe reads no more)."""
+    sql = (
+        "SELECT count(*) FROM"
+        f" (SELECT 1 FROM record_values v WHERE {_match(patterns)} LIMIT ?) AS found"
+    )
+    return bool(db.execute(sql, [name, *patterns, many]).fetchone()[0] >= many)
+
+
+def _settings(store: Store) -> None:
+    """A connection's own settings (not the schema's: each connection needs them)."""
+    if store.dialect == "postgresql":
+        # A LIKE pattern walks the index only when planned with its value: psycopg prepares
+        # a statement run five times, and PostgreSQL would then plan it without.
+        store.execute("SET plan_cache_mode = force_custom_plan")
+        return
+    store.execute("PRAGMA foreign_keys = ON")  # record_values go with their record
+    # A registration touches index pages all over the file (random uris and keys): a longer
+    # WAL between checkpoints writes each page once for many registrations, and a larger
+    # cache keeps the indexes in memory (at 200,000 records: 150 instead of 90 registrations
+    # of 20 items a second).
+    store.execute("PRAGMA wal_autocheckpoint = 10000")
+    store.execute("PRAGMA cache_size = -65536")
+
+
 def _adopt_first_release(path: str) -> None:
     """Add the columns a SQLite file of the registry's first release lacks, so that migration
     1 (IF NOT EXISTS throughout) finds today's tables. No PostgreSQL registry is that old."""
@@ -363,77 +389,87 @@ class LookupRegistry:
         self.max_records_per_registrant = max_records_per_registrant
         self.max_record_bytes = max_record_bytes
         self._lock = threading.Lock()
-        shown = pg.shown(self.path) if pg.is_url(self.path) else self.path
+        self._db = self._open()
+        self.dialect: Dialect = self._db.dialect
+        self._planner = Planner.of(self.dialect)
+        self._dropped = False  # the connection may be lost: open a new one first
+
+    def _open(self) -> Store:
+        """The store, migrated, with its connection's settings; RegistryUnavailable says why
+        it cannot be opened."""
         try:
             if not pg.is_url(self.path):
                 _adopt_first_release(self.path)
-            self._db = open_store(self.path, COMPONENT, MIGRATIONS)
+            store = open_store(self.path, COMPONENT, MIGRATIONS)
+            try:
+                _settings(store)
+            except BaseException:
+                store.close()
+                raise
         except (ArchiveError, OSError) as e:
+            shown = pg.shown(self.path) if pg.is_url(self.path) else self.path
             raise RegistryUnavailable(f"cannot open lookup registry {shown}: {e}") from None
-        self.dialect: Dialect = self._db.dialect
-        self._planner = Planner.of(self.dialect)
-        try:
-            self._settings()
-        except StoreError as e:
-            self._db.close()
-            raise RegistryUnavailable(f"cannot open lookup registry {shown}: {e}") from None
+        return store
 
-    def _settings(self) -> None:
-        """The connection's own settings (not the schema's: each connection needs them)."""
-        if self.dialect == "postgresql":
-            # A LIKE pattern walks the index only when planned with its value: psycopg
-            # prepares a statement run five times, and PostgreSQL would then plan it without.
-            self._db.execute("SET plan_cache_mode = force_custom_plan")
-            return
-        self._db.execute("PRAGMA foreign_keys = ON")  # record_values go with their record
-        # A registration touches index pages all over the file (random uris and keys): a
-        # longer WAL between checkpoints writes each page once for many registrations, and a
-        # larger cache keeps the indexes in memory (at 200,000 records: 150 instead of 90
-        # registrations of 20 items a second).
-        self._db.execute("PRAGMA wal_autocheckpoint = 10000")
-        self._db.execute("PRAGMA cache_size = -65536")
+    @contextmanager
+    def _conn(self) -> Iterator[Store]:
+        """The store, under the lock. On PostgreSQL a statement that failed may have lost the
+        connection (the server restarted, or ended it): the next call opens a new one, where
+        the dead one would fail every request of this thread from then on."""
+        with self._lock:
+            if self._dropped:
+                old, self._db = self._db, self._open()
+                self._dropped = False
+                with contextlib.suppress(StoreError):
+                    old.close()
+            try:
+                yield self._db
+            except StoreError:
+                self._dropped = self.dialect == "postgresql"
+                raise
 
     def close(self) -> None:
         """Close; a SQLite file first gets its WAL written into it (SQLite does that only when
         the last connection closes): the file alone is then the whole registry, to copy or
         back up."""
-        if self.dialect == "sqlite":
-            with self._lock, contextlib.suppress(StoreError):
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        self._db.close()
+        with self._lock:
+            if self.dialect == "sqlite":
+                with contextlib.suppress(StoreError):
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
         """A write transaction, the only writer of the registry while it runs."""
-        with self._lock, contextlib.ExitStack() as stack:
-            cur = self._begin(stack)
+        with self._conn() as db, contextlib.ExitStack() as stack:
+            cur = self._begin(db, stack)
             if self.dialect == "postgresql":
                 cur.execute(_WRITER)
             yield cur
 
-    def _begin(self, stack: contextlib.ExitStack) -> Cursor:
+    def _begin(self, db: Store, stack: contextlib.ExitStack) -> Cursor:
         """The store's transaction, entered on ``stack``. On SQLite its BEGIN IMMEDIATE is
         polled every millisecond while another process writes: SQLite's own busy wait sleeps
         up to 100 ms a try, so two API workers registering at once left the file idle while
         one slept (p99 of a registration over a second)."""
-        if self.dialect != "sqlite":
-            return stack.enter_context(self._db.transaction())
+        if db.dialect != "sqlite":
+            return stack.enter_context(db.transaction())
         end = time.monotonic() + _BUSY_SECONDS
-        self._db.cursor().execute("PRAGMA busy_timeout = 0")
+        db.cursor().execute("PRAGMA busy_timeout = 0")
         try:
             while True:
                 try:
-                    return stack.enter_context(self._db.transaction())
+                    return stack.enter_context(db.transaction())
                 except StoreError as e:
                     if "locked" not in str(e) or time.monotonic() >= end:
                         raise
                 time.sleep(0.001)
         finally:
-            self._db.cursor().execute(f"PRAGMA busy_timeout = {_BUSY_SECONDS * 1000}")
+            db.cursor().execute(f"PRAGMA busy_timeout = {_BUSY_SECONDS * 1000}")
 
     def _read(self, sql: str, args: Sequence[object]) -> list[Any]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        with self._conn() as db:
+            return db.execute(sql, args).fetchall()
 
     # ---- leases ------------------------------------------------------------------------------
 
@@ -758,34 +794,26 @@ class LookupRegistry:
             if not 1 <= len(patterns) <= MAX_PATTERNS:
                 raise RegistryError(f"{name}: give 1 to {MAX_PATTERNS} values")
             filters.append((name, [like_pattern(p) for p in patterns]))
-        with self._lock:
-            (records,) = self._db.execute("SELECT coalesce(max(rowid), 0) FROM records").fetchone()
+        with self._conn() as db:
+            (records,) = db.execute("SELECT coalesce(max(rowid), 0) FROM records").fetchone()
             many = common_threshold(q.limit, q.offset, records)
-            common = [self._common(name, patterns, many) for name, patterns in filters]
+            common = [_common(db, name, patterns, many) for name, patterns in filters]
             sql, args = _query_sql(q, filters, common, self._planner)
-            rows = self._db.execute(sql, [at, *args, q.limit, q.offset]).fetchall()
+            rows = db.execute(sql, [at, *args, q.limit, q.offset]).fetchall()
         return [_row(r) for r in rows]
-
-    def _common(self, name: str, patterns: Sequence[str], many: int) -> bool:
-        """Whether a filter matches at least ``many`` values (the probe reads no more)."""
-        sql = (
-            "SELECT count(*) FROM"
-            f" (SELECT 1 FROM record_values v WHERE {_match(patterns)} LIMIT ?) AS found"
-        )
-        return bool(self._db.execute(sql, [name, *patterns, many]).fetchone()[0] >= many)
 
     # ---- the XQuery's collection --------------------------------------------------------------
 
     def changes_since(self, seq: int) -> tuple[int, set[str] | None]:
         """(the last change's number, the documents changed after ``seq``); None instead of the
         documents when the log no longer reaches back to ``seq``: reload everything."""
-        with self._lock:
-            low, high = self._db.execute("SELECT min(seq), max(seq) FROM record_changes").fetchone()
+        with self._conn() as db:
+            low, high = db.execute("SELECT min(seq), max(seq) FROM record_changes").fetchone()
             if high is None:
                 return 0, (None if seq else set())
             if seq < low - 1 or seq > high:
                 return high, None
-            rows = self._db.execute(
+            rows = db.execute(
                 "SELECT doc FROM record_changes WHERE seq > ? AND seq <= ?", (seq, high)
             ).fetchall()
         return high, {r[0] for r in rows}
