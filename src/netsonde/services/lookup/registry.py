@@ -143,7 +143,8 @@ _DOCS_PER_READ = 5000  # documents named in one statement (SQLite's variable lim
 _BUSY_SECONDS = 10  # waiting for another process's write (sqlite3.connect's timeout)
 CHANGES_KEPT = 3600  # seconds of change log kept: a mirror older than that reloads it all
 # PostgreSQL advisory lock (space, key) every registry write holds to its commit; the space is
-# the lookup registry's (7100: migrations, 7101: the link status store).
+# the lookup registry's (7100 is the archive's and its migrations', 7101 the link status
+# store's).
 _WRITER = "SELECT pg_advisory_xact_lock(7102, 0)"
 _FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
