@@ -257,9 +257,12 @@ class PostgresArchive:
                 f" newer than this netsonde knows ({newest}); upgrade netsonde"
             )
 
+    def _live(self) -> PgStore:
+        """The connection's store, opened again if it was lost."""
+        return self._store if self._store is not None else self._connect()
+
     def _conn(self) -> psycopg.Connection[Any]:
-        store = self._store if self._store is not None else self._connect()
-        return store.raw
+        return self._live().raw
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -391,8 +394,7 @@ class PostgresArchive:
         SQLite, and the writer never waits long."""
         with self._errors():
             gone = self._drop_months(before_us)
-            store = self._store if self._store is not None else self._connect()
-            return gone + retention.expire(store, before_us)
+            return gone + retention.expire(self._live(), before_us)
 
     def _drop_months(self, before_us: int) -> int:
         conn = self._conn()
@@ -411,6 +413,9 @@ class PostgresArchive:
         for start, end, year, month in sorted(old):
             with conn.transaction():
                 cur = conn.cursor()
+                # Dropping waits for every reader of the table, and queues every later one
+                # behind it: give up rather than stall the fleet (the next pass retries).
+                cur.execute("SET LOCAL lock_timeout = '5s'")
                 cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", _PARTITION_LOCK)
                 runs_part = _partition("runs", year, month)
                 cur.execute("SELECT to_regclass(%s)", (runs_part,))
@@ -634,10 +639,6 @@ class PostgresArchive:
     def rollup_backlog(self) -> int:
         with self._errors():
             return rollups.backlog(self._live())
-
-    def _live(self) -> PgStore:
-        """The connection's store, opened again if it was lost."""
-        return self._store if self._store is not None else self._connect()
 
 
 # A run's result: same id and planned time (the partition key, so each run probes the one
