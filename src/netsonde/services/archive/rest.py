@@ -32,13 +32,15 @@ from netsonde.http.rest import (
     parse_window,
     store_route,
 )
-from netsonde.metrics.digest import Digest
+from netsonde.metrics.digest import Bucket, Digest
 from netsonde.model import RunState, from_us, to_us
 from netsonde.services.archive.run_json import run_page_json
 from netsonde.services.archive.schemas import (
     MAX_TIME_US,
     SUMMARY_KEY,
     Aggregation,
+    RollupBucket,
+    Rollups,
     StoredRun,
     StoredRunPage,
     StoredTest,
@@ -177,6 +179,7 @@ def build_router(host: Host) -> APIRouter:
     _test_routes(router, archive)
     _run_routes(router, archive, inline=host.inline_queries)
     _aggregate_route(router, archive)
+    _rollups_route(router, archive)
     _store_route(router, archive, host)
     return router
 
@@ -325,19 +328,14 @@ def _aggregate_route(router: APIRouter, archive: ArchiveOf) -> None:
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="windows per page")] = 100,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
     ) -> Aggregation:
-        if f.test_id is None and f.test_key is None:
-            raise HTTPException(400, "test_id or test_key: one is required (a test to aggregate)")
+        _require_test(f, "a test to aggregate")
         window_us = parse_window(window)
-        after = decode_cursor(cursor, int)
-        since_us = f.since_us
-        if after is not None:  # the next page starts at the window the cursor names
-            since_us = after[0] if since_us is None else max(since_us, after[0])
         rows = archive().aggregate(
             metric,
             window_us,
             test_id=f.test_id,
             test_key=f.test_key,
-            since_us=since_us,
+            since_us=_page_start(f, cursor),
             until_us=f.until_us,
             limit=limit + 1,
         )
@@ -349,6 +347,94 @@ def _aggregate_route(router: APIRouter, archive: ArchiveOf) -> None:
             window_s=from_us(window_us),
             windows=[window_of(r, window_us) for r in rows[:limit]],
             next_cursor=encode_cursor([rows[limit]["start_us"]]) if more else None,
+        )
+
+
+def _require_test(f: RunFilter, why: str) -> None:
+    if f.test_id is None and f.test_key is None:
+        raise HTTPException(400, f"test_id or test_key: one is required ({why})")
+
+
+def _page_start(f: RunFilter, cursor: str | None) -> int | None:
+    """Where a page of windows starts: ``from``, or the window the cursor names."""
+    after = decode_cursor(cursor, int)
+    if after is None:
+        return f.since_us
+    return after[0] if f.since_us is None else max(f.since_us, after[0])
+
+
+Resolution = Literal["5m", "1h", "1d"]  # the archive's rollups (archive.rollups.RESOLUTIONS_US)
+RTT_BANDS = (5, 25, 50, 75, 95)
+
+
+def rollup_bucket_of(
+    start_us: int, bucket: Bucket, resolution_us: int, metric: str
+) -> RollupBucket:
+    rtt, value = bucket.rtt, bucket.metrics.get(metric)
+    return RollupBucket.model_validate(
+        {
+            "start_us": start_us,
+            "end_us": min(start_us + resolution_us, MAX_TIME_US),
+            "runs": bucket.runs,
+            "results": bucket.results,
+            "sent": bucket.sent,
+            "received": bucket.received,
+            "loss_percent": bucket.loss_percent,
+            "rtt": None
+            if rtt is None
+            else {
+                "count": rtt.n,
+                "min": rtt.min,
+                "max": rtt.max,
+                "mean": rtt.mean,
+                **{f"p{p}": rtt.percentile(p) for p in RTT_BANDS},
+            },
+            "metric": None
+            if value is None
+            else {
+                "count": value.n,
+                "min": value.min,
+                "mean": value.mean,
+                "max": value.max,
+                "last": value.last,
+            },
+        }
+    )
+
+
+def _rollups_route(router: APIRouter, archive: ArchiveOf) -> None:
+    @router.get("/rollups", response_model=Rollups, summary="Per-bucket summaries (dashboards)")
+    def rollups(
+        f: Annotated[RunFilter, Depends(run_filter)],
+        resolution: Annotated[Resolution, Query(description="the bucket: kept as rollups")] = "1h",
+        metric: Annotated[
+            str, Query(pattern=SUMMARY_KEY, description="a numeric summary key")
+        ] = "medianRtt",
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="buckets per page")] = 100,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> Rollups:
+        """Per bucket: the runs, packet loss and RTT percentiles from the per-packet samples
+        (exact up to 64 replies, within 1 % beyond), and the statistics of one summary metric.
+        Read from the rollups, and from the raw runs not rolled up yet: always complete."""
+        _require_test(f, "a test to summarise")
+        resolution_us = parse_window(resolution)
+        found = archive().windows(
+            resolution_us,
+            test_key=f.test_key,
+            test_id=f.test_id,
+            since_us=_page_start(f, cursor),
+            until_us=f.until_us,
+            limit=limit + 1,
+            metrics=(metric,),
+        )
+        more = len(found) > limit
+        return Rollups(
+            test_id=f.test_id,
+            test_key=f.test_key,
+            resolution_s=from_us(resolution_us),
+            metric=metric,
+            buckets=[rollup_bucket_of(w, b, resolution_us, metric) for w, b in found[:limit]],
+            next_cursor=encode_cursor([found[limit][0]]) if more else None,
         )
 
 

@@ -184,6 +184,51 @@ class Aggregation(BaseModel):
     next_cursor: str | None
 
 
+class RttBands(BaseModel):
+    """Per-packet round-trip times (ms) of a bucket: the smoke bands of a latency graph."""
+
+    count: int = Field(description="replies (the first of each probe)")
+    min: float
+    p5: float
+    p25: float
+    p50: float
+    p75: float
+    p95: float
+    max: float
+    mean: float
+
+
+class MetricStats(BaseModel):
+    count: int = Field(description="finished runs with a numeric value of the metric")
+    min: float
+    mean: float
+    max: float
+    last: float = Field(description="the latest run's value")
+
+
+class RollupBucket(_WithIsoTimes):
+    start_us: int
+    start_iso: str
+    end_us: int = Field(description="exclusive")
+    end_iso: str
+    runs: int = Field(description="runs of any state (missed and failed ones too)")
+    results: int = Field(description="runs with a result")
+    sent: int = Field(description="probes sent by the finished runs")
+    received: int = Field(description="probes answered")
+    loss_percent: float | None = Field(description="packet loss over every probe sent")
+    rtt: RttBands | None = Field(description="percentiles within 1 %; null without replies")
+    metric: MetricStats | None = Field(description="null when no run had a value")
+
+
+class Rollups(BaseModel):
+    test_id: str | None
+    test_key: str | None
+    resolution_s: float
+    metric: str
+    buckets: list[RollupBucket] = Field(description="buckets with results only, oldest first")
+    next_cursor: str | None
+
+
 class StoreReply(BaseModel):
     tests: int = Field(description="test definitions registered (sent or inline in runs)")
     runs: int = Field(description="runs received")
