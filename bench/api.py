@@ -9,15 +9,22 @@ What is measured
                 test and a random window of 1 hour (60 datums) or 5 minutes (5 datums)
       REST      GET /api/v1/results for a random test and the same windows
     Side by side, in the same run:
-      sqlite3   the same two queries straight through Python's sqlite3 (no HTTP, no XML): what
-                the storage costs, so the rest is visibly protocol and framework overhead.
+      backends  each ``--archive-url`` in turn: ``sqlite`` (the file cached under --data, the
+                default), ``postgresql`` (a private server started for the run by
+                tests/pgcluster.py and filled the same way), or the URL of an archive (filled
+                the same way if it has no tests yet)
+      storage   the same window query through Archive.summaries in process, per backend, and
+                straight through Python's sqlite3 (no HTTP, no XML): what the storage costs,
+                so the rest is visibly protocol and framework overhead.
 
 Usage: python bench/api.py [--tests 100] [--runs 10000] [--seconds 15] [--connections 16]
+                           [--archive-url sqlite --archive-url postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -31,9 +38,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
-from netsonde.archive import open_archive
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # pgcluster
+import pgcluster
+from netsonde.archive import Archive, open_archive, pg
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
 from netsonde.probes import ping
 
@@ -55,10 +65,11 @@ def specs(n: int) -> list[TestSpec]:
     ]
 
 
-def build_archive(path: Path, n_tests: int, n_runs: int) -> None:
-    """Fill ``path`` with n_tests × n_runs finished ping runs (deterministic values)."""
+def build_archive(url: str, n_tests: int, n_runs: int) -> None:
+    """Fill the archive at ``url`` with n_tests × n_runs finished ping runs (deterministic
+    values), rolled up (so no backlog competes with the queries)."""
     rng = random.Random(42)
-    archive = open_archive(f"sqlite:///{path}")
+    archive = open_archive(url)
     tests = specs(n_tests)
     archive.register_tests(tests, T0 * 1_000_000)
     batch: list[Run] = []
@@ -87,6 +98,8 @@ def build_archive(path: Path, n_tests: int, n_runs: int) -> None:
             print(f"  {k * n_tests:,} results…", file=sys.stderr, end="\r")
     if batch:
         archive.store_runs(batch)
+    while archive.process_rollups(20_000):
+        print(f"  rolling up, {archive.rollup_backlog():,} left…", file=sys.stderr, end="\r")
     archive.close()
 
 
@@ -214,6 +227,30 @@ def sqlite_peer(db: Path, wins: list[tuple[str, int, int]], seconds: float) -> d
     }
 
 
+def archive_peer(
+    archive: Archive, wins: list[tuple[str, int, int]], seconds: float
+) -> dict[str, float]:
+    """The window query through the archive interface in process (Archive.summaries, the
+    PingER MA's query), summaries decoded: queries/s and latency percentiles."""
+    lat: list[float] = []
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        key, start, stop = wins[i % len(wins)]
+        t = time.perf_counter()
+        rows = archive.summaries(key, start * 1_000_000, (stop + 1) * 1_000_000, limit=1000)
+        [json.loads(s) for _, s in rows]
+        lat.append((time.perf_counter() - t) * 1000)
+        i += 1
+    lat.sort()
+    return {
+        "rps": len(lat) / seconds,
+        "p50": lat[len(lat) // 2],
+        "p99": lat[int(len(lat) * 0.99)],
+        "non2xx": 0,
+    }
+
+
 def wait_for_port(port: int, timeout: float = 30) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -224,6 +261,16 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
     raise SystemExit(f"the daemon did not listen on {port}")
 
 
+def wait_for_answer(base: str, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError), urllib.request.urlopen(base + "/", timeout=5) as answer:
+            if answer.status == 200:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"{base}/ did not answer")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -231,14 +278,15 @@ def free_port() -> int:
 
 
 def serve_and_load(
-    data: Path, db: Path, keys: list[str], args: argparse.Namespace, workers: int
+    data: Path, url: str, keys: list[str], args: argparse.Namespace, workers: int, backend: str
 ) -> list[tuple[str, dict[str, float]]]:
-    """Start the daemon with ``[api] workers`` and drive each workload with wrk."""
+    """Start the daemon on the archive at ``url`` with ``[api] workers`` and drive each
+    workload with wrk."""
     port = free_port()
     config = data / "bench.toml"
     config.write_text(
         f'[daemon]\ndata_dir = "{data}"\nlisten = "127.0.0.1:{port}"\n'
-        f'[archive]\nurl = "sqlite:///{db}"\n[api]\ntoken = "{TOKEN}"\nworkers = {workers}\n'
+        f'[archive]\nurl = "{url}"\n[api]\ntoken = "{TOKEN}"\nworkers = {workers}\n'
     )
     netsonde = Path(sys.executable).parent / "netsonde"
     daemon = subprocess.Popen(
@@ -249,8 +297,9 @@ def serve_and_load(
     rows: list[tuple[str, dict[str, float]]] = []
     try:
         wait_for_port(port)
-        time.sleep(1 + workers)  # let every worker come up and take connections
         base = f"http://127.0.0.1:{port}"
+        wait_for_answer(base)  # an API worker can take seconds to start on a busy machine
+        time.sleep(1 + workers)  # let every worker come up and take connections
         scripts = Path(tempfile.mkdtemp())
         for label, seconds in (("1 h, 60 rows", 3600), ("5 min, 5 rows", 300)):
             wins = windows(keys, args.runs, seconds)
@@ -264,7 +313,7 @@ def serve_and_load(
                 for k, s, e in wins
             ]
             for kind, reqs in (("NMWG SetupData", sd), ("REST results", rest)):
-                name = f"{kind}, {label}, {where}"
+                name = f"{backend}: {kind}, {label}, {where}"
                 script = scripts / f"{len(rows)}.lua"
                 wrk_script(script, reqs)
                 print(f"running {name}…", file=sys.stderr)
@@ -274,6 +323,26 @@ def serve_and_load(
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(30)
     return rows
+
+
+def archive_of(given: str, db: Path, stack: contextlib.ExitStack) -> tuple[str, str]:
+    """(backend name, URL) of an --archive-url: the cached SQLite file, a private PostgreSQL
+    server for this run (stopped at the end), or the URL given."""
+    if given == "sqlite":
+        return "SQLite", f"sqlite:///{db}"
+    if given == "postgresql":
+        cluster = stack.enter_context(pgcluster.running())
+        return "PostgreSQL", cluster.database("bench")
+    return ("PostgreSQL" if given.startswith("postgresql:") else "SQLite"), given
+
+
+def archive_bytes(url: str) -> int:
+    """The archive's size on disk: its file, or its PostgreSQL database."""
+    if url.startswith("sqlite:"):
+        return Path(url.removeprefix("sqlite:///")).stat().st_size
+    with pg.connect(url) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return int(row[0]) if row else 0
 
 
 def main() -> int:
@@ -287,6 +356,13 @@ def main() -> int:
     ap.add_argument(
         "--workers", type=int, nargs="+", default=[0, 2], help="[api] workers settings to compare"
     )
+    ap.add_argument(
+        "--archive-url",
+        action="append",
+        metavar="URL",
+        help="sqlite (default: the file cached under --data), postgresql (a private server for"
+        " the run), or an archive's URL; repeat to compare backends side by side",
+    )
     args = ap.parse_args()
 
     data = args.data / f"{args.tests}x{args.runs}"
@@ -296,15 +372,35 @@ def main() -> int:
         db.unlink(missing_ok=True)
         started = time.monotonic()
         print(f"building {args.tests * args.runs:,} results in {db}…", file=sys.stderr)
-        build_archive(db, args.tests, args.runs)
+        build_archive(f"sqlite:///{db}", args.tests, args.runs)
         (data / "complete").write_text(f"{time.monotonic() - started:.0f} s\n")
     if args.build_only:
         return 0
     keys = [s.key for s in specs(args.tests)]
 
     rows: list[tuple[str, dict[str, float]]] = []
-    for workers in args.workers:
-        rows += serve_and_load(data, db, keys, args, workers)
+    sizes: list[str] = []
+    with contextlib.ExitStack() as stack:
+        for given in args.archive_url or ["sqlite"]:
+            backend, url = archive_of(given, db, stack)
+            archive = open_archive(url)
+            empty = not archive.find_tests(limit=1)
+            archive.close()  # not open while the daemon starts (and migrates) on it
+            if empty:
+                print(f"building {args.tests * args.runs:,} results in {url}…", file=sys.stderr)
+                build_archive(url, args.tests, args.runs)
+            sizes.append(f"{backend} {archive_bytes(url) / 1e6:,.0f} MB")
+            for workers in args.workers:
+                rows += serve_and_load(data, url, keys, args, workers, backend)
+            print(f"running the {backend} archive peer…", file=sys.stderr)
+            archive = open_archive(url)
+            try:
+                for label, seconds in (("1 h", 3600), ("5 min", 300)):
+                    peer = archive_peer(archive, windows(keys, args.runs, seconds), args.seconds)
+                    name = f"{backend}: Archive.summaries in process (no HTTP, no XML), {label}"
+                    rows.append((name, peer))
+            finally:
+                archive.close()
     print("running sqlite3 peer…", file=sys.stderr)
     for label, seconds in (("1 h", 3600), ("5 min", 300)):
         peer = sqlite_peer(db, windows(keys, args.runs, seconds), args.seconds)
@@ -315,9 +411,8 @@ def main() -> int:
     print(f"- command: `{cmd}`")
     print(f"- machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
           f"CPython {platform.python_version()}")  # fmt: skip
-    size_mb = db.stat().st_size / 1e6
     print(f"- archive: {args.tests * args.runs:,} results ({args.tests} tests × {args.runs:,} runs,"
-          f" 10 packets each, one run a minute), {size_mb:.0f} MB")  # fmt: skip
+          f" 10 packets each, one run a minute), {', '.join(sizes)}")  # fmt: skip
     print("- queries: random windows of 1 h (60 rows) and 5 min (5 rows)")
     print(f"- load: wrk -t1 -c{args.connections} -d{args.seconds}s on the same 2 cores\n")
     print("| workload | requests/s | p50 ms | p99 ms | non-2xx |")
