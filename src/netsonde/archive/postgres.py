@@ -423,12 +423,14 @@ class PostgresArchive:
                     continue
                 cur.execute(f"SELECT count(*) FROM {runs_part}")
                 gone += int((cur.fetchone() or (0,))[0])
+                # The drop first: the rollup worker reads runs and then deletes its pending
+                # rows, so holding those rows while waiting for its read would deadlock.
+                cur.execute(
+                    f"DROP TABLE IF EXISTS {_partition('results', year, month)}, {runs_part}"
+                )
                 cur.execute(
                     "DELETE FROM rollup_pending WHERE planned_us >= %s AND planned_us < %s",
                     (start, end),
-                )
-                cur.execute(
-                    f"DROP TABLE IF EXISTS {_partition('results', year, month)}, {runs_part}"
                 )
         return gone
 
