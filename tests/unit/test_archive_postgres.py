@@ -367,3 +367,17 @@ def test_a_database_that_cannot_be_reached_never_shows_the_password(
     text = str(info.value)
     assert text.startswith("cannot connect to postgresql://netsonde@") and "no_such_db" in text
     assert "hunter2" not in text and str(tmp_path) not in text
+
+
+def test_a_run_id_sent_again_at_another_time_is_not_stored_twice(
+    archive: PostgresArchive, pg_url: str
+) -> None:
+    """The key of runs is (run_id, planned_us); a remote store that reuses a run id with
+    another planned time is still a duplicate, as on SQLite (first write wins)."""
+    first = run_at(spec(), JAN)
+    again = run_at(spec(), FEB)
+    again.run_id = first.run_id
+    assert archive.store_batch([], [first], JAN) == 1
+    assert archive.store_batch([], [again, run_at(spec(), FEB + S)], JAN) == 1
+    assert [r["planned_us"] for r in archive.runs("a")] == [JAN, FEB + S]
+    assert sql(pg_url, "SELECT count(*) FROM rollup_pending") == [(2,)]

@@ -142,6 +142,12 @@ _COUNT_RECEIVED = (
     "INSERT INTO meta (name, value) VALUES ('runs_received', %s) ON CONFLICT (name)"
     " DO UPDATE SET value = (CAST(meta.value AS BIGINT) + CAST(excluded.value AS BIGINT))::text"
 )
+# A LATERAL probe per staged run (the index of each partition, by run id): a plan the planner
+# cannot turn into a scan of all runs, whatever it guesses of the unanalyzed staging table.
+_DROP_REUSED = (
+    "DELETE FROM stage_runs s WHERE EXISTS (SELECT 1 FROM LATERAL (SELECT 1 FROM runs r"
+    " WHERE r.run_id = s.run_id AND r.planned_us <> s.planned_us LIMIT 1) AS used)"
+)
 _UNKNOWN_KEYS = (
     "SELECT k FROM unnest(?::text[]) AS k WHERE NOT EXISTS (SELECT 1 FROM tests WHERE key = k)"
     ' ORDER BY k COLLATE "C"'
@@ -326,7 +332,7 @@ class PostgresArchive:
                 missing = [row[0] for row in cur.fetchall()]
                 if missing:
                     raise UnknownTestError(missing)  # leaving the block rolls the upsert back
-                new = self._insert_runs(cur, runs)
+                new = self._insert_runs(cur, runs, foreign=True)
                 if new:  # no row lock on the counter for a batch of duplicates
                     cur.execute(_COUNT_RECEIVED, (str(new),))
                 return new
@@ -343,9 +349,15 @@ class PostgresArchive:
         if rows:
             cur.executemany(to_format(_UPSERT_TEST), rows)
 
-    def _insert_runs(self, cur: psycopg.Cursor[Any], runs: Sequence[Run]) -> int:
+    def _insert_runs(
+        self, cur: psycopg.Cursor[Any], runs: Sequence[Run], *, foreign: bool = False
+    ) -> int:
         """COPY the runs into the staging table and move the new ones into place; returns
-        how many were new. Call inside a transaction (the staging rows go at its end)."""
+        how many were new. Call inside a transaction (the staging rows go at its end).
+
+        ``foreign`` runs (another host's, through the REST store) may reuse a stored run id
+        with another planned time, which the primary key (run_id, planned_us) would let in:
+        those are dropped first, so the first write wins by run id alone, as in SQLite."""
         rows = _stage_rows(runs)
         if not rows:
             return 0
@@ -355,6 +367,8 @@ class PostgresArchive:
             copy.set_types(_STAGE_TYPES)
             for row in rows:
                 copy.write_row(row)
+        if foreign:
+            cur.execute(_DROP_REUSED)
         cur.execute(_MERGE)
         (new,) = cur.fetchone() or (0,)
         return int(new)
