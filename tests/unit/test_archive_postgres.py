@@ -19,9 +19,11 @@ from netsonde.archive import Archive, ArchiveError, open_archive, retention, rol
 from netsonde.archive.postgres import PostgresArchive
 from netsonde.archive.sqlite import path_of
 from netsonde.archive.stores import SQLiteStore, migrate
+from netsonde.archive.writer import BatchWriter
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec, run_id_for
 from netsonde.probes import ping
 from pgcluster import PgCluster
+from waiting import wait
 
 S = 1_000_000
 JAN = 1_704_067_200 * S  # 2024-01-01T00:00:00Z
@@ -297,6 +299,30 @@ def test_a_server_that_restarts_fails_one_call_then_works_again(
     a.close()
     for m in messages:
         assert "\n" not in m and secret not in m and "password" not in m, m
+
+
+def test_the_batch_writer_keeps_runs_through_an_outage(own_cluster: PgCluster) -> None:
+    """The daemon's path: batches that fail while the server is down are kept and retried;
+    once it is back every run is stored, once."""
+    a = PostgresArchive(own_cluster.database())
+    a.register_tests([spec()], JAN)
+    writer = BatchWriter(a, max_batch=10, max_delay=0.01)
+    runs = [run_at(spec(), JAN + k * S) for k in range(30)]
+    for r in runs[:10]:
+        writer.submit(r)
+    wait(lambda: writer.stored == 10, 10, "the first runs stored")
+    own_cluster.kill()
+    for r in runs[10:]:
+        writer.submit(r)
+    wait(lambda: writer.last_error, 10, "a failed write")
+    assert writer.last_error is not None and "ArchiveError" in writer.last_error
+    own_cluster.restart()
+    for r in runs[:5]:
+        writer.submit(r)  # a re-submission on top: harmless
+    wait(lambda: writer.stored == 30 and writer.backlog == 0, 30, "every run stored")
+    writer.close()
+    assert [r["planned_us"] for r in a.find_runs(limit=100)] == [r.planned_us for r in runs]
+    a.close()
 
 
 def test_interrupt_aborts_a_waiting_query_and_the_connection_goes_on(
