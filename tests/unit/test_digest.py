@@ -137,14 +137,14 @@ def test_bucket_of_runs_by_hand() -> None:
         (100, "finished", True, 3, {"minRtt": 1.0, "duplicates": 1, "outOfOrder": False},
          [(1, 1.0), (2, 3.0), (2, 9.0), (3, None)]),
         (110, "finished", True, 2, {"minRtt": 2.0, "duplicates": 0, "outOfOrder": True,
-                                    "meanRtt": None, "note": "text"},
+                                    "meanRtt": None, "note": "text", "huge": 1e308},
          [(1, 2.0), (2, 4.0)]),
         (120, "failed", True, 2, {"minRtt": 50.0}, [(1, 50.0)]),  # a result, not finished
         (130, "missed", False, 0, {}, []),
     ]  # fmt: skip
     b = bucket_of(runs)
     assert (b.runs, b.results, b.finished) == (4, 3, 2)
-    assert sorted(b.metrics) == ["duplicates", "minRtt", "outOfOrder"]  # None and text: none
+    assert sorted(b.metrics) == ["duplicates", "minRtt", "outOfOrder"]  # None, text, 1e308: none
     assert b.metrics["minRtt"].values == [1.0, 2.0]
     assert b.metrics["outOfOrder"].max == 1.0 and b.metrics["duplicates"].total == 1.0
     assert b.rtt is not None and b.rtt.values == [1.0, 2.0, 3.0, 4.0]

@@ -149,21 +149,20 @@ def process(store: Store, limit: int = 5000) -> int:
                 groups.setdefault((key, planned - planned % finest), []).append(
                     _run_row(planned, state, sent, summary, samples)
                 )
-        changes: dict[tuple[str, int, int], Bucket] = {}
+        changes: dict[tuple[str, int, int], list[Bucket]] = {}
         for (key, start), runs in groups.items():
             bucket = bucket_of(runs)
             for res in RESOLUTIONS_US:
-                at = (key, res, start - start % res)
-                changes[at] = bucket if at not in changes else changes[at].merged(bucket)
+                changes.setdefault((key, res, start - start % res), []).append(bucket)
         for at in sorted(changes):  # one order for every writer: no lock-order deadlock
             row = cur.execute(_READ, at).fetchone()
-            new = changes[at]
+            parts = changes[at]
             if row is not None:
                 try:
-                    new = _loads(row[0]).merged(new)
+                    parts.append(_loads(row[0]))
                 except (ValueError, KeyError, TypeError) as e:
                     raise StoreError(f"rollup {at} unreadable: {e!r}") from None
-            cur.execute(_WRITE, (*at, _dumps(new)))
+            cur.execute(_WRITE, (*at, _dumps(Bucket.merge(parts))))
         cur.executemany(_DONE, [(row[0],) for row in taken])
         return len(taken)
 
@@ -262,9 +261,10 @@ def windows(
             rolled.setdefault(w, []).append(_loads(digest, metrics, packets))
     out: list[tuple[int, Bucket]] = []
     for w in sorted(raw_runs.keys() | rolled.keys()):
-        bucket = bucket_of(raw_runs.get(w, ()), metrics=metrics, packets=packets)
-        for stored in rolled.get(w, ()):
-            bucket = stored.merged(bucket)
+        pieces = rolled.get(w, [])
+        if w in raw_runs:
+            pieces.append(bucket_of(raw_runs[w], metrics=metrics, packets=packets))
+        bucket = Bucket.merge(pieces)
         if bucket.results:
             out.append((w, bucket))
             if len(out) == limit:

@@ -13,9 +13,13 @@ exact up to ``EXACT_MAX`` values, a sketch beyond. Merging a sketch with anythin
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
+
+import orjson
 
 from netsonde.metrics.stats import percentile as exact_percentile
 
@@ -57,22 +61,30 @@ class Sketch:
     neg: dict[int, int] = field(default_factory=dict)
     zero: int = 0
 
-    def add(self, value: float, count: int = 1) -> None:
-        if value > 0:
-            i = _index(value)
-            self.pos[i] = self.pos.get(i, 0) + count
-        elif value < 0:
-            i = _index(-value)
-            self.neg[i] = self.neg.get(i, 0) + count
-        else:
-            self.zero += count
-
-    def merged(self, other: Sketch) -> Sketch:
-        out = Sketch(dict(self.pos), dict(self.neg), self.zero + other.zero)
-        for mine, theirs in ((out.pos, other.pos), (out.neg, other.neg)):
-            for i, c in theirs.items():
-                mine[i] = mine.get(i, 0) + c
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Sketch:
+        out = cls()
+        for v, count in Counter(values).items():  # measured values repeat: one log each
+            if v > 0:
+                i = _index(v)
+                out.pos[i] = out.pos.get(i, 0) + count
+            elif v < 0:
+                i = _index(-v)
+                out.neg[i] = out.neg.get(i, 0) + count
+            else:
+                out.zero += count
         return out
+
+    @classmethod
+    def merge(cls, sketches: Iterable[Sketch]) -> Sketch:
+        pos: Counter[int] = Counter()
+        neg: Counter[int] = Counter()
+        zero = 0
+        for s in sketches:
+            pos.update(s.pos)
+            neg.update(s.neg)
+            zero += s.zero
+        return cls(dict(pos), dict(neg), zero)
 
     def ranked(self) -> list[tuple[float, int]]:
         """(representative value, count) in ascending order of value."""
@@ -81,9 +93,13 @@ class Sketch:
         return neg + zero + [(_value_of(i), self.pos[i]) for i in sorted(self.pos)]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Digest:
-    """One metric over a set of runs. ``values`` (sorted) when exact, else ``sketch``."""
+    """One metric over a set of runs. ``values`` (sorted) when exact, else ``sketch``.
+
+    A digest loaded from storage keeps its distribution as the stored JSON text until
+    ``values`` or ``sketch`` is asked for: most reads (counts, means, min/max) never are, and
+    decoding the numbers is most of the cost of reading a rollup row."""
 
     n: int
     sum: tuple[float, ...]  # the exact sum as a canonical expansion (see _expansion)
@@ -91,8 +107,32 @@ class Digest:
     max: float
     last_t: int  # the time of the last value: the latest, the larger value on a tie
     last_v: float
-    values: list[float] | None
-    sketch: Sketch | None = None
+    _values: list[float] | None
+    _sketch: Sketch | None = None
+    _text: str | None = None  # the distribution as stored, not decoded yet
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Digest) and self.dump() == other.dump()
+
+    @property
+    def values(self) -> list[float] | None:
+        self._decode()
+        return self._values
+
+    @property
+    def sketch(self) -> Sketch | None:
+        self._decode()
+        return self._sketch
+
+    def _decode(self) -> None:
+        if self._text is None:
+            return
+        dist = orjson.loads(self._text)
+        if dist and isinstance(dist[0], list):  # [[i, c, …] positive, [i, c, …] negative, zeros]
+            self._sketch = Sketch(_unflat(dist[0]), _unflat(dist[1]), dist[2])
+        else:
+            self._values = dist  # written by dump: floats, sorted
+        self._text = None
 
     @classmethod
     def of(cls, points: Iterable[tuple[int, float]]) -> Digest | None:
@@ -106,7 +146,9 @@ class Digest:
 
     @property
     def exact(self) -> bool:
-        return self.values is not None
+        if self._text is not None:
+            return not self._text.startswith("[[")
+        return self._values is not None
 
     @property
     def total(self) -> float:
@@ -123,18 +165,26 @@ class Digest:
         return self.last_v
 
     def merged(self, other: Digest) -> Digest:
-        """Both sets of values as one digest: exact when both are, else a sketch."""
-        last_t, last_v = max((self.last_t, self.last_v), (other.last_t, other.last_v))
+        return Digest.merge((self, other))
+
+    @classmethod
+    def merge(cls, digests: Sequence[Digest]) -> Digest:
+        """All their values as one digest (at least one): exact when all are, else a sketch.
+        One sort (or one histogram sum) however many digests: merging one at a time would
+        sort the growing list again each time."""
+        if len(digests) == 1:
+            return digests[0]
+        last_t, last_v = max((d.last_t, d.last_v) for d in digests)
         values = sketch = None
-        if self.values is not None and other.values is not None:
-            values = sorted(self.values + other.values)
+        if all(d.exact for d in digests):
+            values = sorted(chain.from_iterable(d.values or () for d in digests))
         else:
-            sketch = self._as_sketch().merged(other._as_sketch())
-        return Digest(
-            self.n + other.n,
-            _expansion(self.sum + other.sum),
-            min(self.min, other.min),
-            max(self.max, other.max),
+            sketch = Sketch.merge(d._as_sketch() for d in digests)
+        return cls(
+            sum(d.n for d in digests),
+            _expansion(chain.from_iterable(d.sum for d in digests)),
+            min(d.min for d in digests),
+            max(d.max for d in digests),
             last_t,
             last_v,
             values,
@@ -143,19 +193,14 @@ class Digest:
 
     def capped(self, cap: int = EXACT_MAX) -> Digest:
         """This digest as it is stored: exact while it has at most ``cap`` values."""
-        if self.values is None or self.n <= cap:
+        if not self.exact or self.n <= cap:
             return self
         return Digest(
             self.n, self.sum, self.min, self.max, self.last_t, self.last_v, None, self._as_sketch()
         )
 
     def _as_sketch(self) -> Sketch:
-        if self.sketch is not None:
-            return self.sketch
-        sketch = Sketch()
-        for v in self.values or ():
-            sketch.add(v)
-        return sketch
+        return self.sketch if self.sketch is not None else Sketch.of(self.values or ())
 
     def percentile(self, p: float) -> float:
         """The ``p``-th percentile (0..100) as ``stats.percentile`` defines it: exact from the
@@ -190,38 +235,31 @@ class Digest:
     # ---- JSON-ready form (what a rollup row stores) ----------------------------------------
 
     def dump(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        """The JSON-ready form; the distribution ("d") as JSON text of its own, so that a
+        reader parses it only when it needs it: the sorted values, or a sketch as
+        [[index, count, …] positive, [index, count, …] negative, zeros]."""
+        text = self._text
+        if text is None:
+            if self._values is not None:
+                dist: list[Any] = self._values
+            else:
+                assert self._sketch is not None
+                dist = [_flat(self._sketch.pos), _flat(self._sketch.neg), self._sketch.zero]
+            text = orjson.dumps(dist).decode()
+        return {
             "n": self.n,
             "s": list(self.sum),
             "lo": self.min,
             "hi": self.max,
             "lt": self.last_t,
             "lv": self.last_v,
+            "d": text,
         }
-        if self.values is not None:
-            out["x"] = self.values
-        else:
-            assert self.sketch is not None
-            out["p"] = _flat(self.sketch.pos)
-            out["m"] = _flat(self.sketch.neg)
-            out["z"] = self.sketch.zero
-        return out
 
     @classmethod
     def load(cls, d: Mapping[str, Any]) -> Digest:
-        sketch = None
-        if "x" not in d:
-            sketch = Sketch(_unflat(d["p"]), _unflat(d["m"]), d["z"])
-        return cls(
-            d["n"],
-            tuple(float(s) for s in d["s"]),
-            float(d["lo"]),
-            float(d["hi"]),
-            d["lt"],
-            float(d["lv"]),
-            [float(v) for v in d["x"]] if "x" in d else None,
-            sketch,
-        )
+        # As dump wrote it (floats stay floats in JSON): no conversion, this is the hot path.
+        return cls(d["n"], tuple(d["s"]), d["lo"], d["hi"], d["lt"], d["lv"], None, None, d["d"])
 
 
 def _flat(counts: dict[int, int]) -> list[int]:
@@ -233,11 +271,9 @@ def _unflat(flat: list[int]) -> dict[int, int]:
 
 
 def merge_all(digests: Iterable[Digest | None]) -> Digest | None:
-    out: Digest | None = None
-    for d in digests:
-        if d is not None:
-            out = d if out is None else out.merged(d)
-    return out
+    """The merge of those that are not None; None when none is."""
+    present = [d for d in digests if d is not None]
+    return Digest.merge(present) if present else None
 
 
 # ---- the bucket digest -------------------------------------------------------------------------
@@ -262,19 +298,26 @@ class Bucket:
         return 100.0 * (self.sent - self.received) / self.sent if self.sent else None
 
     def merged(self, other: Bucket) -> Bucket:
-        names = self.metrics.keys() | other.metrics.keys()
-        return Bucket(
-            self.runs + other.runs,
-            self.results + other.results,
-            self.finished + other.finished,
-            {
-                name: d
-                for name in sorted(names)
-                if (d := merge_all((self.metrics.get(name), other.metrics.get(name))))
-            },
-            merge_all((self.rtt, other.rtt)),
-            self.sent + other.sent,
-            self.received + other.received,
+        return Bucket.merge((self, other))
+
+    @classmethod
+    def merge(cls, buckets: Sequence[Bucket]) -> Bucket:
+        """All their runs as one bucket (``Digest.merge`` per metric)."""
+        if len(buckets) == 1:
+            return buckets[0]
+        names = sorted(set(chain.from_iterable(b.metrics for b in buckets)))
+        metrics = {}
+        for name in names:
+            if (d := merge_all(b.metrics.get(name) for b in buckets)) is not None:
+                metrics[name] = d
+        return cls(
+            sum(b.runs for b in buckets),
+            sum(b.results for b in buckets),
+            sum(b.finished for b in buckets),
+            metrics,
+            merge_all(b.rtt for b in buckets),
+            sum(b.sent for b in buckets),
+            sum(b.received for b in buckets),
         )
 
     def capped(self, cap: int = EXACT_MAX) -> Bucket:
@@ -316,12 +359,16 @@ class Bucket:
 
 def number(value: Any) -> float | None:
     """A summary value as a digest takes it: numbers as floats, booleans as 0/1 (so a boolean
-    datum's "any" is its max), anything else (None, NaN, text) as no value."""
+    datum's "any" is its max), anything else (None, NaN, text) as no value; so is a magnitude
+    of 2^1000 or more, where a sum of a bucket's values could overflow."""
     if isinstance(value, bool):
         return 1.0 if value else 0.0
-    if isinstance(value, int | float) and math.isfinite(value):
+    if isinstance(value, int | float) and -_HUGE < value < _HUGE:
         return float(value)
     return None
+
+
+_HUGE = 2.0**1000
 
 
 FINISHED = "finished"  # model.RunState.FINISHED's value (model is floor 0; kept as text here)
