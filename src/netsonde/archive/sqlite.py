@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from netsonde import filesystem
-from netsonde.archive import retention, rollups, stores
+from netsonde.archive import jsontext, retention, rollups, stores
 from netsonde.archive.base import ArchiveError, Backend, UnknownTestError, no_check
 from netsonde.metrics.digest import Bucket
 from netsonde.model import Run, TestSpec
@@ -467,11 +467,11 @@ class SQLiteArchive:
 
 def _run_row(r: sqlite3.Row) -> dict[str, Any]:
     row = {k: r[k] for k in r.keys() if k not in ("summary", "samples", "extra")}  # noqa: SIM118
-    row["values"] = json.loads(r["summary"]) if r["summary"] else {}
-    row["extra"] = json.loads(r["extra"]) if r["extra"] else {}  # tool detail: hops, T1–T4…
+    row["values"] = jsontext.loads(r["summary"]) if r["summary"] else {}
+    row["extra"] = jsontext.loads(r["extra"]) if r["extra"] else {}  # tool detail: hops, T1–T4…
     row["samples"] = [
         dict(zip(("seq", "rtt_ms", "ttl", "size", "recv_us"), s, strict=True))
-        for s in (json.loads(r["samples"]) if r["samples"] else [])
+        for s in (jsontext.loads(r["samples"]) if r["samples"] else [])
     ]
     return row
 

@@ -94,16 +94,20 @@ class ApiRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
-            try:
-                return await handler(await self.admit(request))
-            except RequestValidationError as e:
-                return _validation_response(e)
-            except HTTPException as e:
-                return error_response(e.status_code, str(e.detail), headers=e.headers)
-            except ArchiveError as e:
-                return error_response(503, str(e), headers={"Retry-After": "5"})
+            return await self.answer(request, handler)
 
         return handle
+
+    async def answer(self, request: Request, handler: Handler) -> Response:
+        """``handler``'s response to the admitted request, or its error as ``ErrorBody``."""
+        try:
+            return await handler(await self.admit(request))
+        except RequestValidationError as e:
+            return _validation_response(e)
+        except HTTPException as e:
+            return error_response(e.status_code, str(e.detail), headers=e.headers)
+        except ArchiveError as e:
+            return error_response(503, str(e), headers={"Retry-After": "5"})
 
     async def admit(self, request: Request) -> Request:
         """Checks made before FastAPI reads the body; returns the request to go on with."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import inspect
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response, Security
 from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException  # FastAPI raises this base class too
+from starlette.requests import Request
 
 from netsonde.archive import Archive, UnknownTestError
 from netsonde.http.rest import (
@@ -28,6 +32,7 @@ from netsonde.http.rest import (
     TIME_FORMS,
     ApiRoute,
     ErrorBody,
+    Handler,
     parse_time,
     parse_window,
     store_route,
@@ -52,6 +57,7 @@ from netsonde.services.archive.schemas import (
 from netsonde.services.base import Host
 
 MAX_LIMIT = 1000
+TEST_ID_LEN, TEST_KEY_LEN, TIME_LEN, CURSOR_LEN = 128, 64, 64, 512  # longest accepted
 MAX_OFFSET = 2**31 - 1
 PERCENTILES = (50, 90, 95, 99)
 
@@ -94,7 +100,7 @@ class Paging:
 LimitQ = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page")]
 OffsetQ = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 CursorQ = Annotated[
-    str | None, Query(max_length=512, description="next_cursor of the previous page")
+    str | None, Query(max_length=CURSOR_LEN, description="next_cursor of the previous page")
 ]
 
 
@@ -116,12 +122,12 @@ class RunFilter:
     until_us: int | None
 
 
-TestIdQ = Annotated[str | None, Query(max_length=128, description="any key it had")]
-TestKeyQ = Annotated[str | None, Query(max_length=64, description="one key only")]
+TestIdQ = Annotated[str | None, Query(max_length=TEST_ID_LEN, description="any key it had")]
+TestKeyQ = Annotated[str | None, Query(max_length=TEST_KEY_LEN, description="one key only")]
 FromQ = Annotated[
-    str | None, Query(alias="from", max_length=64, description=f"inclusive; {TIME_FORMS}")
+    str | None, Query(alias="from", max_length=TIME_LEN, description=f"inclusive; {TIME_FORMS}")
 ]
-UntilQ = Annotated[str | None, Query(max_length=64, description="exclusive")]
+UntilQ = Annotated[str | None, Query(max_length=TIME_LEN, description="exclusive")]
 
 
 def make_run_filter(
@@ -224,13 +230,93 @@ def _test_routes(router: APIRouter, archive: ArchiveOf) -> None:
         return StoredTest.model_validate(rows[0])
 
 
-def _run_routes(router: APIRouter, archive: ArchiveOf, *, inline: bool) -> None:
-    router.get("/runs", response_model=StoredRunPage, summary="Runs of every state")(
-        _run_pages(archive, results_only=False, inline=inline)
-    )
-    router.get("/results", response_model=StoredRunPage, summary="Runs that have a result")(
-        _run_pages(archive, results_only=True, inline=inline)
-    )
+def _run_routes(router: APIRouter, archive: ArchiveOf, *, inline: bool, plain: bool = True) -> None:
+    """``plain``: plain queries skip FastAPI's parameter solving (:class:`PlainQueryRoute`)."""
+    for path, results_only, summary in (
+        ("/runs", False, "Runs of every state"),
+        ("/results", True, "Runs that have a result"),
+    ):
+        router.add_api_route(
+            path,
+            _run_pages(archive, results_only=results_only, inline=inline),
+            methods=["GET"],
+            response_model=StoredRunPage,
+            summary=summary,
+            route_class_override=PlainQueryRoute if plain else ApiRoute,
+        )
+
+
+# ---- plain queries -----------------------------------------------------------------------------
+
+# The run pages' parameters in their plainest form: (endpoint argument, maximum length) of the
+# text ones, (least, most) of the counts; anything else (state, a repeated or empty parameter,
+# "on" for true, a count with a sign or leading zero) goes through FastAPI as before.
+_TEXTS = {
+    "test_id": ("test_id", TEST_ID_LEN),
+    "test_key": ("test_key", TEST_KEY_LEN),
+    "from": ("from_", TIME_LEN),
+    "until": ("until", TIME_LEN),
+    "cursor": ("cursor", CURSOR_LEN),
+}
+_COUNTS = {"limit": (1, MAX_LIMIT), "offset": (0, MAX_OFFSET)}
+_CHOICES: dict[str, dict[str, Any]] = {
+    "samples": {"true": True, "false": False},
+    "order": {"asc": "asc", "desc": "desc"},
+}
+
+
+def plain_query(params: QueryParams) -> dict[str, Any] | None:
+    """The endpoint's arguments, as FastAPI would parse them, when every parameter is plain;
+    None when FastAPI must parse them (and answer any error, as it always did)."""
+    items = params.multi_items()
+    if len(items) != len(params):
+        return None  # a name given twice
+    args: dict[str, Any] = {}
+    for name, value in items:
+        if not value:
+            return None
+        if name in _TEXTS:
+            arg, most = _TEXTS[name]
+            if len(value) > most:
+                return None
+            args[arg] = value
+        elif name in _COUNTS:
+            least, most = _COUNTS[name]
+            if not (value.isascii() and value.isdigit()) or (value[0] == "0" and value != "0"):
+                return None
+            if not least <= (n := int(value)) <= most:
+                return None
+            args[name] = n
+        elif name in _CHOICES and value in _CHOICES[name]:
+            args[name] = _CHOICES[name][value]
+        else:
+            return None
+    return args
+
+
+class PlainQueryRoute(ApiRoute):
+    """A run page's route: a plain query (:func:`plain_query`) goes to the endpoint directly,
+    anything else through FastAPI. Solving the ten declared parameters was ~20 % of the time
+    of a 60-row results query."""
+
+    def get_route_handler(self) -> Handler:
+        solved = super().get_route_handler()  # FastAPI's, errors as ErrorBody
+        endpoint = self.endpoint
+        on_loop = inspect.iscoroutinefunction(endpoint)
+
+        async def handle(request: Request) -> Response:
+            args = plain_query(request.query_params)
+            if args is None:
+                return await solved(request)
+
+            async def direct(admitted: Request) -> Response:
+                if on_loop:
+                    return await endpoint(**args)
+                return await run_in_threadpool(endpoint, **args)  # as FastAPI runs a def
+
+            return await self.answer(request, direct)
+
+        return handle
 
 
 def _run_pages(archive: ArchiveOf, *, results_only: bool, inline: bool) -> Callable[..., Any]:
