@@ -16,6 +16,8 @@ WRITTEN = [
     [[1, 0.25, 64, 64, 1_700_000_000_000_100], [2, None, None, None, None]],
     {"path": ["10.0.0.1", "*"], "text": 'é😀\u2028\x00"\\', "nested": {"a": [True, False]}},
     {"lone": "\ud800"},
+    {"hops": [{"ip": "10.0.0.1", "rtt": 2**65}, None], "n": [3, -(2**70)]},  # nested, mixed
+    [[1, 0.5], [2, 1.5e19]],  # a float that large read as json reads it
     [],
     {},
 ]

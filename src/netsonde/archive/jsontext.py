@@ -1,25 +1,46 @@
-"""Stored JSON text read back (summaries, samples, tool detail): orjson, ~4× faster than json
-on a 60-row page, with exactly what json.loads gives.
+"""Stored JSON text read back (summaries, samples, tool detail): orjson, ~4× faster than json,
+with exactly what json.loads gives.
 
 json.dumps writes NaN and Infinity, which orjson refuses, and orjson reads an integer past
-64 bits as a float: such text goes to json.
+64 bits as a float (a float that large may be one): such text goes to json.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-_LONG_NUMBER = re.compile(r"\d{19}")  # maybe an integer past 64 bits (or a long fraction)
+_LOW, _HIGH = -(2**63), 2**64  # orjson's exact integers: int64 and uint64
 
 
 def loads(text: str | bytes) -> Any:
-    if _LONG_NUMBER.search(text if isinstance(text, str) else text.decode()) is None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+    return value if _exact(value) else json.loads(text)
+
+
+def _exact(value: Any) -> bool:
+    """No float in ``value`` that an integer past 64 bits could have become."""
+    kind = type(value)
+    if kind is float:
+        return bool(_LOW <= value < _HIGH)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return True
+    try:  # all numbers (a summary): min and max in C
+        return bool(min(value) >= _LOW and max(value) < _HIGH)
+    except (TypeError, ValueError):  # None, text, nesting, or empty: one by one
+        pass
+    for v in value:
+        kind = type(v)
+        if kind is float:
+            if not _LOW <= v < _HIGH:
+                return False
+        elif (kind is dict or kind is list) and not _exact(v):
+            return False
+    return True
