@@ -139,7 +139,7 @@ MIGRATIONS = (Migration(1, sqlite=_SQLITE_V1, postgresql=_POSTGRESQL_V1),)
 _ADDED_COLUMNS = (("lease_key", "TEXT"), ("xml", "TEXT"))
 _COLS = "uri, type, registrant, body, created, renewed, expires"
 _DOC = "COALESCE(lease_key, uri)"  # the collection document a record belongs to
-_DOCS_PER_READ = 5000  # documents named in one statement (SQLite's variable limit)
+_PER_STATEMENT = 5000  # values bound in one statement (under SQLite's variable limit)
 _BUSY_SECONDS = 10  # waiting for another process's write (sqlite3.connect's timeout)
 CHANGES_KEPT = 3600  # seconds of change log kept: a mirror older than that reloads it all
 # PostgreSQL advisory lock (space, key) every registry write holds to its commit; the space is
@@ -357,6 +357,24 @@ def _settings(store: Store) -> None:
     store.execute("PRAGMA cache_size = -65536")
 
 
+def _chunks(items: Sequence[Any], width: int = 1) -> Iterator[tuple[str, list[Any]]]:
+    """``items`` a statement's worth at a time, each with its ``?`` marks ("?,?" for ``IN``;
+    with ``width``, "(?, ?), (?, ?)" for a multi-row ``VALUES``). On PostgreSQL a statement
+    is a round trip: one per chunk, not one per item."""
+    one = "?" if width == 1 else "(" + ", ".join("?" * width) + ")"
+    per = max(1, _PER_STATEMENT // width)
+    for n in range(0, len(items), per):
+        chunk = list(items[n : n + per])
+        yield ", ".join([one] * len(chunk)), chunk
+
+
+def _insert(cur: Cursor, head: str, rows: Sequence[Sequence[object]]) -> None:
+    """``rows`` inserted by ``head`` (``INSERT INTO t (a, b)``), many rows a statement."""
+    if rows:
+        for marks, chunk in _chunks(rows, len(rows[0])):
+            cur.execute(f"{head} VALUES {marks}", [v for row in chunk for v in row])
+
+
 def _adopt_first_release(path: str) -> None:
     """Add the columns a SQLite file of the registry's first release lacks, so that migration
     1 (IF NOT EXISTS throughout) finds today's tables. No PostgreSQL registry is that old."""
@@ -509,9 +527,7 @@ class LookupRegistry:
 
     @staticmethod
     def _log(cur: Cursor, docs: Sequence[str], at: int) -> None:
-        cur.executemany(
-            "INSERT INTO record_changes (doc, at) VALUES (?, ?)", [(d, at) for d in set(docs)]
-        )
+        _insert(cur, "INSERT INTO record_changes (doc, at)", [(d, at) for d in set(docs)])
 
     def _upsert(
         self,
@@ -529,9 +545,7 @@ class LookupRegistry:
         latest = {e.stable_key: e for e in entries}  # sent twice: the last, in the first place
         keys = list(latest)
         old: dict[str, tuple[str, int, int, str | None]] = {}
-        for n in range(0, len(keys), _DOCS_PER_READ):
-            chunk = keys[n : n + _DOCS_PER_READ]
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in _chunks(keys):
             sql = (
                 "SELECT stable_key, uri, created, expires, lease_key FROM records"
                 f" WHERE stable_key IN ({marks})"
@@ -551,25 +565,22 @@ class LookupRegistry:
                 uri = found[0]
                 created = found[1] if found[2] > start else start  # expired: a new one
                 updates.append((registrant, e.body, created, start, expires, lease_key, e.xml, uri))
-                stale.append((uri,))
+                stale.append(uri)
                 changed += [found[3] or uri, lease_key or uri]
             values += [(uri, k, fold(v)) for k, vs in e.record.values.items() for v in vs]
             record = Record(
                 uri, e.record.type, e.record.values, registrant, created, start, expires
             )
             kept.append((record, found is None or found[2] <= start))
-        cur.executemany(
-            f"INSERT INTO records (stable_key, lease_key, xml, {_COLS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            inserts,
-        )
+        _insert(cur, f"INSERT INTO records (stable_key, lease_key, xml, {_COLS})", inserts)
         cur.executemany(
             "UPDATE records SET registrant = ?, body = ?, created = ?, renewed = ?,"
             " expires = ?, lease_key = ?, xml = ? WHERE uri = ?",
             updates,
         )
-        cur.executemany("DELETE FROM record_values WHERE uri = ?", stale)
-        cur.executemany("INSERT INTO record_values (uri, name, value) VALUES (?, ?, ?)", values)
+        for marks, chunk in _chunks(stale):
+            cur.execute(f"DELETE FROM record_values WHERE uri IN ({marks})", chunk)
+        _insert(cur, "INSERT INTO record_values (uri, name, value)", values)
         return kept, changed
 
     def register(
@@ -732,10 +743,7 @@ class LookupRegistry:
         start, expires = self.lease(ttl, time.time() if now is None else now)
         unique = list(dict.fromkeys(uris))
         with self._transaction() as cur:
-            # A statement per chunk, not per uri: on PostgreSQL each is a round trip.
-            for n in range(0, len(unique), _DOCS_PER_READ):
-                chunk = unique[n : n + _DOCS_PER_READ]
-                marks = ",".join("?" * len(chunk))
+            for marks, chunk in _chunks(unique):
                 cur.execute(
                     "UPDATE records SET renewed = ?, expires = ?"
                     f" WHERE uri IN ({marks}) AND expires > ?",
@@ -829,9 +837,7 @@ class LookupRegistry:
         rows: list[Any] = []
         if docs is None:
             rows = self._read(f"{cols} FROM records WHERE expires > ?", (at,))
-        for n in range(0, len(docs or ()), _DOCS_PER_READ):
-            chunk = list(docs or ())[n : n + _DOCS_PER_READ]
-            marks = ",".join("?" * len(chunk))
+        for marks, chunk in _chunks(list(docs or ())):
             # By lease key, and by uri for records without one: both indexed.
             sql = (
                 f"{cols} FROM records WHERE expires > ? AND lease_key IN ({marks}) UNION ALL"
