@@ -146,6 +146,15 @@ def test_an_expired_record_is_not_answered(tmp_path: Path, store_location: str) 
         assert c.get(RECORDS).json() == []
 
 
+def test_a_registry_that_cannot_be_opened_is_a_503_to_retry(tmp_path: Path) -> None:
+    """The PostgreSQL server is not there: 503 with Retry-After, naming the database."""
+    gone = f"postgresql://netsonde@/lookup?host={tmp_path / 'no-server'}"
+    with client_for(tmp_path, db=gone) as c:
+        for answer in (c.get(RECORDS), c.post(RECORDS, json=service("http://a/"), headers=AUTH)):
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+            assert "cannot open lookup registry postgresql://netsonde@" in answer.json()["error"]
+
+
 def test_hostile_bodies_get_4xx_naming_what_is_wrong(tmp_path: Path, store_location: str) -> None:
     limits = {"max_records_per_registrant": 2, "max_record_bytes": 2048}
     with client_for(tmp_path, db=store_location, **limits) as c:
