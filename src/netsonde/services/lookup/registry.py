@@ -381,12 +381,16 @@ def _adopt_first_release(path: str) -> None:
     if path == ":memory:" or not os.path.exists(path):
         return
     store = SQLiteStore(path)
+
+    def missing(cur: Cursor) -> list[tuple[str, str]]:
+        have = {row[1] for row in cur.execute("PRAGMA table_info(records)").fetchall()}
+        return [(n, kind) for n, kind in _ADDED_COLUMNS if have and n not in have]
+
     try:
-        have = {row[1] for row in store.execute("PRAGMA table_info(records)").fetchall()}
-        missing = [(n, kind) for n, kind in _ADDED_COLUMNS if have and n not in have]
-        if missing:
+        if missing(store.cursor()):
+            # Again under the write lock: another process opening it may have added them.
             with store.transaction() as cur:
-                for name, kind in missing:
+                for name, kind in missing(cur):
                     cur.execute(f"ALTER TABLE records ADD COLUMN {name} {kind}")
     finally:
         store.close()
