@@ -254,8 +254,29 @@ def _rollup_store(store_url: str) -> stores.Store:
     return stores.open_store(location, "rollups", rollups.MIGRATIONS)
 
 
+# A write of the day's rollup row fails: a trigger standing for a full disk or a lost server.
+_FAIL_ON_DAY = {
+    "sqlite": [
+        f"CREATE TRIGGER fail_day BEFORE UPDATE ON rollups WHEN NEW.resolution_us = {DAY}"
+        " BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION fail_day() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$BEGIN RAISE EXCEPTION 'the disk is full'; END$$",
+        f"CREATE TRIGGER fail_day BEFORE UPDATE ON rollups FOR EACH ROW"
+        f" WHEN (NEW.resolution_us = {DAY}) EXECUTE FUNCTION fail_day()",
+    ],
+}
+_STOP_FAILING = {
+    "sqlite": ["DROP TRIGGER fail_day"],
+    "postgresql": ["DROP TRIGGER fail_day ON rollups", "DROP FUNCTION fail_day()"],
+}
+_ROWS = "SELECT resolution_us, start_us, digest FROM rollups ORDER BY resolution_us, start_us"
+
+
+@pytest.mark.parametrize("failure", ["write", "read"])
 def test_processing_that_fails_midway_leaves_no_half_state(
-    archive: Archive, store_url: str
+    archive: Archive, store_url: str, failure: str
 ) -> None:
     runs = runs_of(A, 8, ALL)
     day0 = [r for r in runs if r.planned_us < T0 + DAY]
@@ -264,18 +285,23 @@ def test_processing_that_fails_midway_leaves_no_half_state(
     archive.store_runs(day0[1::2])
     side = _rollup_store(store_url)
     try:
-        rows = (
-            "SELECT resolution_us, start_us, digest FROM rollups ORDER BY resolution_us, start_us"
-        )
-        saved = side.cursor().execute(rows).fetchall()
-        # The day's row is the last one a step writes (key order): spoil it, so the step
-        # fails after it has rewritten the 5 min and 1 h rows.
+        saved = side.cursor().execute(_ROWS).fetchall()
         day_row = "UPDATE rollups SET digest = ? WHERE resolution_us = ? AND start_us = ?"
-        side.execute(day_row, ('{"runs": "oops"}', DAY, T0))
-        with pytest.raises(ArchiveError, match="unreadable"):
-            archive.process_rollups()
-        side.execute(day_row, (saved[-1][2], DAY, T0))
-        assert side.cursor().execute(rows).fetchall() == saved  # nothing of the step stayed
+        if failure == "write":
+            # The day's row is the last a step writes (key order): the step fails after it
+            # has rewritten the 5 min and 1 h rows.
+            for statement in _FAIL_ON_DAY[side.dialect]:
+                side.execute(statement)
+            with pytest.raises(ArchiveError, match="the disk is full"):
+                archive.process_rollups()
+            for statement in _STOP_FAILING[side.dialect]:
+                side.execute(statement)
+        else:  # a rollup row that cannot be read
+            side.execute(day_row, ('{"runs": "oops"}', DAY, T0))
+            with pytest.raises(ArchiveError, match="unreadable"):
+                archive.process_rollups()
+            side.execute(day_row, (saved[-1][2], DAY, T0))
+        assert side.cursor().execute(_ROWS).fetchall() == saved  # nothing of the step stayed
         assert archive.rollup_backlog() == len(day0[1::2])
     finally:
         side.close()
