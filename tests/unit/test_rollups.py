@@ -346,3 +346,23 @@ def test_pinger_consolidation_is_the_same_before_and_after_rollups(
     roll_up(archive)
     assert answers() == reference
     assert len(reference["LAST"]) > 1 and all(d.values for d in reference["LAST"])
+
+
+def test_one_process_rolls_up_at_a_time_on_postgresql(pg_url: str) -> None:
+    archive = open_archive(pg_url)
+    try:
+        archive.register_tests([A], T0)
+        runs = runs_of(A, 11, range(50))
+        archive.store_runs(runs)
+        other = stores.open_store(pg_url, "rollups", rollups.MIGRATIONS)
+        try:
+            other.execute("SELECT pg_advisory_lock(7100, 1)")  # another worker, mid-step
+            assert archive.process_rollups() == 0
+            assert archive.rollup_backlog() == 50
+            other.execute("SELECT pg_advisory_unlock(7100, 1)")
+        finally:
+            other.close()
+        assert roll_up(archive) == 50
+        same(windows(archive, HOUR), expected(runs, HOUR))
+    finally:
+        archive.close()
