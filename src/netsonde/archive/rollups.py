@@ -12,13 +12,13 @@ worker has got. The SQL is portable, with ``?`` placeholders, run on a store's c
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import orjson
 
+from netsonde.archive import jsontext
 from netsonde.archive.base import no_check
 from netsonde.archive.stores import Cursor, Migration, Store, StoreError
 from netsonde.metrics.digest import Bucket, RunRow, bucket_of
@@ -106,14 +106,8 @@ _MIN_US, _MAX_US = -(2**63), 2**63 - 1  # BIGINT's range: no bound
 
 
 def _json(value: Any) -> Any:
-    """A stored JSON column: text (SQLite, or PostgreSQL text) or already decoded (jsonb).
-    Summaries written by json.dumps may hold NaN, which only the standard library reads."""
-    if value is None or not isinstance(value, str | bytes):
-        return value
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return json.loads(value)
+    """A stored JSON column: text (SQLite, or PostgreSQL text) or already decoded (jsonb)."""
+    return jsontext.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _run_row(t: int, state: str | None, sent: int | None, summary: Any, samples: Any) -> RunRow:
@@ -131,7 +125,7 @@ def _dumps(bucket: Bucket) -> str:
 def _loads(digest: Any, metrics: Collection[str] | None = None, packets: bool = True) -> Bucket:
     """A stored bucket, with only ``metrics`` (None: all) and the packets only if asked: a
     digest left out is never decoded."""
-    d = _json(digest)
+    d = orjson.loads(digest) if isinstance(digest, str | bytes) else digest  # ours: plain JSON
     if metrics is not None:
         d["metrics"] = {k: v for k, v in d["metrics"].items() if k in metrics}
     if not packets:
