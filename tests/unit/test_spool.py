@@ -182,8 +182,8 @@ def test_delivers_runs_and_redelivery_is_idempotent(
             T0 + 3 * STEP + 250,
             T0 + 3 * STEP + 2_000_000,
             3,
-            f"[[1, 0.5, 60, 72, {T0 + 3 * STEP + 1000}], [2, null, 60, 72, null],"
-            f" [3, 1.5, 60, 72, {T0 + 3 * STEP + 3000}]]",
+            f"[[1,0.5,60,72,{T0 + 3 * STEP + 1000}],[2,null,60,72,null],"
+            f"[3,1.5,60,72,{T0 + 3 * STEP + 3000}]]",
             "mp-a",
             "ping",
         )
@@ -441,9 +441,10 @@ def test_nmwg_delivers_ping_runs_to_the_pinger_ma_and_dead_letters_others(
     )
     assert [s[0] for s in stored] == [r.actual_us for r in pings]  # to the microsecond, in order
     assert {(s[1], s[2], s[3]) for s in stored} == {("mp-a", "127.0.0.9", 3)}
-    assert '"minRtt": 0.5' in stored[0][4] and '"maxRtt": 1.5' in stored[0][4]
-    assert stored[0][5] == (
-        f"[[1, 0.5, 60, 72, {T0 + 1000}], [2, null, 60, 72, null], [3, 1.5, 60, 72, {T0 + 3000}]]"
+    summary = json.loads(stored[0][4])
+    assert summary["minRtt"] == 0.5 and summary["maxRtt"] == 1.5
+    assert json.loads(stored[0][5]) == (
+        [[1, 0.5, 60, 72, T0 + 1000], [2, None, 60, 72, None], [3, 1.5, 60, 72, T0 + 3000]]
     )
     reasons = {d["run_id"]: d["reason"] for d in spool.dead_letters()}
     assert reasons == {

@@ -1,5 +1,8 @@
-"""Stored JSON text read back (summaries, samples, tool detail): orjson, ~4× faster than json,
-with exactly what json.loads gives.
+"""Stored JSON text (summaries, samples, tool detail), written and read back with orjson,
+~10× and ~4× faster than json; read back exactly as json.loads would.
+
+Written: NaN and Infinity become null (no value: what a reader makes of them anyway, and
+valid JSON); an integer past 64 bits, which orjson refuses, is written by json.
 
 json.dumps writes NaN and Infinity, which orjson refuses, and orjson reads an integer past
 64 bits as a float (a float that large may be one): such text goes to json.
@@ -13,6 +16,13 @@ from typing import Any
 import orjson
 
 _LOW, _HIGH = -(2**63), 2**64  # orjson's exact integers: int64 and uint64
+
+
+def dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # an integer past 64 bits (or a type neither writes: json says which)
+        return json.dumps(value)
 
 
 def loads(text: str | bytes) -> Any:

@@ -18,7 +18,7 @@ from netsonde.restartable import OneThread
 
 log = logging.getLogger(__name__)
 
-ROLLUP_BATCH = 5000  # runs rolled up per transaction: a beat between any two
+ROLLUP_BATCH = 1000  # runs rolled up per transaction: short write locks on SQLite, a beat between
 RETENTION_EVERY = 3600.0
 
 

@@ -525,9 +525,9 @@ def _result_rows(runs: Iterable[Run]) -> list[tuple[Any, ...]]:
         (
             r.run_id,
             r.result.sent,
-            json.dumps(r.result.values),
-            json.dumps([[p.seq, p.rtt_ms, p.ttl, p.size, p.recv_us] for p in r.result.replies]),
-            json.dumps(r.result.detail()),
+            jsontext.dumps(r.result.values),
+            jsontext.dumps([[p.seq, p.rtt_ms, p.ttl, p.size, p.recv_us] for p in r.result.replies]),
+            jsontext.dumps(r.result.detail()),
         )
         for r in runs
         if r.result is not None
