@@ -369,6 +369,8 @@ class PostgresArchive:
                 copy.write_row(row)
         if foreign:
             cur.execute(_DROP_REUSED)
+        # The staged batch is a few MB: sorted and joined in memory, not spilled to disk.
+        cur.execute("SET LOCAL work_mem = '64MB'")
         cur.execute(_MERGE)
         (new,) = cur.fetchone() or (0,)
         return int(new)
