@@ -118,3 +118,18 @@ def test_splices_replace_their_own_marks_only() -> None:
     assert out.count(b"<!--") == 1
     # No splices: the bytes envelope() writes.
     assert build.Splices().envelope(message) == build.envelope(message)
+
+
+def test_remembered_float_texts_are_the_rule_and_bounded() -> None:
+    values = [i / 7 for i in range(pinger._FLOAT_TEXTS_MAX + 100)]
+    for _ in range(2):  # made, then looked up
+        text = pinger.datums_xml([("meanRtt", v) for v in values], 6)
+        want = "".join(
+            f'<pinger:datum name="meanRtt" value="{old_value_text("meanRtt", v, 6)}"/>'
+            for v in values
+        )
+        assert text == want
+    assert len(pinger._FLOAT_TEXTS[6]) <= pinger._FLOAT_TEXTS_MAX
+    # 0.0 and -0.0 are equal keys and different texts: neither is remembered.
+    pairs = [("minRtt", 0.0), ("minRtt", -0.0), ("minRtt", 0.0)]
+    assert pinger.datums_xml(pairs, 6).count('value="-0.0"') == 1

@@ -159,16 +159,27 @@ def datums_xml(values: Iterable[tuple[str, float | int | bool]], digits: int | N
     """Named datums in the order given, as ``pinger:datum`` elements' text: a boolean datum
     ``true``/``false``, a number exactly (:func:`number`) after rounding to ``digits``."""
     out = []
+    known = _FLOAT_TEXTS.setdefault(digits, {})
     for name, value in values:
         if name in BOOLEAN_DATUMS:
             text = "true" if value else "false"
+        elif type(value) is float and value and value == value:  # not ±0.0 (equal), not NaN
+            # Measured values repeat (RTTs in µs steps, 0 % loss): their text is looked up.
+            text = known.get(value)  # type: ignore[assignment]
+            if text is None:
+                text = repr(value if digits is None else round(value, digits))
+                if len(known) < _FLOAT_TEXTS_MAX:
+                    known[value] = text
         else:
             if digits is not None:
                 value = round(value, digits)
-            # repr of a float inline: number() is the general case (a call per datum).
             text = repr(value) if type(value) is float else number(value)
         out.append(f'{_DATUM_OPEN.get(name) or _datum_open(name)}{text}"/>')
     return "".join(out)
+
+
+_FLOAT_TEXTS: dict[int | None, dict[float, str]] = {}  # by digits: a float's datum text
+_FLOAT_TEXTS_MAX = 16_384  # per digits (~2 MB); beyond it, texts are made each time
 
 
 def _datum_open(name: str) -> str:
