@@ -18,7 +18,7 @@ What is measured
                 so the rest is visibly protocol and framework overhead.
 
 Usage: python bench/api.py [--tests 100] [--runs 10000] [--seconds 15] [--connections 16]
-                           [--archive-url sqlite --archive-url postgresql]
+                           [--archive-url sqlite --archive-url postgresql] [--write BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -42,11 +42,14 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # pgcluster
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # report
 import pgcluster
 from netsonde.archive import Archive, open_archive, pg
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
 from netsonde.probes import ping
+from report import write_section
 
+HEADING = "## API benchmark"
 T0 = 1_700_000_000  # first run, unix seconds
 STEP = 60  # one run a minute per test
 TOKEN = "bench-token-0123456789"
@@ -363,7 +366,9 @@ def main() -> int:
         help="sqlite (default: the file cached under --data), postgresql (a private server for"
         " the run), or an archive's URL; repeat to compare backends side by side",
     )
+    ap.add_argument("--write", type=Path, default=None, help="BENCHMARKS.md to update")
     args = ap.parse_args()
+    loads = os.getloadavg()  # other work on the machine shows in every figure
 
     data = args.data / f"{args.tests}x{args.runs}"
     db = data / "archive.sqlite"
@@ -407,20 +412,27 @@ def main() -> int:
         rows.append((f"sqlite3, same query in process (no HTTP, no XML), {label}", peer))
 
     cmd = " ".join(["python", "bench/api.py", *map(shlex.quote, sys.argv[1:])])
-    print("## API benchmark\n")
-    print(f"- command: `{cmd}`")
-    print(f"- machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-          f"CPython {platform.python_version()}")  # fmt: skip
-    print(f"- archive: {args.tests * args.runs:,} results ({args.tests} tests × {args.runs:,} runs,"
-          f" 10 packets each, one run a minute), {', '.join(sizes)}")  # fmt: skip
-    print("- queries: random windows of 1 h (60 rows) and 5 min (5 rows)")
-    print(f"- load: wrk -t1 -c{args.connections} -d{args.seconds}s on the same 2 cores\n")
-    print("| workload | requests/s | p50 ms | p99 ms | non-2xx |")
-    print("|---|---:|---:|---:|---:|")
-    for name, r in rows:
-        print(
+    load = f"{loads[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    lines = [
+        f"{HEADING}\n",
+        f"- command: `{cmd}`",
+        f"- machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()},"
+        f" CPython {platform.python_version()}; 1-minute load average {load}",
+        f"- archive: {args.tests * args.runs:,} results ({args.tests} tests × {args.runs:,} runs,"
+        f" 10 packets each, one run a minute), {', '.join(sizes)}",
+        "- queries: random windows of 1 h (60 rows) and 5 min (5 rows)",
+        f"- load: wrk -t1 -c{args.connections} -d{args.seconds}s on the same 2 cores\n",
+        "| workload | requests/s | p50 ms | p99 ms | non-2xx |",
+        "|---|---:|---:|---:|---:|",
+        *(
             f"| {name} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {int(r['non2xx'])} |"
-        )
+            for name, r in rows
+        ),
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        write_section(args.write, HEADING, text)
     return 0
 
 
