@@ -3,6 +3,7 @@ window is answered alike before, during and after rolling up (never a run twice 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Iterable, Iterator, Sequence
@@ -366,3 +367,35 @@ def test_one_process_rolls_up_at_a_time_on_postgresql(pg_url: str) -> None:
         same(windows(archive, HOUR), expected(runs, HOUR))
     finally:
         archive.close()
+
+
+def test_the_rollups_keep_the_headline_metrics_and_others_come_from_raw_runs(
+    archive: Archive,
+) -> None:
+    from netsonde.nmwg.pinger import DATUM_NAMES
+
+    assert set(DATUM_NAMES) <= rollups.ROLLED_UP  # PingER consolidation reads the rollups
+    runs = runs_of(A, 3, ALL)
+    archive.store_runs(runs)
+    roll_up(archive)
+    stored = archive.windows(DAY, test_key=A.key, since_us=T0, until_us=T0 + DAY)
+    assert stored and set(stored[0][1].metrics) <= rollups.ROLLED_UP
+    # "duplicates" is kept; a metric the rollups do not keep is still answered, from the runs.
+    kept = archive.aggregate("duplicates", DAY, test_key=A.key, since_us=T0, until_us=T0 + DAY)
+    assert kept and not kept[0]["digest"].exact  # from the day's rollup: a sketch
+    with_extra = [
+        dataclasses.replace(
+            run,
+            run_id=f"x-{run.run_id}",
+            result=dataclasses.replace(
+                run.result, values={**run.result.values, "notRolledUp": 7.0}
+            ),
+        )
+        for run in runs_of(B, 4, ALL)
+        if run.result is not None and run.result.values
+    ]
+    archive.store_runs(with_extra)
+    roll_up(archive)
+    (day,) = archive.aggregate("notRolledUp", DAY, test_key=B.key, since_us=T0, until_us=T0 + DAY)
+    assert day["count"] == sum(T0 <= r.planned_us < T0 + DAY for r in with_extra)
+    assert day["digest"].exact and day["mean"] == 7.0  # raw runs: exact, whatever their number

@@ -25,6 +25,22 @@ from netsonde.metrics.digest import Bucket, RunRow, bucket_of
 
 RESOLUTIONS_US = (300_000_000, 3_600_000_000, 86_400_000_000)  # 5 min, 1 h, 1 d
 
+# The summary metrics the rollups keep: the headline figures of each tool (the PingER datums
+# among them, tests/unit/test_rollups.py checks). A window of any other metric is answered from
+# the raw runs. Rolling up all of them (ping alone has 39, most of them derived detail) made a
+# bucket 4 kB and the worker ~5x slower, for figures nobody charts over a year.
+ROLLED_UP = frozenset(
+    {
+        # ping: RTT, loss, inter-packet delay (the PingER set), jitter, quality
+        "minRtt", "meanRtt", "maxRtt", "medianRtt", "lossPercent", "clp",
+        "minIpd", "meanIpd", "maxIpd", "iqrIpd", "duplicates", "outOfOrder",
+        "jitter3550", "mos", "delayOneWay",
+        # throughput (iperf3), one-way and two-way delay (owamp, twamp), tcp/http/dns
+        "throughput_mbps", "jitter_ms", "retransmits", "lost_packets",
+        "connectMs", "durationMs", "tlsMs", "ok",
+    }
+)  # fmt: skip
+
 _DDL = """
 CREATE TABLE rollup_pending (
     run_id TEXT PRIMARY KEY,
@@ -158,7 +174,7 @@ def process(store: Store, limit: int = 5000) -> int:
                 )
         changes: dict[tuple[str, int, int], list[Bucket]] = {}
         for (key, start), runs in groups.items():
-            bucket = bucket_of(runs)
+            bucket = bucket_of(runs, metrics=ROLLED_UP)
             for res in RESOLUTIONS_US:
                 changes.setdefault((key, res, start - start % res), []).append(bucket)
         at = sorted(changes)  # one order for every writer: no lock-order deadlock
@@ -225,7 +241,8 @@ def windows(
     """(start, bucket digest) per window of ``window_us`` (windows start at multiples of it
     since the epoch) over the runs planned in [since, until) of one test key, every key of a
     test id, or every test: the windows with at least one result, oldest first, at most
-    ``limit``. ``metrics`` (None: all) and ``packets`` say what the digests hold.
+    ``limit``. ``metrics`` (None: ``ROLLED_UP``) and ``packets`` say what the digests hold;
+    a metric outside ``ROLLED_UP`` makes every window come from the raw runs.
 
     The part of [since, until) aligned to the coarsest rollup resolution that divides the
     window comes from the rollups plus the runs still pending there; the rest from the raw
@@ -235,7 +252,10 @@ def windows(
         raise ValueError(f"window must be positive, got {window_us} µs")
     lo = _MIN_US if since_us is None else since_us
     hi = _MAX_US if until_us is None else until_us
-    res = resolution_for(window_us)
+    if metrics is None:
+        metrics = ROLLED_UP
+    # Metrics the rollups do not keep: every window from the raw runs.
+    res = resolution_for(window_us) if ROLLED_UP.issuperset(metrics) else None
     start, end = (hi, hi) if res is None else (-(-lo // res) * res, hi - hi % res)
     if start >= end:
         start = end = hi  # nothing aligned: all raw
