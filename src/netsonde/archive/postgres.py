@@ -25,12 +25,12 @@ import datetime as dt
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from netsonde.archive import pg, retention, rollups
-from netsonde.archive.base import ArchiveError, Backend, UnknownTestError, no_check
+from netsonde.archive.base import ArchiveError, Backend, UnknownTestError
 from netsonde.archive.sqlite import (
     _UPSERT_TEST,
     _result_rows,
@@ -40,7 +40,6 @@ from netsonde.archive.sqlite import (
     _Where,
 )
 from netsonde.archive.stores import Migration, PgStore, StoreError, migrate, to_format
-from netsonde.metrics.digest import Bucket
 from netsonde.model import Run, TestSpec
 
 if TYPE_CHECKING:
@@ -198,7 +197,7 @@ def _partition(table: str, year: int, month: int) -> str:
     return f"{table}_p{year:04d}_{month:02d}"
 
 
-class PostgresArchive:
+class PostgresArchive(rollups.RolledUp):
     """One connection to the archive in a PostgreSQL database."""
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
@@ -270,6 +269,9 @@ class PostgresArchive:
     def _conn(self) -> psycopg.Connection[Any]:
         return self._live().raw
 
+    def _rollup_store(self) -> PgStore:
+        return self._live()
+
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         """Every driver failure as one ArchiveError naming the database (never a password);
@@ -284,6 +286,8 @@ class PostgresArchive:
                 self._drop()
             why = pg.error_text(e) if isinstance(e, psycopg.Error) else str(e)
             raise ArchiveError(f"archive {self._shown} unavailable: {why}") from None
+
+    _store_errors = _errors  # what rollups.RolledUp wraps its calls in
 
     def _drop(self) -> None:
         store, self._store = self._store, None
@@ -596,67 +600,6 @@ class PostgresArchive:
             [*where.args, limit, offset],
         )
         return [_shaped(r) for r in rows]
-
-    def aggregate(
-        self,
-        metric: str,
-        window_us: int,
-        *,
-        test_id: str | None = None,
-        test_key: str | None = None,
-        since_us: int | None = None,
-        until_us: int | None = None,
-        limit: int = 1000,
-    ) -> list[dict[str, Any]]:
-        """Statistics of one summary metric per window: ``rollups.aggregate``."""
-        with self._errors():
-            return rollups.aggregate(
-                self._live(),
-                metric,
-                window_us,
-                test_id=test_id,
-                test_key=test_key,
-                since_us=since_us,
-                until_us=until_us,
-                limit=limit,
-            )
-
-    def windows(
-        self,
-        window_us: int,
-        *,
-        test_key: str | None = None,
-        test_id: str | None = None,
-        since_us: int | None = None,
-        until_us: int | None = None,
-        limit: int = 1000,
-        metrics: Collection[str] | None = None,
-        packets: bool = True,
-        check: Callable[[], None] = no_check,
-    ) -> list[tuple[int, Bucket]]:
-        """Bucket digests per window: ``rollups.windows``."""
-        with self._errors():
-            return rollups.windows(
-                self._live(),
-                window_us,
-                test_key=test_key,
-                test_id=test_id,
-                since_us=since_us,
-                until_us=until_us,
-                limit=limit,
-                metrics=metrics,
-                packets=packets,
-                check=check,
-            )
-
-    def process_rollups(self, limit: int = 5000) -> int:
-        """Roll up at most ``limit`` pending runs: ``rollups.process``."""
-        with self._errors():
-            return rollups.process(self._live(), limit)
-
-    def rollup_backlog(self) -> int:
-        with self._errors():
-            return rollups.backlog(self._live())
 
 
 # A run's result: same id and planned time (the partition key, so each run probes the one

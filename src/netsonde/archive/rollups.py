@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import orjson
@@ -353,3 +354,76 @@ def aggregate(
             }
         )
     return out
+
+
+class RolledUp:
+    """The rollup methods of an :class:`~netsonde.archive.base.Archive`, the same on every
+    backend: a backend gives its store (``_rollup_store``) and the context that turns its
+    failures into ArchiveError (``_store_errors``)."""
+
+    def _rollup_store(self) -> Store:
+        raise NotImplementedError
+
+    def _store_errors(self) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def aggregate(
+        self,
+        metric: str,
+        window_us: int,
+        *,
+        test_id: str | None = None,
+        test_key: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Statistics of one summary metric per window: :func:`aggregate`."""
+        with self._store_errors():
+            return aggregate(
+                self._rollup_store(),
+                metric,
+                window_us,
+                test_id=test_id,
+                test_key=test_key,
+                since_us=since_us,
+                until_us=until_us,
+                limit=limit,
+            )
+
+    def windows(
+        self,
+        window_us: int,
+        *,
+        test_key: str | None = None,
+        test_id: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int = 1000,
+        metrics: Collection[str] | None = None,
+        packets: bool = True,
+        check: Callable[[], None] = no_check,
+    ) -> list[tuple[int, Bucket]]:
+        """Bucket digests per window: :func:`windows`."""
+        with self._store_errors():
+            return windows(
+                self._rollup_store(),
+                window_us,
+                test_key=test_key,
+                test_id=test_id,
+                since_us=since_us,
+                until_us=until_us,
+                limit=limit,
+                metrics=metrics,
+                packets=packets,
+                check=check,
+            )
+
+    def process_rollups(self, limit: int = 5000) -> int:
+        """Roll up at most ``limit`` pending runs: :func:`process`."""
+        with self._store_errors():
+            return process(self._rollup_store(), limit)
+
+    def rollup_backlog(self) -> int:
+        with self._store_errors():
+            return backlog(self._rollup_store())

@@ -11,14 +11,13 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from netsonde import filesystem
 from netsonde.archive import jsontext, retention, rollups, stores
-from netsonde.archive.base import ArchiveError, Backend, UnknownTestError, no_check
-from netsonde.metrics.digest import Bucket
+from netsonde.archive.base import ArchiveError, Backend, UnknownTestError
 from netsonde.model import Run, TestSpec
 
 SCHEMA_VERSION = 2
@@ -123,7 +122,7 @@ def open_store(path: str, schema: str) -> sqlite3.Connection:
     return db
 
 
-class SQLiteArchive:
+class SQLiteArchive(rollups.RolledUp):
     """The embedded backend: one SQLite file in WAL mode."""
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
@@ -337,67 +336,6 @@ class SQLiteArchive:
         )
         return [_run_row(r) for r in rows]
 
-    def aggregate(
-        self,
-        metric: str,
-        window_us: int,
-        *,
-        test_id: str | None = None,
-        test_key: str | None = None,
-        since_us: int | None = None,
-        until_us: int | None = None,
-        limit: int = 1000,
-    ) -> list[dict[str, Any]]:
-        """Statistics of one summary metric per window: ``rollups.aggregate``."""
-        with self._archive_errors():
-            return rollups.aggregate(
-                self._store,
-                metric,
-                window_us,
-                test_id=test_id,
-                test_key=test_key,
-                since_us=since_us,
-                until_us=until_us,
-                limit=limit,
-            )
-
-    def windows(
-        self,
-        window_us: int,
-        *,
-        test_key: str | None = None,
-        test_id: str | None = None,
-        since_us: int | None = None,
-        until_us: int | None = None,
-        limit: int = 1000,
-        metrics: Collection[str] | None = None,
-        packets: bool = True,
-        check: Callable[[], None] = no_check,
-    ) -> list[tuple[int, Bucket]]:
-        """Bucket digests per window: ``rollups.windows``."""
-        with self._archive_errors():
-            return rollups.windows(
-                self._store,
-                window_us,
-                test_key=test_key,
-                test_id=test_id,
-                since_us=since_us,
-                until_us=until_us,
-                limit=limit,
-                metrics=metrics,
-                packets=packets,
-                check=check,
-            )
-
-    def process_rollups(self, limit: int = 5000) -> int:
-        """Roll up at most ``limit`` pending runs: ``rollups.process``."""
-        with self._archive_errors():
-            return rollups.process(self._store, limit)
-
-    def rollup_backlog(self) -> int:
-        with self._archive_errors():
-            return rollups.backlog(self._store)
-
     def store_batch(self, specs: Iterable[TestSpec], runs: Sequence[Run], now_us: int) -> int:
         """Register ``specs`` and store ``runs`` in ONE transaction; returns how many runs were
         new (a run id already stored is left as it is).
@@ -455,6 +393,9 @@ class SQLiteArchive:
         with self._archive_errors():
             return self._db.execute(sql, args).fetchall()
 
+    def _rollup_store(self) -> stores.Store:
+        return self._store
+
     @contextlib.contextmanager
     def _archive_errors(self) -> Iterator[None]:
         """A locked or unreadable database is the archive's state, not a bug: say so as an
@@ -463,6 +404,8 @@ class SQLiteArchive:
             yield
         except sqlite3.OperationalError as e:
             raise ArchiveError(f"archive {self.path} unavailable: {e}") from None
+
+    _store_errors = _archive_errors  # what rollups.RolledUp wraps its calls in
 
 
 def _run_row(r: sqlite3.Row) -> dict[str, Any]:
