@@ -185,11 +185,21 @@ def runs_by_label(now: int) -> dict[str, list[tuple[int, dict[str, float | int |
 Rows = Mapping[str, Iterable[tuple[int, Mapping[str, float | int | None]]]]
 
 
+def archive_url(location: Path | str) -> str:
+    """A store location as the tests give it (``store_location``: a path, or a PostgreSQL
+    URL) → an archive URL."""
+    text = str(location)
+    return text if "://" in text else sqlite_url(Path(text))
+
+
 def populate(
-    path: Path, now: int, probes: Iterable[Probe] = PROBES, rows_by_label: Rows | None = None
+    archive_at: Path | str,
+    now: int,
+    probes: Iterable[Probe] = PROBES,
+    rows_by_label: Rows | None = None,
 ) -> dict[str, str]:
-    """Write the tests and their finished runs (by default the legacy vectors' ones);
-    label → archive key."""
+    """Write the tests and their finished runs (by default the legacy vectors' ones) into the
+    archive at ``archive_at`` (a SQLite file's path or an archive URL); label → archive key."""
     specs = {p.label: p.spec() for p in probes}
     runs = []
     rows_of = runs_by_label(now) if rows_by_label is None else rows_by_label
@@ -210,7 +220,7 @@ def populate(
                     result=result,
                 )
             )
-    archive = open_archive(sqlite_url(path))
+    archive = open_archive(archive_url(archive_at))
     try:
         assert archive.store_batch(specs.values(), runs, to_us(now)) == len(runs)
     finally:
@@ -391,10 +401,11 @@ class PingerMA:
     validated: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, directory: Path, rng: RngCache, now: int) -> PingerMA:
-        path = directory / "archive.sqlite"
-        keys = populate(path, now)
-        return cls(TestClient(create_app(host(path, name=NAME))), keys, now, Grammars(rng))
+    def build(cls, location: str, rng: RngCache, now: int) -> PingerMA:
+        """Over the archive at ``location``: a SQLite file's path or a PostgreSQL URL."""
+        url = archive_url(location)
+        keys = populate(url, now)
+        return cls(TestClient(create_app(host(url, name=NAME))), keys, now, Grammars(rng))
 
     @property
     def labels(self) -> dict[str, str]:

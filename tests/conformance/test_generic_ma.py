@@ -41,8 +41,8 @@ MALFORMED = {"requests/generic-ma/perfSONARBUOY/SetupDataRequest-owamp-6.xml"}
 
 
 @pytest.fixture(scope="module")
-def ma(tmp_path_factory: pytest.TempPathFactory, rng: RngCache) -> PingerMA:
-    return PingerMA.build(tmp_path_factory.mktemp("generic-ma"), rng, int(time.time()))
+def ma(module_store_location: str, rng: RngCache) -> PingerMA:
+    return PingerMA.build(module_store_location, rng, int(time.time()))
 
 
 def expected(relative: str) -> tuple[str, str]:

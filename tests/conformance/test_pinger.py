@@ -80,8 +80,9 @@ PINGER_REQUESTS = vectors(
 
 
 @pytest.fixture(scope="module")
-def ma(tmp_path_factory: pytest.TempPathFactory, rng: RngCache) -> PingerMA:
-    return PingerMA.build(tmp_path_factory.mktemp("pinger-ma"), rng, int(time.time()))
+def ma(module_store_location: str, rng: RngCache) -> PingerMA:
+    """On each backend in turn (the module runs once per backend)."""
+    return PingerMA.build(module_store_location, rng, int(time.time()))
 
 
 # --- what each vector must get ----------------------------------------------------------------

@@ -13,7 +13,6 @@ import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +35,7 @@ from .pinger_fixtures import (
     ALL_LOST,
     NS,
     Probe,
+    archive_url,
     canonical_prefixes_only,
     datums,
     key_labels,
@@ -64,8 +64,8 @@ def _values(run: Mapping[str, Any]) -> dict[str, float | int | None]:
     return summary(run["min_rtt"], lossPercent=run.get("loss", 0.0))
 
 
-def build_archive(path: Path, now: int) -> dict[str, str]:
-    """archive.toml written to ``path``; label → archive key."""
+def build_archive(url: str, now: int) -> dict[str, str]:
+    """archive.toml written to the archive at ``url``; label → archive key."""
     probes = [
         Probe(
             t["label"],
@@ -83,7 +83,7 @@ def build_archive(path: Path, now: int) -> dict[str, str]:
         + [(now - r["ago"], _values(r)) for r in t.get("recent", [])]
         for t in ARCHIVE["test"]
     }
-    return populate(path, now, probes, rows)
+    return populate(url, now, probes, rows)
 
 
 @dataclass
@@ -93,11 +93,12 @@ class PingerVectors:
     now: int
 
     @classmethod
-    def build(cls, directory: Path) -> PingerVectors:
+    def build(cls, location: str) -> PingerVectors:
+        """Over the archive at ``location``: a SQLite file's path or a PostgreSQL URL."""
         now = int(time.time())
-        path = directory / "archive.sqlite"
-        keys = build_archive(path, now)
-        app = create_app(host(path, name=ARCHIVE["mp_name"], token=FACTS["token"]))
+        url = archive_url(location)
+        keys = build_archive(url, now)
+        app = create_app(host(url, name=ARCHIVE["mp_name"], token=FACTS["token"]))
         endpoint = Endpoint(TestClient(app), FACTS["endpoint"], FACTS["schemas"])
         return cls(endpoint, keys, now)
 
@@ -119,8 +120,9 @@ class PingerVectors:
 
 
 @pytest.fixture(scope="module")
-def ma(tmp_path_factory: pytest.TempPathFactory) -> PingerVectors:
-    return PingerVectors.build(tmp_path_factory.mktemp("pinger-vectors"))
+def ma(module_store_location: str) -> PingerVectors:
+    """On each backend in turn (the module runs once per backend)."""
+    return PingerVectors.build(module_store_location)
 
 
 def check_setup_data_chain(message: etree._Element) -> None:
@@ -245,9 +247,18 @@ Stores = tuple[PingerVectors, list[tuple[bytes, etree._Element]]]
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> Stores:
-    """A fresh archive, the store vectors posted to it in order; (request, answer) of each."""
-    ma = PingerVectors.build(tmp_path_factory.mktemp("pinger-stores"))
+def stores(
+    module_store_location: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Stores:
+    """A fresh archive on the module's backend, the store vectors posted to it in order;
+    (request, answer) of each."""
+    if "://" in module_store_location:  # PostgreSQL: a second database
+        location = request.getfixturevalue("pg_cluster").database("stores")
+    else:
+        location = str(tmp_path_factory.mktemp("pinger-stores") / "archive.sqlite")
+    ma = PingerVectors.build(location)
     return ma, [ma.post(fact["file"], auth=fact["auth"]) for fact in FACTS["store"]]
 
 
