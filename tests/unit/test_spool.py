@@ -23,6 +23,8 @@ import pytest
 import uvicorn
 
 from netsonde.api.app import create_app
+from netsonde.archive import pg as archive_pg
+from netsonde.archive.sqlite import path_of
 from netsonde.http.server import bind
 from netsonde.model import PacketSample, Result, Run, RunState, Schedule, TestSpec
 from netsonde.mp.spool import Spool
@@ -71,11 +73,11 @@ def missed(spec: TestSpec, k: int) -> Run:
 
 
 class Remote:
-    """The real archive app served by uvicorn in a thread; stop() and start() again on the
-    same port make an outage."""
+    """The real archive app served by uvicorn in a thread, on either backend (``archive``: an
+    archive URL); stop() and start() again on the same port make an outage."""
 
-    def __init__(self, path: Path, token: str | None = TOKEN) -> None:
-        self.path = path
+    def __init__(self, archive: str, token: str | None = TOKEN) -> None:
+        self.archive = archive
         self.token = token
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -87,7 +89,7 @@ class Remote:
 
         from hosting import host  # here: the kill -9 child imports this module without it
 
-        ctx = host(self.path, name="remote", token=self.token)
+        ctx = host(self.archive, name="remote", token=self.token)
         config = uvicorn.Config(create_app(ctx), lifespan="off", log_config=None)
         self._server = server = uvicorn.Server(config)
         self._sock = bind("127.0.0.1", self.port)
@@ -101,16 +103,30 @@ class Remote:
         self._thread.join(10)
         self._sock.close()
 
+    @property
+    def inserted(self) -> str:
+        """ORDER BY of the ``runs r`` rows in the order the remote inserted them: SQLite's
+        rowid; on PostgreSQL the inserting transaction, then (planned_us, run_id), the order
+        in which one batch is inserted."""
+        if self.archive.startswith("sqlite"):
+            return "r.rowid"
+        return "r.xmin::text::bigint, r.planned_us, r.run_id"
+
     def runs(self) -> list[tuple[str, int]]:
         """(run_id, planned_us) in the order the remote inserted them."""
-        if not self.path.exists():
-            return []
-        with sqlite3.connect(self.path) as db:
-            return db.execute("SELECT run_id, planned_us FROM runs ORDER BY rowid").fetchall()
+        return self.query(f"SELECT r.run_id, r.planned_us FROM runs r ORDER BY {self.inserted}")
 
     def query(self, sql: str) -> list[Any]:
-        with sqlite3.connect(self.path) as db:
-            return db.execute(sql).fetchall()
+        if self.archive.startswith("sqlite"):
+            path = path_of(self.archive)
+            if not path.exists():
+                return []
+            with sqlite3.connect(path) as db:
+                return db.execute(sql).fetchall()
+        with archive_pg.connect(self.archive) as conn:
+            if conn.execute("SELECT to_regclass('runs')").fetchone() == (None,):
+                return []
+            return [tuple(row) for row in conn.execute(sql.encode()).fetchall()]
 
 
 def wait_until(what: Callable[[], Any], timeout: float = 15.0) -> Any:
@@ -123,8 +139,9 @@ def wait_until(what: Callable[[], Any], timeout: float = 15.0) -> Any:
 
 
 @pytest.fixture
-def remote(tmp_path: Path) -> Iterator[Remote]:
-    r = Remote(tmp_path / "remote.sqlite")
+def remote(store_url: str) -> Iterator[Remote]:
+    """A remote archive on each backend in turn."""
+    r = Remote(store_url)
     r.start()
     yield r
     r.stop()
@@ -437,7 +454,8 @@ def test_nmwg_delivers_ping_runs_to_the_pinger_ma_and_dead_letters_others(
     wait_until(drained(spool, 10))
     stored = remote.query(
         "SELECT r.actual_us, t.source, t.target, res.sent, res.summary, res.samples FROM runs r"
-        " JOIN results res USING (run_id) JOIN tests t ON t.key = r.test_key ORDER BY r.rowid"
+        " JOIN results res USING (run_id) JOIN tests t ON t.key = r.test_key"
+        f" ORDER BY {remote.inserted}"
     )
     assert [s[0] for s in stored] == [r.actual_us for r in pings]  # to the microsecond, in order
     assert {(s[1], s[2], s[3]) for s in stored} == {("mp-a", "127.0.0.9", 3)}
