@@ -65,7 +65,8 @@ PUBLISHED_KEYS = {
     "pid", "started_us", "config", "archive", "url", "reloads", "reload_error", "stored",
     "archive_backlog", "archive_error", "api_workers", "api_worker_restarts", "feeds",
     "workers", "worker_restarts", "loop_stalls", "spool", "reaper", "restart_every_s",
-    "received", "registration", "upkeep", "tests", "in_progress", "waiting", "runs", "lateness", "upcoming",
+    "received", "registration", "upkeep", "tests", "in_progress", "waiting", "runs", "lateness",
+    "upcoming",
 }  # fmt: skip
 
 
