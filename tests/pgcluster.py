@@ -13,6 +13,7 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -71,15 +72,11 @@ class PgCluster:
             "shared_buffers=128MB",
             *extra,
         ]
-        args = [str(self._bins / "postgres"), "-D", str(self.data)]
-        for s in settings:
-            args += ["-c", s]
-        log = open(self.root / "server.log", "wb")  # noqa: SIM115 - the server keeps it
-        self._server = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, user=self._uid(), start_new_session=True
-        )
-        log.close()
-        self._wait_ready()
+        # Through pg_ctl, which leaves the server in the background: not a descendant of the
+        # test process, so no test's sweep of the processes it left behind (the cleanup
+        # fixture, proctree.kill_tree) reaches the suite's server.
+        self._options = " ".join(f"-c {x}" for x in settings)
+        self._start()
         self._names = itertools.count()
 
     def _uid(self) -> int | None:
@@ -94,19 +91,20 @@ class PgCluster:
             cwd=self.root,
         )
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self._server.poll() is not None:
-                raise RuntimeError(f"postgres exited: {self.log()}")
-            ready = subprocess.run(
-                [str(self._bins / "pg_isready"), "-q", "-h", str(self.socket_dir)],
-                check=False,
-            )
-            if ready.returncode == 0:
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"postgres did not start in {timeout} s: {self.log()}")
+    def _start(self) -> None:
+        try:
+            self._run(
+                "pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"),
+                "-o", self._options, "-w", "-t", "60", "start",
+            )  # fmt: skip
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(f"postgres did not start: {self.log()}") from e
+
+    def _pid(self) -> int | None:
+        try:
+            return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
 
     def log(self) -> str:
         try:
@@ -143,28 +141,41 @@ class PgCluster:
         )
 
     def stop(self) -> None:
-        if self._server.poll() is None:
-            self._server.terminate()  # smart shutdown would wait for clients: SIGTERM is fast
-            try:
-                self._server.wait(15)
-            except subprocess.TimeoutExpired:
-                self._server.kill()
-                self._server.wait()
+        # Immediate: nothing to keep, and a fast or smart stop would wait for clients.
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
 
     def kill(self) -> None:
         """Stop the server at once (an archive that goes away); :meth:`restart` brings it back."""
-        self._server.kill()
-        self._server.wait()
+        pid = self._pid()
+        assert pid is not None, "no server running"
+        os.kill(pid, signal.SIGKILL)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.02)
+        # Its backends notice their postmaster is gone and exit: wait, or the new server
+        # finds their shared memory still attached.
+        while time.monotonic() < end and self._backends_left():
+            time.sleep(0.05)
+
+    def _backends_left(self) -> bool:
+        """A process of this cluster still runs: postgres processes work in the data
+        directory."""
+        data = self.data.resolve()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if Path(os.readlink(entry / "cwd")) == data:
+                        return True
+        return False
 
     def restart(self) -> None:
-        args = self._server.args
-        log = open(self.root / "server.log", "ab")  # noqa: SIM115
-        self._server = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, user=self._uid(), start_new_session=True
-        )
-        log.close()
-        self._wait_ready()
+        self._start()
 
 
 def _owner() -> pwd.struct_passwd | None:
