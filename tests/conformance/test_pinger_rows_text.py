@@ -5,8 +5,6 @@ every pinger vector's answer must come out of a parse and lxml's own serializati
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from lxml import etree
 
@@ -20,7 +18,7 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 
 @pytest.fixture(scope="module")
 def ma(tmp_path_factory: pytest.TempPathFactory) -> PingerVectors:
-    return PingerVectors.build(Path(tmp_path_factory.mktemp("pinger-rows")))
+    return PingerVectors.build(str(tmp_path_factory.mktemp("pinger-rows") / "archive.sqlite"))
 
 
 def answer(ma: PingerVectors, name: str) -> bytes:
