@@ -52,7 +52,9 @@ def test_measures_stores_refuses_second_and_stops_clean(
     assert status["running"] is True
     assert d.proc is not None and status["pid"] == d.proc.pid
     assert status["upcoming"] and status["upcoming"][0]["test_id"] == "lo4"
-    assert status["upcoming"][0]["planned_us"] > (time.time() - 1) * 1e6
+    # Not a stale plan: the next run is at most a publish interval (1 s) in the past, read by a
+    # CLI that itself takes a moment to start on a busy machine (1.1 s seen in a fresh clone).
+    assert status["upcoming"][0]["planned_us"] > (time.time() - 3) * 1e6
 
     # A second instance on the same pidfile is refused, in one line.
     second = d.cli("run")
