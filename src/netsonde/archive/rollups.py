@@ -12,6 +12,7 @@ worker has got. The SQL is portable, with ``?`` placeholders, run on a store's c
 
 from __future__ import annotations
 
+import abc
 import re
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
@@ -356,16 +357,16 @@ def aggregate(
     return out
 
 
-class RolledUp:
+class RolledUp(abc.ABC):
     """The rollup methods of an :class:`~netsonde.archive.base.Archive`, the same on every
     backend: a backend gives its store (``_rollup_store``) and the context that turns its
     failures into ArchiveError (``_store_errors``)."""
 
-    def _rollup_store(self) -> Store:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _rollup_store(self) -> Store: ...
 
-    def _store_errors(self) -> AbstractContextManager[None]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _store_errors(self) -> AbstractContextManager[None]: ...
 
     def aggregate(
         self,

@@ -10,6 +10,7 @@ service catches one exception whatever backend it runs on.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import re
 import sqlite3
@@ -52,27 +53,25 @@ class Migration:
         return self.sqlite if dialect == "sqlite" else self.postgresql
 
 
-class Store:
+class Store(abc.ABC):
     """One connection, shared by a store's threads under its own lock."""
 
     dialect: Dialect
     location: str  # what errors name: a path, or the URL without secrets
 
-    def cursor(self) -> Cursor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def cursor(self) -> Cursor: ...
 
+    @abc.abstractmethod
     def execute(self, sql: str, args: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor:
         """One statement in its own transaction."""
-        raise NotImplementedError
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Cursor]:
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[Cursor]:
         """A write transaction: committed when the block ends, rolled back on any exception."""
-        raise NotImplementedError
-        yield  # pragma: no cover
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
 
 # ---- SQLite -------------------------------------------------------------------------------------
