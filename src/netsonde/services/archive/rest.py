@@ -453,6 +453,11 @@ Resolution = Literal["5m", "1h", "1d"]  # the archive's rollups (archive.rollups
 RTT_BANDS = (5, 25, 50, 75, 95)
 
 
+def _stats(d: Digest) -> dict[str, float | int]:
+    """A digest's count, min, mean and max, as the rollup buckets show them."""
+    return {"count": d.n, "min": d.min, "mean": d.mean, "max": d.max}
+
+
 def rollup_bucket_of(
     start_us: int, bucket: Bucket, resolution_us: int, metric: str
 ) -> RollupBucket:
@@ -468,22 +473,8 @@ def rollup_bucket_of(
             "loss_percent": bucket.loss_percent,
             "rtt": None
             if rtt is None
-            else {
-                "count": rtt.n,
-                "min": rtt.min,
-                "max": rtt.max,
-                "mean": rtt.mean,
-                **{f"p{p}": rtt.percentile(p) for p in RTT_BANDS},
-            },
-            "metric": None
-            if value is None
-            else {
-                "count": value.n,
-                "min": value.min,
-                "mean": value.mean,
-                "max": value.max,
-                "last": value.last,
-            },
+            else {**_stats(rtt), **{f"p{p}": rtt.percentile(p) for p in RTT_BANDS}},
+            "metric": None if value is None else {**_stats(value), "last": value.last},
         }
     )
 
